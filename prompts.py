@@ -75,8 +75,9 @@ class Annotation:
         the strokes clipped to the object, the filled box, or the object.
     points: (P, 2) int64 (x, y) pixel coordinates of the clicks; shape (0, 2) unless kind == "point".
     box: (x0, y0, x1, y1) inclusive pixel bounds, only for kind == "box", else None.
-    strokes: for kind == "scribble", one (V, 2) float64 (x, y) polyline per stroke, its first
-        vertex the (labelled) object pixel the stroke starts at; empty otherwise.
+    strokes: for kind == "scribble", one (V, 2) float64 (x, y) polyline per stroke as drawn (the
+        random walk's vertices rounded to pixel centres), its first vertex the (labelled) object
+        pixel the stroke starts at; empty otherwise.
     widths: brush width in pixels of each stroke, aligned with ``strokes``.
     """
 
@@ -170,7 +171,9 @@ def _object_pixels(object_mask: Any) -> np.ndarray:
                 "pass (labels == class_id) with the 255 pixels kept"
             )
     else:
-        raise ValueError(f"object_mask has dtype {mask.dtype}: expected bool or an integer/float 0/1/255 mask")
+        raise ValueError(
+            f"object_mask has dtype {mask.dtype}: expected bool or an integer/float 0/1/255 mask"
+        )
     if not obj.any():
         raise ValueError(
             f"object_mask of shape {tuple(mask.shape)} has no object pixel (no value equal to 1): "
@@ -233,7 +236,8 @@ def _stroke_vertices(x: int, y: int, preset: StrokePreset, *, width: int, height
     each step adds a uniform speed change and heading change bounded by max_head_acceleration,
     clips the speed to [0, max_head_speed], moves, and clips the head to the image. Unlike the
     original video-mask generator, the finished stroke is not then translated and jittered as
-    the next video frame, so its first vertex stays on the clicked object pixel.
+    the next video frame, so its first vertex stays on the clicked object pixel. The walk runs in
+    continuous coordinates; the returned vertices are rounded to pixel centres.
     """
     n_steps = int(rng.integers(*preset.n_vertex_bound))
     max_speed = preset.max_head_speed
@@ -252,7 +256,9 @@ def _stroke_vertices(x: int, y: int, preset: StrokePreset, *, width: int, height
         head_x = min(max(head_x + speed * math.cos(angle), 0.0), width - 1.0)
         head_y = min(max(head_y + speed * math.sin(angle), 0.0), height - 1.0)
         vertices[step + 1] = (head_x, head_y)
-    return vertices
+    # PIL rasterises a wide line from integer coordinates; rounding here makes the returned
+    # polyline the one actually drawn, so every labelled pixel lies within width/2 + 1 of it.
+    return np.rint(vertices)
 
 
 def _draw_stroke(draw: ImageDraw.ImageDraw, vertices: np.ndarray, brush: int) -> None:
