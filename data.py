@@ -1,17 +1,144 @@
-"""Few-shot segmentation benchmarks and episodes (paper §5.1 "Datasets", Appendix B, Tables 8-10).
+"""Few-shot segmentation benchmarks and their episodes (paper §5.1 "Datasets", Appendix B, Tables 8-10).
 
-This part: the embedded synthetic benchmark's scene renderer.
+Benchmarks (``DATASETS``), each read from the layout researchers already have on disk:
+
+- ``pascal``: PASCAL-5i. VOC2012 images with the SBD-augmented labels (``SegmentationClassAug``);
+  train on every labelled image not in ``val.txt``, test on ``val.txt``. Fold i tests classes
+  5i+1..5i+5 (Table 8) and trains on the other 15.
+- ``coco``: COCO-20i. Train on train2014, test on val2014. Fold i tests the 20 classes whose 1-based
+  index in COCO's 80-class order is 4k+i+1 (the interleaved split; Table 9 misprints some names).
+- ``coco2pascal``: COCO-20i fold i for training, PASCAL VOC val images of the fold's Table 10 classes
+  for testing, so no test class was seen in training (domain shift).
+- ``synthetic``: the embedded benchmark, rendered from a seed by the scene renderer below: 20
+  shape x appearance classes in 4 folds of 5, like PASCAL-5i; no files, 128x128, CPU-sized.
+
+An episode is one target image, one class, and k reference images of that class (never the
+target). Training episodes are a pure function of (seed, epoch, index); evaluation episodes are a
+fixed list of N per fold built once from the seed (``write_episodes`` / ``episodes_hash`` prove two
+runs used the same pairs). Every item is a dict:
+
+    target_image      (3, S, S) float32, ImageNet-normalised
+    target_mask       (S, S) int64: 0 background, 1 object, 255 ignore (PASCAL boundaries)
+    reference_images  (k, 3, S, S) float32
+    reference_masks   (k, S, S) int64 in {0, 1, 255}
+    reference_labels  (k, S, S) float32 in {0, 1}: the simulated user label (prompts.py)
+    class_id          int, the dataset's own 1-based class id
+    target_id, reference_ids, episode
+    target_mask_original  (H, W) int64, only with original_size=True
+
+Exposes ``build_dataset``, ``fold_classes``, ``class_names``, ``collate_episodes``,
+``write_episodes``, ``episodes_hash``, ``denormalize``, the class tables and the synthetic renderer
+(``synthetic_scene``, ``synthetic_class``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
+import logging
 import math
+import os
+import tempfile
+import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+import prompts
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("pascal", "coco", "coco2pascal", "synthetic")
+SPLITS = ("train", "test")
+NUM_FOLDS = 4
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE = 255  # PASCAL's object-boundary label: neither object nor background
+
+PASCAL_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# COCO's 80 classes in its own order (ascending category id); class id = position + 1.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+# The category ids of instances_*.json, in the same order (COCO skips 12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+# Table 10: the PASCAL classes tested after training on COCO-20i fold i (PASCAL ids, 1-based).
+COCO2PASCAL_FOLDS = (
+    (1, 4, 9, 11, 12, 15),  # aeroplane, boat, chair, diningtable, dog, person
+    (2, 6, 13, 18),  # bicycle, bus, horse, sofa
+    (3, 7, 16, 17, 19, 20),  # bird, car, pottedplant, sheep, train, tvmonitor
+    (5, 8, 10, 14),  # bottle, cat, cow, motorbike
+)
+
+# Seed-sequence keys. numpy treats trailing zero keys as absent ([s, 0] == [s]), so the streams
+# below use large constants that no epoch, episode or image index reaches; pretrain_tiny_sam.py
+# keeps to 7_000_00x.
+_SYNTHETIC_STREAMS = {"train": 5_000_001, "test": 5_000_002}
+_EPISODE_LIST_STREAM = 5_000_003
+
+
+def fold_classes(name: str, fold: int, split: str) -> list[int]:
+    """The class ids of `name`'s fold `fold` used by `split` ("train" or "test"), ascending.
+
+    pascal / synthetic: test 5i+1..5i+5 (Table 8), train the other 15.
+    coco: test the ids 4k+i+1, k = 0..19 (the interleaved rule), train the other 60.
+    coco2pascal: train as coco; test the PASCAL ids of Table 10 (COCO2PASCAL_FOLDS).
+    """
+    _check_choice("dataset", name, DATASETS)
+    _check_choice("split", split, SPLITS)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < NUM_FOLDS:
+        raise ValueError(f"fold must be 0..{NUM_FOLDS - 1}, got {fold!r}")
+    fold = int(fold)
+    if name == "coco2pascal" and split == "test":
+        return list(COCO2PASCAL_FOLDS[fold])
+    if name in ("coco", "coco2pascal"):
+        test = [4 * k + fold + 1 for k in range(20)]
+        total = len(COCO_CLASSES)
+    else:
+        test = list(range(5 * fold + 1, 5 * fold + 6))
+        total = len(PASCAL_CLASSES)
+    return test if split == "test" else [c for c in range(1, total + 1) if c not in test]
+
+
+def class_names(name: str, split: str = "test") -> tuple[str, ...]:
+    """Names of `name`'s class ids: class_names(name)[class_id - 1].
+
+    Only coco2pascal depends on the split: its training episodes carry COCO ids, its test
+    episodes PASCAL ids (the default, since tables are printed for tests).
+    """
+    _check_choice("dataset", name, DATASETS)
+    _check_choice("split", split, SPLITS)
+    if name == "pascal" or (name == "coco2pascal" and split == "test"):
+        return PASCAL_CLASSES
+    if name in ("coco", "coco2pascal"):
+        return COCO_CLASSES
+    return SYNTHETIC_CLASS_NAMES
+
+
+def _check_choice(what: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
+
 
 # ---------------------------------------------------------------------------------------------
 # The embedded synthetic benchmark: 20 classes, each a shape combined with an appearance, so that
@@ -180,3 +307,627 @@ def synthetic_scene(
 
     image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
     return SyntheticScene(image=image, label=label, instances=tuple(instances), classes=tuple(instance_classes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sources. Each knows its image ids (unique across datasets and splits, stable: they key
+# the SAM-embedding cache), which classes each image holds, and how to load an image with its
+# label map. The episode datasets further down are the same for every benchmark.
+# ---------------------------------------------------------------------------------------------
+
+PASCAL_LAYOUT = """PASCAL-5i expects under --data-root:
+  VOC2012/JPEGImages/<id>.jpg
+  VOC2012/SegmentationClassAug/<id>.png   SBD-augmented labels: 0 background, 1-20 classes, 255 boundary
+  VOC2012/ImageSets/Segmentation/val.txt  the 1,449 test images
+VOC2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (VOCtrainval_11-May-2012.tar).
+SegmentationClassAug: VOC labels augmented with SBD (Hariharan et al. 2011,
+http://home.bharathh.info/pubs/codes/SBD/download.html), distributed ready-made as
+SegmentationClassAug.zip with the DeepLab / PFENet / HSNet code."""
+
+COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO2014):
+  train2014/COCO_train2014_<id>.jpg, val2014/COCO_val2014_<id>.jpg
+  and either annotations/train2014/*.png, annotations/val2014/*.png (semantic masks, the HSNet
+  layout: pixel value = 1-based index in COCO's 80-class order, 0 background)
+  or annotations/instances_train2014.json, annotations/instances_val2014.json (rendered once
+  with pycocotools into --cache-dir)
+COCO 2014 images and annotations: https://cocodataset.org/#download"""
+
+
+class PascalImages:
+    """PASCAL VOC 2012 images with SBD-augmented labels (§5.1; Appendix B).
+
+    root: the folder holding VOC2012/. split "train": every labelled image not in val.txt
+    (10,582 with the standard SBD set); "test": val.txt (1,449).
+    cache_dir: where the image -> classes index is kept (built once from the label PNGs).
+    Ids look like "voc/2007_000032"; labels are (H, W) uint8 with 0..20 and 255.
+    """
+
+    def __init__(self, root: Path, *, split: str, cache_dir: Path, progress: bool = False):
+        self.root = Path(root)
+        voc = self.root / "VOC2012"
+        self.image_dir = voc / "JPEGImages"
+        self.label_dir = voc / "SegmentationClassAug"
+        val_list = voc / "ImageSets" / "Segmentation" / "val.txt"
+        for path in (self.image_dir, self.label_dir):
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path} not found.\n{PASCAL_LAYOUT}")
+        if not val_list.is_file():
+            raise FileNotFoundError(f"{val_list} not found.\n{PASCAL_LAYOUT}")
+        val_names = sorted({line.strip() for line in val_list.read_text().splitlines() if line.strip()})
+
+        label_names = _listdir(self.label_dir, ".png")
+        index = _cached_index(
+            cache_dir, "pascal", source=self.label_dir, signature={"count": len(label_names)},
+            build=lambda: _index_label_pngs(self.label_dir, label_names, num_classes=20, progress=progress),
+        )
+        missing = [n for n in val_names if n not in index]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.label_dir / (missing[0] + '.png')} not found ({len(missing)} of the images in {val_list} "
+                f"have no label).\n{PASCAL_LAYOUT}")
+        names = val_names if split == "test" else sorted(set(index) - set(val_names))
+        _check_images_exist(self.image_dir, names, ".jpg", PASCAL_LAYOUT)
+        self.location = str(self.label_dir)
+        self.ids = tuple(f"voc/{n}" for n in names)
+        self.classes = {f"voc/{n}": tuple(index[n]) for n in names}
+
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map."""
+        name = image_id.split("/", 1)[1]
+        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png")
+
+
+class CocoImages:
+    """COCO 2014 images with semantic masks in COCO's 80-class order (§5.1; Appendix B).
+
+    root: the folder holding train2014/, val2014/, annotations/ (or its COCO2014/ subfolder).
+    split "train" reads train2014, "test" val2014.
+    masks: "png" reads annotations/<split>2014/*.png; "json" renders instances_<split>2014.json
+        with pycocotools into cache_dir once (larger objects first, so a small object on a large
+        one stays visible; crowd regions count as their class); "auto" prefers the PNGs.
+    Ids look like "coco/train2014/COCO_train2014_000000000009".
+    """
+
+    def __init__(self, root: Path, *, split: str, cache_dir: Path, masks: str = "auto", progress: bool = False):
+        _check_choice("COCO mask source", masks, ("auto", "png", "json"))
+        root = Path(root)
+        if not (root / "annotations").is_dir() and (root / "COCO2014").is_dir():
+            root = root / "COCO2014"
+        self.root = root
+        folder = "train2014" if split == "train" else "val2014"
+        self.image_dir = root / folder
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"{self.image_dir} not found.\n{COCO_LAYOUT}")
+        png_dir = root / "annotations" / folder
+        json_path = root / "annotations" / f"instances_{folder}.json"
+        if masks == "auto":
+            masks = "png" if png_dir.is_dir() else "json"
+        if masks == "png":
+            if not png_dir.is_dir():
+                raise FileNotFoundError(f"{png_dir} not found.\n{COCO_LAYOUT}")
+            self.label_dir = png_dir
+            label_names = _listdir(png_dir, ".png")
+            index = _cached_index(
+                cache_dir, f"coco-{folder}-png", source=png_dir, signature={"count": len(label_names)},
+                build=lambda: _index_label_pngs(png_dir, label_names, num_classes=80, progress=progress),
+            )
+        else:
+            if not json_path.is_file():
+                raise FileNotFoundError(f"{json_path} not found (nor {png_dir}).\n{COCO_LAYOUT}")
+            stat = json_path.stat()
+            signature = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            self.label_dir = cache_dir / f"coco-masks-{_short_hash(str(json_path.resolve()))}" / folder
+            index = _cached_index(cache_dir, f"coco-{folder}-json", source=json_path, signature=signature,
+                                  build=lambda: _render_coco_masks(json_path, self.label_dir, progress=progress))
+        names = sorted(n for n, classes in index.items() if classes)
+        _check_images_exist(self.image_dir, names, ".jpg", COCO_LAYOUT)
+        self.location = str(self.label_dir)
+        self.ids = tuple(f"coco/{folder}/{n}" for n in names)
+        self.classes = {f"coco/{folder}/{n}": tuple(index[n]) for n in names}
+
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map (0..80)."""
+        name = image_id.rsplit("/", 1)[1]
+        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png")
+
+
+def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dict[str, list[int]]:
+    """Render instances_*.json into one semantic PNG per image; returns {file stem: classes}."""
+    from pycocotools.coco import COCO  # only this route needs it
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        try:
+            coco = COCO(str(json_path))
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{json_path} could not be read as COCO instance annotations: {error!r}") from error
+    class_of = {}
+    for category in coco.dataset.get("categories", []):
+        if category["id"] not in COCO_CATEGORY_IDS:
+            raise ValueError(f"{json_path}: category id {category['id']} ({category.get('name')}) is not one of "
+                             "COCO's 80 detection categories; COCO-20i needs instances_*2014.json")
+        class_id = COCO_CATEGORY_IDS.index(category["id"]) + 1
+        if category.get("name") != COCO_CLASSES[class_id - 1]:
+            raise ValueError(f"{json_path}: category id {category['id']} is named {category.get('name')!r}, "
+                             f"COCO calls it {COCO_CLASSES[class_id - 1]!r}; is this COCO 2014?")
+        class_of[category["id"]] = class_id
+
+    index: dict[str, list[int]] = {}
+    with warnings.catch_warnings():
+        # pycocotools 2.0 warns on every decode under numpy 2 (its __array__ lacks `copy`); harmless.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        for image_id in tqdm(sorted(coco.imgs), desc=f"rendering {json_path.name}", disable=not progress):
+            info = coco.imgs[image_id]
+            objects = []
+            for ann in coco.imgToAnns.get(image_id, []):
+                mask = coco.annToMask(ann).astype(bool)
+                objects.append((-int(mask.sum()), ann["id"], class_of[ann["category_id"]], mask))
+            label = np.zeros((info["height"], info["width"]), np.uint8)
+            for _, _, class_id, mask in sorted(objects, key=lambda o: o[:2]):  # largest first
+                label[mask] = class_id
+            classes = sorted(int(c) for c in np.unique(label) if c)
+            if classes:
+                stem = Path(info["file_name"]).stem
+                buffer = io.BytesIO()
+                Image.fromarray(label).save(buffer, format="PNG")
+                _write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
+                index[stem] = classes
+    return index
+
+
+class SyntheticImages:
+    """The embedded benchmark's images: image j of `split` is rendered from
+    default_rng([seed, stream(split), j]) with 1-3 distinct classes and 0-3 distractors.
+
+    The class list is drawn first, so the image -> classes index needs no rendering.
+    Ids look like "synthetic-s0/test/00012".
+    """
+
+    def __init__(self, *, seed: int, split: str, num_images: int, scene_size: int = 128):
+        if num_images < 1:
+            raise ValueError(f"num_images must be positive, got {num_images}")
+        self.seed, self.split, self.scene_size = int(seed), split, int(scene_size)
+        prefix = f"synthetic-s{seed}" + ("" if scene_size == 128 else f"-{scene_size}px")
+        self.ids = tuple(f"{prefix}/{split}/{j:05d}" for j in range(num_images))
+        self._number = {image_id: j for j, image_id in enumerate(self.ids)}
+        self.location = f"the synthetic {split} images of seed {seed}"
+        self.classes = {i: tuple(sorted(self._layout(self._rng(j))[0])) for j, i in enumerate(self.ids)}
+
+    def _rng(self, j: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, _SYNTHETIC_STREAMS[self.split], j])
+
+    @staticmethod
+    def _layout(rng: np.random.Generator) -> tuple[list[int], int]:
+        """The first draws of an image's generator: its classes and its number of distractors."""
+        count = int(rng.integers(1, 4))
+        classes = [int(c) for c in rng.choice(SYNTHETIC_NUM_CLASSES, size=count, replace=False) + 1]
+        return classes, int(rng.integers(0, 4))
+
+    def scene(self, image_id: str) -> SyntheticScene:
+        rng = self._rng(self._number[image_id])
+        classes, num_distractors = self._layout(rng)
+        return synthetic_scene(rng, classes=classes, num_distractors=num_distractors, size=self.scene_size)
+
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(S, S, 3) uint8 RGB image and its (S, S) uint8 label map (0..20, 255 rings)."""
+        scene = self.scene(image_id)
+        return scene.image, scene.label
+
+
+# ---------------------------------------------------------------------------------------------
+# Episodes (§3.2): a target, a class, and k references of that class, never the target itself.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Episode:
+    """One reference-target pair: ids of the target and its k references, and the class."""
+
+    target_id: str
+    class_id: int
+    reference_ids: tuple[str, ...]
+
+
+class EpisodeDataset(Dataset):
+    """What training and evaluation episodes share: the class index of a split and item loading.
+
+    images: a source (PascalImages, CocoImages, SyntheticImages) of the split.
+    classes: the class ids of this split of the fold (fold_classes); every other class is
+        background, so a fold's test classes are never foreground in its training episodes.
+    sampling: "image" draws a target image, then one of its classes (the authors' PASCAL);
+        "class" draws a class uniformly, then a target image of it (the authors' COCO).
+    shots: k, the number of distinct references per episode.
+    label: the simulated reference label, one of prompts.LABEL_KINDS.
+    image_size: S; images are resized bilinearly, masks with nearest neighbour.
+    original_size: also return the target mask at the image's own size.
+    """
+
+    def __init__(self, images, *, name: str, split: str, fold: int, classes: Sequence[int], sampling: str,
+                 shots: int = 1, label: str = "mask", image_size: int = 512, seed: int = 0,
+                 original_size: bool = False):
+        _check_choice("label kind", label, prompts.LABEL_KINDS)
+        _check_choice("sampling", sampling, ("image", "class"))
+        if shots < 1:
+            raise ValueError(f"shots must be at least 1, got {shots}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.images, self.name, self.split, self.fold = images, name, split, int(fold)
+        self.class_ids = tuple(sorted(int(c) for c in classes))
+        self.class_names = class_names(name, split)
+        self.sampling, self.shots, self.label = sampling, int(shots), label
+        self.image_size, self.seed, self.original_size = int(image_size), int(seed), bool(original_size)
+
+        wanted = set(self.class_ids)
+        self.images_of = {c: [] for c in self.class_ids}  # class -> ids holding it, in id order
+        for image_id in images.ids:
+            for c in images.classes[image_id]:
+                if c in wanted:
+                    self.images_of[c].append(image_id)
+        for c, ids in self.images_of.items():
+            if len(ids) < max(2, self.shots + 1):
+                raise ValueError(
+                    f"{name} fold {fold} {split}: class {c} ({self.class_names[c - 1]}) is in {len(ids)} "
+                    f"image(s) of {images.location}, but a {self.shots}-shot episode needs a target and "
+                    f"{self.shots} other reference image(s) of it; is the dataset complete?")
+
+    def _classes_in(self, image_id: str) -> list[int]:
+        return [c for c in self.images.classes[image_id] if c in self.images_of]
+
+    def _draw_references(self, rng: np.random.Generator, class_id: int, target_id: str) -> tuple[str, ...]:
+        """k distinct images of the class other than the target, uniformly."""
+        candidates, chosen = self.images_of[class_id], []
+        while len(chosen) < self.shots:  # the constructor checked there are enough
+            image_id = candidates[int(rng.integers(len(candidates)))]
+            if image_id != target_id and image_id not in chosen:
+                chosen.append(image_id)
+        return tuple(chosen)
+
+    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator]) -> dict:
+        size, c = self.image_size, episode.class_id
+        image, label = self.images.load(episode.target_id)
+        item = {"target_image": _image_tensor(image, size),
+                "target_mask": torch.from_numpy(_resize_mask(_object_mask(label, c), size).astype(np.int64))}
+        reference_images, reference_masks, reference_labels = [], [], []
+        for reference_id, rng in zip(episode.reference_ids, annotation_rngs):
+            ref_image, ref_label = self.images.load(reference_id)
+            mask = _resize_mask(_object_mask(ref_label, c), size)
+            if not (mask == 1).any():
+                # Nearest-neighbour downscaling can miss a thin or tiny object entirely; a
+                # reference must show its object, so mark every cell the object touches.
+                mask[_resize_soft(ref_label == c, size) > 0] = 1
+            annotation = prompts.simulate_annotation(mask, self.label, rng)
+            reference_images.append(_image_tensor(ref_image, size))
+            reference_masks.append(torch.from_numpy(mask.astype(np.int64)))
+            reference_labels.append(torch.from_numpy(annotation.mask.astype(np.float32)))
+        item.update(reference_images=torch.stack(reference_images), reference_masks=torch.stack(reference_masks),
+                    reference_labels=torch.stack(reference_labels), class_id=c, target_id=episode.target_id,
+                    reference_ids=list(episode.reference_ids), episode=index)
+        if self.original_size:
+            item["target_mask_original"] = torch.from_numpy(_object_mask(label, c).astype(np.int64))
+        return item
+
+
+class TrainingEpisodes(EpisodeDataset):
+    """A fresh random episode per item and epoch, a pure function of (seed, epoch, index).
+
+    len() is the number of split images holding a class of `classes`. Item `index` of epoch e is
+    drawn from default_rng([seed, e, index]) (its references' labels too), so a resumed run and
+    any number of DataLoader workers see the same episodes. Call set_epoch(e) before each epoch
+    (workers copy the dataset when an epoch's iterator starts; use persistent_workers=False).
+    With sampling "image", item `index` targets the index-th image and picks one of its classes.
+    """
+
+    def __init__(self, images, **kwargs):
+        super().__init__(images, **kwargs)
+        self.targets = tuple(i for i in images.ids if self._classes_in(i))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def episode(self, index: int, rng: np.random.Generator | None = None) -> Episode:
+        """The target, class and references of item `index` in the current epoch."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} training targets")
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if rng is None else rng
+        if self.sampling == "image":
+            target_id = self.targets[index]
+            choices = self._classes_in(target_id)
+            class_id = choices[int(rng.integers(len(choices)))]
+        else:
+            class_id = self.class_ids[int(rng.integers(len(self.class_ids)))]
+            target_id = self.images_of[class_id][int(rng.integers(len(self.images_of[class_id])))]
+        return Episode(target_id, class_id, self._draw_references(rng, class_id, target_id))
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        episode = self.episode(index, rng)
+        return self._item(index, episode, [rng] * self.shots)
+
+
+class EvaluationEpisodes(EpisodeDataset):
+    """Exactly `num_episodes` fixed episodes (the paper: 1000 per fold).
+
+    The list is built once, here, from default_rng([seed, stream]): first all targets and classes
+    (so they are the same for every k), then the references. Sampling "image" walks over the
+    split's (image, class) pairs in seeded random order, a new order per pass, so each pair is a
+    target floor(N/P) or ceil(N/P) times; "class" draws each episode's class uniformly. Reference
+    j of episode i is labelled with prompts.episode_rng(seed, i, j). Nothing depends on batch
+    size, workers, item order or whether training ran first.
+    """
+
+    def __init__(self, images, *, num_episodes: int = 1000, **kwargs):
+        super().__init__(images, **kwargs)
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be positive, got {num_episodes}")
+        rng = np.random.default_rng([self.seed, _EPISODE_LIST_STREAM])
+        if self.sampling == "image":
+            pairs = [(i, c) for i in images.ids for c in self._classes_in(i)]
+            order = np.concatenate([rng.permutation(len(pairs)) for _ in range(-(-num_episodes // len(pairs)))])
+            targets = [pairs[j] for j in order[:num_episodes]]
+        else:
+            targets = []
+            for _ in range(num_episodes):
+                c = self.class_ids[int(rng.integers(len(self.class_ids)))]
+                targets.append((self.images_of[c][int(rng.integers(len(self.images_of[c])))], c))
+        self.episodes = tuple(Episode(t, c, self._draw_references(rng, c, t)) for t, c in targets)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> dict:
+        rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
+        return self._item(index, self.episodes[index], rngs)
+
+
+def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
+    if not isinstance(dataset, EvaluationEpisodes):
+        raise TypeError(f"only evaluation episodes (split='test') are a fixed list; got {type(dataset).__name__}")
+    record = {
+        "dataset": dataset.name, "split": dataset.split, "fold": dataset.fold, "shots": dataset.shots,
+        "label": dataset.label, "seed": dataset.seed,
+        "episodes": [{"target": e.target_id, "class": e.class_id, "references": list(e.reference_ids)}
+                     for e in dataset.episodes],
+    }
+    return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def episodes_hash(dataset: EvaluationEpisodes) -> str:
+    """A short sha256 (16 hex digits) of the episode list as write_episodes writes it."""
+    return hashlib.sha256(_episodes_json(dataset)).hexdigest()[:16]
+
+
+def write_episodes(dataset: EvaluationEpisodes, path: str | Path) -> str:
+    """Write the episode list (target id, class, reference ids, seed, label kind) to a JSON file,
+    atomically; returns episodes_hash(dataset), which is the sha256 of the file's bytes."""
+    payload = _episodes_json(dataset)
+    _write_atomic(Path(path), payload)
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# The one entry point.
+# ---------------------------------------------------------------------------------------------
+
+def build_dataset(
+    name: str,
+    *,
+    split: str,
+    fold: int,
+    data_root: str | Path | None = None,
+    shots: int = 1,
+    label: str = "mask",
+    image_size: int | None = None,
+    num_episodes: int = 1000,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    original_size: bool = False,
+    num_images: int | None = None,
+    scene_size: int = 128,
+    coco_masks: str = "auto",
+    progress: bool = False,
+) -> TrainingEpisodes | EvaluationEpisodes:
+    """The episodes of benchmark `name` (DATASETS), fold `fold`, split "train" or "test".
+
+    data_root: the dataset folder (see PASCAL_LAYOUT, COCO_LAYOUT); coco2pascal reads COCO for
+        "train" and VOC2012/ for "test", so one folder holding both serves it. Unused by synthetic.
+    shots, label: k references, each with a simulated label of this kind (prompts.LABEL_KINDS).
+    image_size: S (default 512; synthetic: scene_size).
+    num_episodes: evaluation episodes per fold (the paper: 1000); unused for "train".
+    seed: fixes the evaluation list, the training episodes, and the synthetic scenes.
+    cache_dir: for the PASCAL/COCO class index and rendered COCO masks; default ./cache. Nothing
+        is written under data_root unless cache_dir points there.
+    original_size: items also carry target_mask_original (H, W).
+    num_images, scene_size: synthetic only (default 2000 train / 1000 test images, 128 px).
+    coco_masks: "auto", "png" or "json" (see CocoImages).
+    progress: show a progress bar while a class index is built or COCO masks are rendered.
+    """
+    classes = fold_classes(name, fold, split)  # validates name, split, fold
+    if name == "synthetic":
+        images = SyntheticImages(seed=seed, split=split, scene_size=scene_size,
+                                 num_images=num_images or (2000 if split == "train" else 1000))
+        image_size = image_size or scene_size
+        sampling = "image"
+    else:
+        if data_root is None:
+            layout = COCO_LAYOUT if name == "coco" or (name == "coco2pascal" and split == "train") else PASCAL_LAYOUT
+            raise FileNotFoundError(f"{name} needs data_root (--data-root): the dataset folder.\n{layout}")
+        data_root = Path(data_root)
+        if not data_root.is_dir():
+            layout = PASCAL_LAYOUT if name == "pascal" else COCO_LAYOUT
+            raise FileNotFoundError(f"data root {data_root} not found.\n{layout}")
+        cache = _resolve_cache_dir(cache_dir, data_root)
+        if name == "pascal" or (name == "coco2pascal" and split == "test"):
+            images = PascalImages(data_root, split=split, cache_dir=cache, progress=progress)
+            sampling = "image"
+        else:
+            images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, progress=progress)
+            sampling = "class"
+        image_size = image_size or 512
+    common = dict(name=name, split=split, fold=fold, classes=classes, sampling=sampling, shots=shots, label=label,
+                  image_size=image_size, seed=seed, original_size=original_size)
+    if split == "train":
+        return TrainingEpisodes(images, **common)
+    return EvaluationEpisodes(images, num_episodes=num_episodes, **common)
+
+
+def collate_episodes(batch: Sequence[dict]) -> dict:
+    """DataLoader collate_fn: stack same-shape tensors, make ints a tensor, keep the rest as lists
+    (ids, reference id lists, target_mask_original of varying sizes)."""
+    out = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({v.shape for v in values}) == 1:
+            out[key] = torch.stack(values)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        else:
+            out[key] = values
+    return out
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised tensor -> (H, W, 3) uint8 RGB, for drawing."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rgb = (image.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+    return rgb.round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: reading images and labels with errors that name the file, the class index cache, and
+# atomic writes (a run killed mid-write never leaves a half file behind).
+# ---------------------------------------------------------------------------------------------
+
+def _image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, S, S) float32, bilinear resize, ImageNet-normalised."""
+    pil = Image.fromarray(image)
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def _object_mask(label: np.ndarray, class_id: int) -> np.ndarray:
+    """(H, W) uint8: 1 on the class, 255 where the label says ignore, 0 elsewhere (other classes too)."""
+    return np.where(label == class_id, 1, np.where(label == IGNORE, IGNORE, 0)).astype(np.uint8)
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    if mask.shape == (size, size):
+        return mask.copy()
+    return np.array(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+
+
+def _resize_soft(mask: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 area-weighted resize of a boolean mask: > 0 wherever the object reaches."""
+    return np.asarray(Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.BILINEAR))
+
+
+def _read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image, label = _read_image(image_path), _read_label(label_path)
+    if image.shape[:2] != label.shape:
+        raise ValueError(
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
+            f"{label.shape[1]}x{label.shape[0]}: the label must match its image; re-extract the dataset")
+    return image, label
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as pil:
+            return np.array(pil.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} not found; is the dataset complete?") from None
+    except OSError as error:
+        raise OSError(f"image {path} could not be read ({error}); re-download or re-extract it") from error
+
+
+def _read_label(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as pil:
+            if pil.mode not in ("P", "L"):
+                raise ValueError(
+                    f"label {path} is a {pil.mode} PNG: expected one channel of class indices (palette or "
+                    "greyscale), like SegmentationClassAug; VOC's colour-coded SegmentationClass is not one")
+            return np.array(pil)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label {path} not found; is the dataset complete?") from None
+    except OSError as error:
+        raise OSError(f"label {path} could not be read ({error}); re-download or re-extract it") from error
+
+
+def _listdir(folder: Path, suffix: str) -> list[str]:
+    """Sorted file stems in `folder` ending with `suffix`."""
+    return sorted(entry.name[: -len(suffix)] for entry in os.scandir(folder) if entry.name.endswith(suffix))
+
+
+def _check_images_exist(image_dir: Path, names: Sequence[str], suffix: str, layout: str) -> None:
+    present = set(_listdir(image_dir, suffix))
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise FileNotFoundError(f"image {image_dir / (missing[0] + suffix)} not found ({len(missing)} labelled "
+                                f"image(s) missing from {image_dir}).\n{layout}")
+
+
+def _index_label_pngs(label_dir: Path, names: Sequence[str], *, num_classes: int,
+                      progress: bool) -> dict[str, list[int]]:
+    """{stem: sorted class ids present} from label PNGs holding 0, 1..num_classes and 255."""
+    index = {}
+    for name in tqdm(names, desc=f"indexing {label_dir}", disable=not progress):
+        path = label_dir / f"{name}.png"
+        counts = np.bincount(_read_label(path).ravel(), minlength=256)
+        bad = [v for v in np.flatnonzero(counts) if num_classes < v < IGNORE]
+        if bad:
+            raise ValueError(f"label {path} has pixel value {bad[0]}: expected 0 background, 1..{num_classes} "
+                             f"classes and {IGNORE} ignore")
+        index[name] = [int(c) for c in np.flatnonzero(counts[1:num_classes + 1]) + 1]
+    return index
+
+
+def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
+                  build: Callable[[], dict]) -> dict[str, list[int]]:
+    """The {image: classes} index of `source` from cache_dir if it was built from the same files
+    (same `signature`: file count, or size and time of the annotation file), else built and cached."""
+    signature = {"source": str(Path(source).resolve()), **signature}
+    path = cache_dir / f"{kind}-index-{_short_hash(signature['source'])}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        cached = json.loads(path.read_text())
+        if cached["format"] == 1 and cached["signature"] == signature:
+            return cached["classes"]
+    log.info("building %s class index into %s", kind, path)
+    index = build()
+    _write_atomic(path, json.dumps({"format": 1, "signature": signature, "classes": index}).encode())
+    return index
+
+
+def _resolve_cache_dir(cache_dir: str | Path | None, data_root: Path) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)  # the user asked for this place, even inside data_root
+    default = Path("cache").resolve()
+    if default.is_relative_to(data_root.resolve()):
+        raise ValueError(f"the default cache folder {default} is inside data root {data_root}, where nothing is "
+                         "written unless asked: pass cache_dir (--cache-dir) to say where the class index may go")
+    return default
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
