@@ -585,7 +585,7 @@ class EpisodeDataset(Dataset):
         image, label = self.images.load(episode.target_id)
         item = {"target_image": _image_tensor(image, size),
                 "target_mask": torch.from_numpy(_resize_mask(_object_mask(label, c), size).astype(np.int64))}
-        reference_images, reference_masks, reference_labels = [], [], []
+        reference_images, reference_masks, reference_labels = [], [], []  # numpy until stacked (_image_array)
         for reference_id, rng in zip(episode.reference_ids, annotation_rngs):
             ref_image, ref_label = self.images.load(reference_id)
             mask = _resize_mask(_object_mask(ref_label, c), size)
@@ -594,12 +594,13 @@ class EpisodeDataset(Dataset):
                 # reference must show its object, so mark every cell the object touches.
                 mask[_resize_soft(ref_label == c, size) > 0] = 1
             annotation = prompts.simulate_annotation(mask, self.label, rng)
-            reference_images.append(_image_tensor(ref_image, size))
-            reference_masks.append(torch.from_numpy(mask.astype(np.int64)))
-            reference_labels.append(torch.from_numpy(annotation.mask.astype(np.float32)))
-        item.update(reference_images=torch.stack(reference_images), reference_masks=torch.stack(reference_masks),
-                    reference_labels=torch.stack(reference_labels), class_id=c, target_id=episode.target_id,
-                    reference_ids=list(episode.reference_ids), episode=index)
+            reference_images.append(_image_array(ref_image, size))
+            reference_masks.append(mask)
+            reference_labels.append(annotation.mask)
+        item.update(reference_images=torch.from_numpy(np.stack(reference_images)),
+                    reference_masks=torch.from_numpy(np.stack(reference_masks).astype(np.int64)),
+                    reference_labels=torch.from_numpy(np.stack(reference_labels).astype(np.float32)),
+                    class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index)
         if self.original_size:
             item["target_mask_original"] = torch.from_numpy(_object_mask(label, c).astype(np.int64))
         return item
@@ -804,11 +805,17 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
 
 def _image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, S, S) float32, bilinear resize, ImageNet-normalised."""
+    return torch.from_numpy(_image_array(image, size))
+
+
+def _image_array(image: np.ndarray, size: int) -> np.ndarray:
+    # numpy, not torch: torch's intra-op threads make these small ops several times slower on a
+    # busy CPU when items are built in the main process (DataLoader workers use one thread).
     pil = Image.fromarray(image)
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = (np.asarray(pil, dtype=np.float32) / 255.0 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def _object_mask(label: np.ndarray, class_id: int) -> np.ndarray:
