@@ -63,6 +63,9 @@ NUM_FOLDS = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE = 255  # PASCAL's object-boundary label: neither object nor background
+# An image holds a class only if the class covers at least this many of its pixels: the rule
+# (PFENet's, 2 x 32 x 32) behind the list files the authors' code reads for PASCAL and COCO.
+MIN_OBJECT_PIXELS = 2 * 32 * 32
 
 PASCAL_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -339,10 +342,12 @@ class PascalImages:
     root: the folder holding VOC2012/. split "train": every labelled image not in val.txt
     (10,582 with the standard SBD set); "test": val.txt (1,449).
     cache_dir: where the image -> classes index is kept (built once from the label PNGs).
+    min_pixels: a class counts as in an image when it covers at least this many pixels.
     Ids look like "voc/2007_000032"; labels are (H, W) uint8 with 0..20 and 255.
     """
 
-    def __init__(self, root: Path, *, split: str, cache_dir: Path, progress: bool = False):
+    def __init__(self, root: Path, *, split: str, cache_dir: Path, min_pixels: int = MIN_OBJECT_PIXELS,
+                 progress: bool = False):
         self.root = Path(root)
         voc = self.root / "VOC2012"
         self.image_dir = voc / "JPEGImages"
@@ -369,7 +374,7 @@ class PascalImages:
         _check_images_exist(self.image_dir, names, ".jpg", PASCAL_LAYOUT)
         self.location = str(self.label_dir)
         self.ids = tuple(f"voc/{n}" for n in names)
-        self.classes = {f"voc/{n}": tuple(index[n]) for n in names}
+        self.classes = {f"voc/{n}": _classes_with(index[n], min_pixels) for n in names}
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map."""
@@ -385,10 +390,12 @@ class CocoImages:
     masks: "png" reads annotations/<split>2014/*.png; "json" renders instances_<split>2014.json
         with pycocotools into cache_dir once (larger objects first, so a small object on a large
         one stays visible; crowd regions count as their class); "auto" prefers the PNGs.
+    min_pixels: a class counts as in an image when it covers at least this many pixels.
     Ids look like "coco/train2014/COCO_train2014_000000000009".
     """
 
-    def __init__(self, root: Path, *, split: str, cache_dir: Path, masks: str = "auto", progress: bool = False):
+    def __init__(self, root: Path, *, split: str, cache_dir: Path, masks: str = "auto",
+                 min_pixels: int = MIN_OBJECT_PIXELS, progress: bool = False):
         _check_choice("COCO mask source", masks, ("auto", "png", "json"))
         root = Path(root)
         if not (root / "annotations").is_dir() and (root / "COCO2014").is_dir():
@@ -419,11 +426,12 @@ class CocoImages:
             self.label_dir = cache_dir / f"coco-masks-{_short_hash(str(json_path.resolve()))}" / folder
             index = _cached_index(cache_dir, f"coco-{folder}-json", source=json_path, signature=signature,
                                   build=lambda: _render_coco_masks(json_path, self.label_dir, progress=progress))
-        names = sorted(n for n, classes in index.items() if classes)
+        occurring = {n: _classes_with(counts, min_pixels) for n, counts in index.items()}
+        names = sorted(n for n, classes in occurring.items() if classes)
         _check_images_exist(self.image_dir, names, ".jpg", COCO_LAYOUT)
         self.location = str(self.label_dir)
         self.ids = tuple(f"coco/{folder}/{n}" for n in names)
-        self.classes = {f"coco/{folder}/{n}": tuple(index[n]) for n in names}
+        self.classes = {f"coco/{folder}/{n}": occurring[n] for n in names}
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map (0..80)."""
@@ -431,8 +439,8 @@ class CocoImages:
         return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png")
 
 
-def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dict[str, list[int]]:
-    """Render instances_*.json into one semantic PNG per image; returns {file stem: classes}."""
+def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dict[str, list[list[int]]]:
+    """Render instances_*.json into one semantic PNG per image; returns {file stem: [[class, pixels], ...]}."""
     from pycocotools.coco import COCO  # only this route needs it
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
@@ -451,7 +459,7 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
                              f"COCO calls it {COCO_CLASSES[class_id - 1]!r}; is this COCO 2014?")
         class_of[category["id"]] = class_id
 
-    index: dict[str, list[int]] = {}
+    index: dict[str, list[list[int]]] = {}
     with warnings.catch_warnings():
         # pycocotools 2.0 warns on every decode under numpy 2 (its __array__ lacks `copy`); harmless.
         warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
@@ -464,13 +472,12 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
             label = np.zeros((info["height"], info["width"]), np.uint8)
             for _, _, class_id, mask in sorted(objects, key=lambda o: o[:2]):  # largest first
                 label[mask] = class_id
-            classes = sorted(int(c) for c in np.unique(label) if c)
-            if classes:
+            if label.any():
                 stem = Path(info["file_name"]).stem
                 buffer = io.BytesIO()
                 Image.fromarray(label).save(buffer, format="PNG")
                 _write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
-                index[stem] = classes
+                index[stem] = _class_pixels(label, 80)
     return index
 
 
@@ -654,8 +661,9 @@ class EvaluationEpisodes(EpisodeDataset):
 
     The list is built once, here, from default_rng([seed, stream]): first all targets and classes
     (so they are the same for every k), then the references. Sampling "image" walks over the
-    split's (image, class) pairs in seeded random order, a new order per pass, so each pair is a
-    target floor(N/P) or ceil(N/P) times; "class" draws each episode's class uniformly. Reference
+    split's M images that hold a test class, in a new seeded random order per pass, so each is a
+    target floor(N/M) or ceil(N/M) times, with a class of the image drawn uniformly (the authors
+    walk in list order); "class" draws each episode's class uniformly, then its target. Reference
     j of episode i is labelled with prompts.episode_rng(seed, i, j). Nothing depends on batch
     size, workers, item order or whether training ran first.
     """
@@ -666,9 +674,13 @@ class EvaluationEpisodes(EpisodeDataset):
             raise ValueError(f"num_episodes must be positive, got {num_episodes}")
         rng = np.random.default_rng([self.seed, _EPISODE_LIST_STREAM])
         if self.sampling == "image":
-            pairs = [(i, c) for i in images.ids for c in self._classes_in(i)]
-            order = np.concatenate([rng.permutation(len(pairs)) for _ in range(-(-num_episodes // len(pairs)))])
-            targets = [pairs[j] for j in order[:num_episodes]]
+            candidates = [i for i in images.ids if self._classes_in(i)]
+            passes = -(-num_episodes // len(candidates))
+            order = np.concatenate([rng.permutation(len(candidates)) for _ in range(passes)])[:num_episodes]
+            targets = []
+            for j in order:
+                choices = self._classes_in(candidates[j])
+                targets.append((candidates[j], choices[int(rng.integers(len(choices)))]))
         else:
             targets = []
             for _ in range(num_episodes):
@@ -729,6 +741,7 @@ def build_dataset(
     num_images: int | None = None,
     scene_size: int = 128,
     coco_masks: str = "auto",
+    min_pixels: int = MIN_OBJECT_PIXELS,
     progress: bool = False,
 ) -> TrainingEpisodes | EvaluationEpisodes:
     """The episodes of benchmark `name` (DATASETS), fold `fold`, split "train" or "test".
@@ -744,6 +757,9 @@ def build_dataset(
     original_size: items also carry target_mask_original (H, W).
     num_images, scene_size: synthetic only (default 2000 train / 1000 test images, 128 px).
     coco_masks: "auto", "png" or "json" (see CocoImages).
+    min_pixels: PASCAL/COCO images hold a class (as target or reference) only where it covers at
+        least this many pixels at the image's own size; the default is the rule of the authors'
+        list files. Synthetic objects are all larger; it is not used there.
     progress: show a progress bar while a class index is built or COCO masks are rendered.
     """
     classes = fold_classes(name, fold, split)  # validates name, split, fold
@@ -762,10 +778,11 @@ def build_dataset(
             raise FileNotFoundError(f"data root {data_root} not found.\n{layout}")
         cache = _resolve_cache_dir(cache_dir, data_root)
         if name == "pascal" or (name == "coco2pascal" and split == "test"):
-            images = PascalImages(data_root, split=split, cache_dir=cache, progress=progress)
+            images = PascalImages(data_root, split=split, cache_dir=cache, min_pixels=min_pixels, progress=progress)
             sampling = "image"
         else:
-            images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, progress=progress)
+            images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,
+                                progress=progress)
             sampling = "class"
         image_size = image_size or 512
     common = dict(name=name, split=split, fold=fold, classes=classes, sampling=sampling, shots=shots, label=label,
@@ -881,33 +898,43 @@ def _check_images_exist(image_dir: Path, names: Sequence[str], suffix: str, layo
 
 
 def _index_label_pngs(label_dir: Path, names: Sequence[str], *, num_classes: int,
-                      progress: bool) -> dict[str, list[int]]:
-    """{stem: sorted class ids present} from label PNGs holding 0, 1..num_classes and 255."""
+                      progress: bool) -> dict[str, list[list[int]]]:
+    """{stem: [[class, pixels], ...]} from label PNGs holding 0, 1..num_classes and 255."""
     index = {}
     for name in tqdm(names, desc=f"indexing {label_dir}", disable=not progress):
         path = label_dir / f"{name}.png"
-        counts = np.bincount(_read_label(path).ravel(), minlength=256)
-        bad = [v for v in np.flatnonzero(counts) if num_classes < v < IGNORE]
+        label = _read_label(path)
+        bad = [v for v in np.unique(label) if num_classes < v < IGNORE]
         if bad:
             raise ValueError(f"label {path} has pixel value {bad[0]}: expected 0 background, 1..{num_classes} "
                              f"classes and {IGNORE} ignore")
-        index[name] = [int(c) for c in np.flatnonzero(counts[1:num_classes + 1]) + 1]
+        index[name] = _class_pixels(label, num_classes)
     return index
 
 
+def _class_pixels(label: np.ndarray, num_classes: int) -> list[list[int]]:
+    """[[class, pixel count], ...] of the classes 1..num_classes in a label map."""
+    counts = np.bincount(label.ravel(), minlength=256)[: num_classes + 1]
+    return [[int(c), int(counts[c])] for c in np.flatnonzero(counts) if c]
+
+
+def _classes_with(class_pixels: Sequence[Sequence[int]], min_pixels: int) -> tuple[int, ...]:
+    return tuple(c for c, n in class_pixels if n >= min_pixels)
+
+
 def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
-                  build: Callable[[], dict]) -> dict[str, list[int]]:
-    """The {image: classes} index of `source` from cache_dir if it was built from the same files
+                  build: Callable[[], dict]) -> dict[str, list[list[int]]]:
+    """The {image: [[class, pixels], ...]} index of `source` from cache_dir if it was built from the same files
     (same `signature`: file count, or size and time of the annotation file), else built and cached."""
     signature = {"source": str(Path(source).resolve()), **signature}
     path = cache_dir / f"{kind}-index-{_short_hash(signature['source'])}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         cached = json.loads(path.read_text())
-        if cached["format"] == 1 and cached["signature"] == signature:
+        if cached["format"] == 2 and cached["signature"] == signature:
             return cached["classes"]
     log.info("building %s class index into %s", kind, path)
     index = build()
-    _write_atomic(path, json.dumps({"format": 1, "signature": signature, "classes": index}).encode())
+    _write_atomic(path, json.dumps({"format": 2, "signature": signature, "classes": index}).encode())
     return index
 
 

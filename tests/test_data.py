@@ -19,6 +19,9 @@ import data
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SIZE = 32  # the episode image size S in these tests: small, so every test takes well under a second
+# Fake objects cover 96+ pixels, except one 9-pixel class-20 speck per split (make_pascal); real
+# data uses data.MIN_OBJECT_PIXELS (2048), which would leave no fake object at all.
+MIN_PIXELS = 50
 
 
 # --- fake datasets in the real layouts ------------------------------------------------------------
@@ -41,6 +44,7 @@ def make_pascal(root, *, train: int = 14, val: int = 27, seed: int = 0) -> dict:
     """VOC2012/{JPEGImages, SegmentationClassAug, ImageSets/Segmentation/val.txt} with three class
     objects per image, each inside a 1-px 255 boundary; images have varied, non-square sizes.
     Image i of a split holds classes 3i..3i+2 (mod 20) + 1: 14 images show every class at least twice, 27 at least four times.
+    Image 0 of each split also holds a 9-pixel speck of class 20, below MIN_PIXELS.
     Returns {name: classes}."""
     rng = np.random.default_rng(seed)
     voc = root / "VOC2012"
@@ -57,6 +61,8 @@ def make_pascal(root, *, train: int = 14, val: int = 27, seed: int = 0) -> dict:
                 x0 = 2 + j * 14
                 label[4:height - 4, x0 - 1:x0 + 11] = 255
                 label[5:height - 5, x0:x0 + 10] = class_id
+            if i == 0:
+                label[0:3, 0:3] = 20
             save_voc_label(voc / "SegmentationClassAug" / f"{name}.png", label)
             Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(
                 voc / "JPEGImages" / f"{name}.jpg")
@@ -143,6 +149,7 @@ def pascal(root, tmp_path, **kwargs):
     kwargs.setdefault("split", "test")
     kwargs.setdefault("fold", 0)
     kwargs.setdefault("image_size", SIZE)
+    kwargs.setdefault("min_pixels", MIN_PIXELS)
     return data.build_dataset("pascal", data_root=root, cache_dir=tmp_path / "cache", **kwargs)
 
 
@@ -232,6 +239,17 @@ def test_pascal_splits_come_from_val_txt_and_the_index_is_cached(pascal_root, tm
     assert pascal(pascal_root, tmp_path).episodes == test.episodes
 
 
+def test_objects_below_min_pixels_do_not_make_an_image_hold_their_class(pascal_root, tmp_path):
+    assert data.MIN_OBJECT_PIXELS == 2 * 32 * 32  # the rule behind the authors' list files
+    strict, lenient = pascal(pascal_root, tmp_path), pascal(pascal_root, tmp_path, min_pixels=1, fold=3)
+    assert strict.images.classes["voc/2008_val000"] == (1, 2, 3)
+    assert lenient.images.classes["voc/2008_val000"] == (1, 2, 3, 20)
+    assert "voc/2008_val000" in lenient.images_of[20]
+    assert "voc/2008_val000" not in pascal(pascal_root, tmp_path, fold=3).images_of[20]
+    with pytest.raises(ValueError, match=r"class 1 \(aeroplane\) is in 0 image"):  # every fake object is < 2048 px
+        pascal(pascal_root, tmp_path, min_pixels=data.MIN_OBJECT_PIXELS)
+
+
 def test_pascal_item_shapes_values_and_k_shot_references(pascal_root, tmp_path):
     dataset = pascal(pascal_root, tmp_path, shots=3, label="box", num_episodes=12, original_size=True)
     for index in range(len(dataset)):
@@ -252,14 +270,19 @@ def test_pascal_item_shapes_values_and_k_shot_references(pascal_root, tmp_path):
         assert torch.equal(item["target_mask_original"] == 1, torch.from_numpy(label == item["class_id"]))
 
 
-def test_evaluation_pairs_are_each_used_floor_or_ceil_of_n_over_p_times(pascal_root, tmp_path):
+def test_evaluation_walks_over_target_images_each_floor_or_ceil_of_n_over_m_times(pascal_root, tmp_path):
     dataset = pascal(pascal_root, tmp_path, num_episodes=25)
-    pairs = [(i, c) for i in dataset.images.ids for c in dataset.images.classes[i] if c <= 5]
-    counts = {p: 0 for p in pairs}
+    holders = [i for i in dataset.images.ids if set(dataset.images.classes[i]) & {1, 2, 3, 4, 5}]
+    counts = {i: 0 for i in holders}
+    classes = {i: set() for i in holders}
     for episode in dataset.episodes:
-        counts[(episode.target_id, episode.class_id)] += 1
-    low = 25 // len(pairs)
+        counts[episode.target_id] += 1
+        classes[episode.target_id].add(episode.class_id)
+        assert episode.class_id in dataset.images.classes[episode.target_id]
+    low = 25 // len(holders)
     assert len(dataset) == 25 and set(counts.values()) <= {low, low + 1} and sum(counts.values()) == 25
+    # an image holding two test classes is a target for either
+    assert any(len(c) > 1 for c in classes.values())
 
 
 def test_evaluation_episodes_are_fixed_by_the_seed_and_written_with_their_hash(pascal_root, tmp_path):
@@ -355,7 +378,8 @@ def test_denormalize_inverts_the_normalisation():
 # --- COCO-20i: the PNG route and the pycocotools route --------------------------------------------
 
 def test_the_pycocotools_route_equals_the_png_route(coco_root, tmp_path):
-    common = dict(data_root=coco_root, cache_dir=tmp_path / "cache", image_size=SIZE, fold=0, label="scribble")
+    common = dict(data_root=coco_root, cache_dir=tmp_path / "cache", image_size=SIZE, fold=0, label="scribble",
+                  min_pixels=MIN_PIXELS)
     for split in ("train", "test"):
         from_png = data.build_dataset("coco", split=split, coco_masks="png", **common)
         from_json = data.build_dataset("coco", split=split, coco_masks="json", **common)
@@ -372,11 +396,11 @@ def test_the_pycocotools_route_equals_the_png_route(coco_root, tmp_path):
 
 def test_coco_episodes_draw_fold_classes_and_ids_name_the_split(coco_root, tmp_path):
     dataset = data.build_dataset("coco", split="test", fold=2, data_root=coco_root, cache_dir=tmp_path,
-                                 image_size=SIZE, num_episodes=40, coco_masks="png")
+                                 image_size=SIZE, num_episodes=40, coco_masks="png", min_pixels=MIN_PIXELS)
     assert {e.class_id for e in dataset.episodes} <= set(data.fold_classes("coco", 2, "test"))
     assert all(e.target_id.startswith("coco/val2014/COCO_val2014_") for e in dataset.episodes)
     train = data.build_dataset("coco", split="train", fold=2, data_root=coco_root, cache_dir=tmp_path,
-                               image_size=SIZE, coco_masks="png")
+                               image_size=SIZE, coco_masks="png", min_pixels=MIN_PIXELS)
     assert all(i.startswith("coco/train2014/") for i in train.targets)
 
 
@@ -385,9 +409,9 @@ def test_coco2pascal_trains_on_coco_and_tests_on_pascal_val_table_10_classes(tmp
     make_pascal(root)
     make_coco(root / "COCO2014")
     train = data.build_dataset("coco2pascal", split="train", fold=3, data_root=root, cache_dir=tmp_path / "c",
-                               image_size=SIZE)
+                               image_size=SIZE, min_pixels=MIN_PIXELS)
     test = data.build_dataset("coco2pascal", split="test", fold=3, data_root=root, cache_dir=tmp_path / "c",
-                              image_size=SIZE, num_episodes=20)
+                              image_size=SIZE, num_episodes=20, min_pixels=MIN_PIXELS)
     assert train.targets[0].startswith("coco/train2014/") and train.class_names == data.COCO_CLASSES
     assert all(e.target_id.startswith("voc/2008_val") for e in test.episodes)
     assert {e.class_id for e in test.episodes} == set(data.COCO2PASCAL_FOLDS[3]) == {5, 8, 10, 14}
@@ -397,7 +421,7 @@ def test_nothing_is_written_under_the_data_root(coco_root, pascal_root, tmp_path
     before = tree_state(coco_root), tree_state(pascal_root)
     for masks in ("json", "png"):
         dataset = data.build_dataset("coco", split="test", fold=1, data_root=coco_root, cache_dir=tmp_path / "c",
-                                     image_size=SIZE, num_episodes=4, coco_masks=masks)
+                                     image_size=SIZE, num_episodes=4, coco_masks=masks, min_pixels=MIN_PIXELS)
         list(DataLoader(dataset, batch_size=2, collate_fn=data.collate_episodes))
     dataset = pascal(pascal_root, tmp_path / "d", split="train")
     [dataset[i] for i in range(3)]
