@@ -1,0 +1,842 @@
+"""VRP-SAM model: the Visual Reference Prompt encoder on top of a frozen SAM (paper §4, Fig. 3).
+
+Reading order follows the paper:
+
+- `VRPConfig`                 every choice that changes the learnable weights' shapes or meaning.
+- `build_backbone`, `Backbone` the frozen encoder of §4.1 (ResNet-50/101, VGG-16-BN, DINOv2, tiny):
+                               mid-level features = 3rd ⊕ 4th block, high-level = 5th block.
+- `pseudo_mask`               Appendix A: the target's pseudo mask from high-level cosine similarity.
+- `FeatureAugmenter`          §4.1, Eqs. 1–3: shared projection, prototype by masked average
+                               pooling (Eq. 1), reference / target augmentation (Eqs. 2–3).
+- `PromptGenerator`           §4.2, Eqs. 4–5: learnable queries attend to the augmented reference,
+                               then to the augmented target; the result is SAM's sparse prompt.
+- `VRPEncoder`                FeatureAugmenter + PromptGenerator: everything that is trained
+                               (1,592,064 parameters for ResNet-50, Table 2's "1.6M").
+- `build_sam`, `sam_image_embeddings`, `decode_masks`   the frozen SAM of §3.1 / §4, unmodified
+                               `segment_anything` package, batched over (image, prompts) pairs.
+- `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
+- `vrp_loss`                  Eq. 6: BCE + Dice.
+- `save_checkpoint`, `load_checkpoint`, `EmbeddingCache`   plain-dict checkpoints and the on-disk
+                               cache of frozen SAM image embeddings.
+
+Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
+label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
+labels), the pseudo mask left unnormalised (authors' code, not the paper's min-max), 255 pixels
+ignored by the loss, torchvision's ResNet stem instead of the authors' deep stem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tempfile
+import urllib.error
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
+
+BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny")
+SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
+SAM_CHECKPOINT_FILES = {
+    "vit_h": "sam_vit_h_4b8939.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_b": "sam_vit_b_01ec64.pth",
+}
+SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+LABEL_DOWNSAMPLING = ("area", "max", "nearest")
+PSEUDO_MASK_NORMS = ("none", "minmax")
+PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
+
+
+@dataclass(frozen=True)
+class VRPConfig:
+    """Everything that changes the learnable weights' shapes or meaning; stored in checkpoints.
+
+    backbone: one of BACKBONES (paper: resnet50; vgg16 and dinov2_vitb14 in Tables 2 / 5).
+    sam: one of SAM_TYPES (paper: vit_h).
+    num_queries: N learnable queries = prompt tokens per reference (paper: 50).
+    num_heads: attention heads in the prompt generator (authors' code: 4).
+    label_downsample: how the S×S reference annotation is shrunk to the feature grid:
+        "area" (ours: average pooling, a soft mask that keeps every labelled pixel, REFERENCE §9),
+        "max" (any labelled pixel marks its cell), "nearest" (authors' code: drops sparse labels).
+    pseudo_mask_norm: "none" (authors' code; post-ReLU cosine is already in [0, 1]) or "minmax"
+        (the paper's Appendix A wording: per-image min-max to [0, 1]).
+    mask_scale: the annotation / pseudo-mask channel is multiplied by this before the merge
+        convolution (authors' code: 10).
+    dropout: Dropout2d probability after the shared projection (authors' code: 0.5).
+    """
+
+    backbone: str = "resnet50"
+    sam: str = "vit_h"
+    num_queries: int = 50
+    num_heads: int = 4
+    label_downsample: str = "area"
+    pseudo_mask_norm: str = "none"
+    mask_scale: float = 10.0
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        choices = {
+            "backbone": BACKBONES,
+            "sam": SAM_TYPES,
+            "label_downsample": LABEL_DOWNSAMPLING,
+            "pseudo_mask_norm": PSEUDO_MASK_NORMS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"VRPConfig.{name}={getattr(self, name)!r} is not one of {allowed} (--{name.replace('_', '-')})")
+        if self.num_queries < 1:
+            raise ValueError(f"VRPConfig.num_queries={self.num_queries} must be >= 1 (--num-queries)")
+        if self.num_heads < 1 or PROMPT_DIM % self.num_heads:
+            raise ValueError(f"VRPConfig.num_heads={self.num_heads} must divide {PROMPT_DIM} (--num-heads)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"VRPConfig.dropout={self.dropout} must be in [0, 1)")
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Build modules from a fixed CPU seed without changing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    """torch.save through a temp file in the same directory + os.replace: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_file(path: Path, what: str) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and EOF errors all mean the same thing to a user
+        raise ValueError(f"{path} could not be read as a PyTorch {what} file ({type(e).__name__}: {e}); "
+                         "it may be truncated or corrupt: download or write it again") from e
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen backbone (§4.1)
+
+
+class Backbone(nn.Module):
+    """A frozen image encoder split the way §4.1 uses it.
+
+    `mid_features` gives the concatenation of the 3rd and 4th blocks (the input of the feature
+    augmenter) and the 4th block alone (`last`); `high_features` runs the 5th block on `last`,
+    which for the reference is first multiplied by its annotation (authors' code). Parameters never
+    need gradients and BatchNorm always uses its running statistics: `train()` keeps eval mode.
+    """
+
+    name: str
+    mid_channels: int
+    high_channels: int
+
+    def freeze(self) -> "Backbone":
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # Frozen BatchNorm: the paper trains only the VRP encoder, whatever mode the caller sets.
+        return super().train(False)
+
+    def mid_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def high_features(self, last: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class CNNBackbone(Backbone):
+    """Five sequential blocks (stem = block 1); mid = block3 ⊕ block4, high = block5.
+
+    images (B, 3, S, S) -> mid (B, C3 + C4, h, w), last (B, C4, h, w); high (B, C5, h, w), with
+    h = S/8 for the dilated ResNets and tiny, S/16 for VGG-16 (block 3 is resized to block 4's
+    grid, as the authors do).
+    """
+
+    def __init__(self, *, name: str, blocks: Sequence[nn.Module], block3_channels: int,
+                 block4_channels: int, block5_channels: int) -> None:
+        super().__init__()
+        if len(blocks) != 5:
+            raise ValueError(f"{name}: expected 5 blocks, got {len(blocks)}")
+        self.name = name
+        self.blocks = nn.ModuleList(blocks)
+        self.mid_channels = block3_channels + block4_channels
+        self.high_channels = block5_channels
+
+    def mid_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.blocks[1](self.blocks[0](images))
+        block3 = self.blocks[2](x)
+        block4 = self.blocks[3](block3)
+        if block3.shape[-2:] != block4.shape[-2:]:  # VGG: block 3 is at S/8, block 4 at S/16
+            block3 = F.interpolate(block3, size=block4.shape[-2:], mode="bilinear", align_corners=True)
+        return torch.cat([block3, block4], dim=1), block4
+
+    def high_features(self, last: Tensor) -> Tensor:
+        return self.blocks[4](last)
+
+
+class DINOv2Backbone(Backbone):
+    """DINOv2 ViT-B/14 split into thirds of its 12 blocks (our choice; the paper does not say).
+
+    The image is resized to (S/8)·14 pixels so the patch grid is S/8, like the dilated ResNets.
+    mid = output of block 6 ⊕ block 9 (1536 ch), last = block 9, high = blocks 10–12 + final norm
+    (768 ch) run on the patch tokens only (the masked reference map carries no class token).
+    """
+
+    def __init__(self, *, vit: nn.Module) -> None:
+        super().__init__()
+        self.name = "dinov2_vitb14"
+        self.vit = vit
+        self.mid_channels = 2 * vit.embed_dim
+        self.high_channels = vit.embed_dim
+
+    def _grid(self, tokens: Tensor, h: int, w: int) -> Tensor:
+        patches = tokens[:, tokens.shape[1] - h * w:]  # drop class and register tokens
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+    def mid_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        h, w = images.shape[-2] // 8, images.shape[-1] // 8
+        patch = self.vit.patch_size
+        x = F.interpolate(images, size=(h * patch, w * patch), mode="bilinear", align_corners=False)
+        tokens = self.vit.prepare_tokens_with_masks(x)
+        for block in self.vit.blocks[:6]:
+            tokens = block(tokens)
+        block6 = self._grid(tokens, h, w)
+        for block in self.vit.blocks[6:9]:
+            tokens = block(tokens)
+        block9 = self._grid(tokens, h, w)
+        return torch.cat([block6, block9], dim=1), block9
+
+    def high_features(self, last: Tensor) -> Tensor:
+        b, c, h, w = last.shape
+        tokens = last.flatten(2).transpose(1, 2)
+        for block in self.vit.blocks[9:]:
+            tokens = block(tokens)
+        return self.vit.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+
+def _tiny_blocks() -> list[nn.Module]:
+    """A small CNN with ResNet's layout: OS 4 stem, OS 8 block 3, dilated blocks 4–5."""
+    return [
+        nn.Sequential(Conv2dNormActivation(3, 16, 3, stride=2), nn.MaxPool2d(3, stride=2, padding=1)),
+        Conv2dNormActivation(16, 32, 3),
+        Conv2dNormActivation(32, 64, 3, stride=2),
+        Conv2dNormActivation(64, 96, 3, dilation=2),
+        Conv2dNormActivation(96, 128, 3, dilation=4),
+    ]
+
+
+def _read_state_dict(path: Path, what: str, flag: str) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} not found: pass an existing state_dict file with {flag}")
+    state = _load_file(path, what)
+    for key in ("state_dict", "model"):  # common wrappers around a bare state_dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors); pass one with {flag}")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _imagenet_state_dict(weights: torchvision.models.WeightsEnum, name: str) -> dict[str, Tensor]:
+    filename = os.path.basename(weights.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        # Reads the cached file when present, downloads it otherwise.
+        return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False, weights_only=True)
+    except (urllib.error.URLError, OSError) as e:
+        raise FileNotFoundError(
+            f"ImageNet weights for {name} are not cached at {cached} and could not be downloaded ({e}); "
+            f"copy {filename} there, or pass a local state_dict file with --backbone-weights PATH") from e
+
+
+def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
+    """Build the frozen backbone `name` (one of BACKBONES), in eval mode with requires_grad False.
+
+    weights: None = random initialisation from a fixed seed (identical on every build; tests and
+    the tiny synthetic benchmark); "imagenet" = torchvision's ImageNet weights (or DINOv2's
+    published weights), read from the torch hub cache or downloaded; a path = a local state_dict.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: choose one of {BACKBONES} (--backbone)")
+    if name == "dinov2_vitb14":
+        return _build_dinov2(weights)
+    if weights == "imagenet" and name == "tiny":
+        raise ValueError("the tiny backbone has no ImageNet weights: use --backbone-weights none or a state_dict path")
+
+    with _seeded(0):
+        if name in ("resnet50", "resnet101"):
+            constructor = torchvision.models.resnet50 if name == "resnet50" else torchvision.models.resnet101
+            # Output stride 8 (64×64 at 512²), as PSPNet-style few-shot backbones; the authors' deep stem is
+            # unpublished, torchvision's single-conv stem has public weights.
+            net = constructor(weights=None, replace_stride_with_dilation=[False, True, True])
+            del net.fc
+            blocks = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
+            channels = (512, 1024, 2048)
+            imagenet = (torchvision.models.ResNet50_Weights if name == "resnet50" else torchvision.models.ResNet101_Weights).IMAGENET1K_V1
+        elif name == "vgg16":
+            # VGG-16-BN's convolutional part only (its classifier is 120M parameters the paper never uses).
+            net = nn.Module()
+            net.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=True)
+            f = net.features
+            blocks = [f[0:7], f[7:14], f[14:24], f[24:34], f[34:43]]  # the authors' five stages; the last pool is unused
+            channels = (256, 512, 512)
+            imagenet = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1
+        else:
+            net = nn.Sequential(*_tiny_blocks())
+            blocks = list(net)
+            channels = (64, 96, 128)
+            imagenet = None
+
+    if weights is not None:
+        if weights == "imagenet":
+            state, source = _imagenet_state_dict(imagenet, name), f"ImageNet weights {os.path.basename(imagenet.url)}"
+        else:
+            state, source = _read_state_dict(Path(weights), f"{name} backbone weights", "--backbone-weights"), str(weights)
+        # Keys of the torchvision classifier head (fc / classifier) are not part of the backbone.
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{source} does not fit the {name} backbone: missing {missing[:5]}, unexpected {unexpected[:5]} "
+                             "(is it a state_dict of the matching torchvision model? --backbone-weights)")
+
+    backbone = CNNBackbone(name=name, blocks=blocks, block3_channels=channels[0],
+                           block4_channels=channels[1], block5_channels=channels[2])
+    return backbone.freeze()
+
+
+def _build_dinov2(weights: str | Path | None) -> Backbone:
+    pretrained = weights == "imagenet"
+    try:
+        from dinov2.hub.backbones import dinov2_vitb14  # an installed copy of facebookresearch/dinov2
+        vit = dinov2_vitb14(pretrained=pretrained)
+    except ImportError:
+        try:
+            vit = torch.hub.load("facebookresearch/dinov2", "dinov2_vitb14", pretrained=pretrained,
+                                 trust_repo=True, skip_validation=True)
+        except Exception as e:
+            raise RuntimeError(
+                f"backbone dinov2_vitb14 needs the facebookresearch/dinov2 code: it is neither installed (`dinov2`) "
+                f"nor in the torch hub cache {torch.hub.get_dir()} and could not be fetched ({e}); "
+                "run once online, or choose another --backbone") from e
+    if weights is not None and not pretrained:
+        state = _read_state_dict(Path(weights), "dinov2_vitb14 weights", "--backbone-weights")
+        vit.load_state_dict(state)
+    return DINOv2Backbone(vit=vit).freeze()
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen SAM (§3.1, §4)
+
+# (encoder embed_dim, depth) of each SAM type, to name the type a checkpoint holds.
+_SAM_ENCODER_SHAPES = {(1280, 32): "vit_h", (1024, 24): "vit_l", (768, 12): "vit_b", (96, 2): "tiny"}
+
+
+def _build_tiny_sam() -> Sam:
+    """SAM's classes at toy size: 128² input, 8-pixel patches -> 16×16×256 embedding, 64² low-res masks."""
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=128, patch_size=8, embed_dim=96, depth=2, num_heads=4, mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
+            window_size=0, global_attn_indexes=(), out_chans=PROMPT_DIM,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=PROMPT_DIM, image_embedding_size=(16, 16), input_image_size=(128, 128), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=512, num_heads=8),
+            transformer_dim=PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+    )
+
+
+def sam_type_of_state_dict(state: dict[str, Tensor]) -> str | None:
+    """Name the SAM type whose image encoder a state_dict holds (None when it matches none)."""
+    patch = state.get("image_encoder.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    return _SAM_ENCODER_SHAPES.get((patch.shape[0], len(blocks)))
+
+
+def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
+    """The frozen SAM of type `sam_type` (one of SAM_TYPES), in eval mode with requires_grad False.
+
+    checkpoint None gives a random initialisation from a fixed seed (tests, benchmarks, and the
+    start of the tiny SAM's own pre-training). Checkpoints may be fp16; they are cast to fp32.
+    """
+    if sam_type not in SAM_TYPES:
+        raise ValueError(f"unknown SAM type {sam_type!r}: choose one of {SAM_TYPES} (--sam)")
+    state = None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            if sam_type == "tiny":
+                where = "the tiny SAM is made by the repo's tiny-SAM pre-training script (README) as checkpoints/sam_tiny_synthetic.pth"
+            else:
+                name = SAM_CHECKPOINT_FILES[sam_type]
+                where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
+                         "(listed at https://github.com/facebookresearch/segment-anything#model-checkpoints)")
+            raise FileNotFoundError(f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint")
+        state = _load_file(path, "SAM checkpoint")
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ValueError(f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint")
+        found = sam_type_of_state_dict(state)
+        if found != sam_type:
+            looks = f"looks like {found}" if found else "matches no known SAM type"
+            raise ValueError(f"SAM checkpoint {path} was requested as {sam_type} but {looks}: "
+                             "pass the matching --sam type or the right --sam-checkpoint file")
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+    with _seeded(0):
+        sam = _build_tiny_sam() if sam_type == "tiny" else sam_model_registry[sam_type](checkpoint=None)
+    if state is not None:
+        try:
+            sam.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"SAM checkpoint {checkpoint} does not fit SAM {sam_type}: {e}") from e
+    sam.requires_grad_(False)
+    return sam.eval()
+
+
+def sam_image_embeddings(sam: Sam, images: Tensor) -> Tensor:
+    """SAM's image embedding of ImageNet-normalised images.
+
+    images (B, 3, S, S) -> (B, 256, h, w), h = w = image_encoder.img_size / patch size. ImageNet's
+    mean/std in [0, 1] scale are SAM's pixel mean/std / 255, so resizing the normalised tensor is
+    SAM's preprocessing (REFERENCE §5); bilinear with align_corners=True as the authors do.
+    """
+    size = sam.image_encoder.img_size
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=True)
+    return sam.image_encoder(images)
+
+
+def decode_masks(sam: Sam, image_embeddings: Tensor, sparse_prompt_embeddings: Tensor,
+                 dense_prompt_embeddings: Tensor | None = None) -> Tensor:
+    """SAM's mask decoder for B images, each with its own N prompt tokens; single-mask output.
+
+    image_embeddings (B, 256, h, w), sparse_prompt_embeddings (B, N, 256), dense (B, 256, h, w) or
+    None for SAM's no-mask embedding -> low-res logits (B, 1, 4h, 4w). `MaskDecoder.forward` repeats
+    each image once per prompt set (one image, many prompts), so the batch is decoded by composing
+    its submodules; this equals `MaskDecoder.forward(..., multimask_output=False)` run per image.
+    """
+    decoder, prompt_encoder = sam.mask_decoder, sam.prompt_encoder
+    b, c, h, w = image_embeddings.shape
+    if (h, w) != tuple(prompt_encoder.image_embedding_size):
+        raise ValueError(f"image embeddings are {h}×{w} but this SAM expects {prompt_encoder.image_embedding_size}: "
+                         "were they computed (or cached) with another SAM type?")
+    if dense_prompt_embeddings is None:
+        dense_prompt_embeddings = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)  # (1 + M, 256)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1),
+                        sparse_prompt_embeddings.to(output_tokens.dtype)], dim=1)  # (B, 1 + M + N, 256)
+    src = image_embeddings + dense_prompt_embeddings
+    pos = prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)
+    hs, src = decoder.transformer(src, pos, tokens)  # hs (B, 1 + M + N, 256), src (B, hw, 256)
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # (B, 32, 4h, 4w)
+    # Single-mask output is mask token 0 and its hypernetwork (SAM's multimask_output=False).
+    hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # (B, 32)
+    return torch.einsum("bc,bchw->bhw", hyper, upscaled).unsqueeze(1)
+
+
+def _sam_type_of_model(sam: Sam) -> str | None:
+    encoder = sam.image_encoder
+    return _SAM_ENCODER_SHAPES.get((encoder.patch_embed.proj.out_channels, len(encoder.blocks)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The Visual Reference Prompt encoder (§4.1, §4.2)
+
+
+def downsample_label(labels: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """Shrink annotations (B, S, S) in {0, 1} to the feature grid -> (B, 1, h, w) in [0, 1].
+
+    "area" averages each cell, so a single labelled pixel still marks its cell (with weight 1/64 at
+    OS 8); "max" marks it fully; "nearest" (authors' code) samples one pixel in 64 and loses most
+    points and thin scribbles (REFERENCE §9).
+    """
+    labels = labels.unsqueeze(1).float()
+    if mode == "area":
+        return F.adaptive_avg_pool2d(labels, size)
+    if mode == "max":
+        return F.adaptive_max_pool2d(labels, size)
+    if mode == "nearest":
+        return F.interpolate(labels, size=size, mode="nearest")
+    raise ValueError(f"unknown label downsampling {mode!r}: choose one of {LABEL_DOWNSAMPLING}")
+
+
+def pseudo_mask(target_high: Tensor, reference_high: Tensor, reference_mask: Tensor, *, norm: str = "none") -> Tensor:
+    """Appendix A: where in the target the annotated reference object probably is.
+
+    target_high (B, C, h, w), reference_high (B, C, h', w'), reference_mask (B, 1, h', w') ->
+    (B, 1, h, w): for each target pixel, the highest cosine similarity to any annotated reference
+    pixel. norm "minmax" rescales each map to [0, 1] (paper); "none" keeps it (authors' code).
+    """
+    b, c, h, w = target_high.shape
+    reference = (reference_high * reference_mask).flatten(2)  # (B, C, h'w')
+    target = target_high.flatten(2)  # (B, C, hw)
+    norms = reference.norm(dim=1).unsqueeze(2) * target.norm(dim=1).unsqueeze(1)  # (B, h'w', hw)
+    similarity = reference.transpose(1, 2) @ target / (norms + 1e-7)
+    mask = similarity.amax(dim=1).view(b, 1, h, w)
+    if norm == "minmax":
+        low = mask.amin(dim=(2, 3), keepdim=True)
+        high = mask.amax(dim=(2, 3), keepdim=True)
+        mask = (mask - low) / (high - low + 1e-7)
+    return mask
+
+
+def sine_position_encoding(height: int, width: int, *, num_features: int = 128, temperature: float = 10000.0,
+                           device: torch.device | None = None) -> Tensor:
+    """DETR's normalised sine encoding of a height×width grid -> (height·width, 2·num_features).
+
+    Coordinates 1..n are scaled to (0, 2π]; feature i uses frequency temperature^(2⌊i/2⌋/F), sine
+    for even i and cosine for odd i; y features come first, then x.
+    """
+    index = torch.arange(num_features, device=device)
+    frequency = temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / num_features)
+    even = index % 2 == 0
+
+    def encode(n: int) -> Tensor:  # (n, F)
+        angle = torch.arange(1, n + 1, dtype=torch.float32, device=device) / (n + 1e-6) * (2 * math.pi)
+        angle = angle[:, None] / frequency
+        return torch.where(even, angle.sin(), angle.cos())
+
+    y = encode(height)[:, None, :].expand(height, width, num_features)
+    x = encode(width)[None, :, :].expand(height, width, num_features)
+    return torch.cat([y, x], dim=-1).reshape(height * width, 2 * num_features)
+
+
+class FeatureAugmenter(nn.Module):
+    """§4.1, Eqs. 1–3: mix the reference annotation into reference and target features.
+
+    A 1×1 projection (shared by reference and target) brings the backbone's mid-level features to
+    `embed_dim`; the reference prototype (Eq. 1) and a mask channel (the annotation for the
+    reference, the pseudo mask for the target) are concatenated and merged by a shared 1×1 conv.
+    """
+
+    def __init__(self, *, mid_channels: int, embed_dim: int = PROMPT_DIM, dropout: float = 0.5,
+                 mask_scale: float = 10.0) -> None:
+        super().__init__()
+        self.mask_scale = mask_scale
+        self.projection = nn.Sequential(
+            nn.Conv2d(mid_channels, embed_dim, kernel_size=1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
+        self.merge = nn.Sequential(
+            nn.Conv2d(2 * embed_dim + 1, embed_dim, kernel_size=1, bias=False), nn.ReLU(inplace=True))
+
+    def forward(self, target_mid: Tensor, reference_mid: Tensor, reference_mask: Tensor,
+                target_pseudo_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """target_mid, reference_mid (B, C_mid, h, w); reference_mask, target_pseudo_mask (B, 1, h, w)
+        -> augmented reference F'_r and target F'_t, each (B, embed_dim, h, w)."""
+        target = self.projection(target_mid)
+        reference = self.projection(reference_mid)
+        # Eq. 1: P_r = MAP(F_r, M_r) = Σ F_r·M_r / (Σ M_r + ε), ε = 5e-4 as the authors.
+        prototype = (reference * reference_mask).sum(dim=(2, 3)) / (reference_mask.sum(dim=(2, 3)) + 5e-4)  # (B, C)
+        prototype = prototype[:, :, None, None].expand_as(reference)
+        # Eq. 2: F'_r = Conv(Concat(F_r, P_r, M_r))
+        reference = self.merge(torch.cat([reference, prototype, self.mask_scale * reference_mask], dim=1))
+        # Eq. 3: F'_t = Conv(Concat(F_t, P_r, M_t^pseudo))
+        target = self.merge(torch.cat([target, prototype, self.mask_scale * target_pseudo_mask], dim=1))
+        return reference, target
+
+
+class PromptGenerator(nn.Module):
+    """§4.2, Eqs. 4–5: N learnable queries read the reference, then the target -> N prompt tokens.
+
+    One layer of each attention: cross (reference) -> self -> cross (target) -> self. Post-norm
+    residuals, no dropout, no feed-forward block (authors' code). Keys get a sine positional
+    encoding; queries and values get none.
+    """
+
+    def __init__(self, *, embed_dim: int = PROMPT_DIM, num_queries: int = 50, num_heads: int = 4) -> None:
+        super().__init__()
+        self.queries = nn.Embedding(num_queries, embed_dim)
+        self.reference_cross_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.reference_cross_norm = nn.LayerNorm(embed_dim)
+        self.reference_self_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.reference_self_norm = nn.LayerNorm(embed_dim)
+        self.target_cross_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.target_cross_norm = nn.LayerNorm(embed_dim)
+        self.target_self_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.target_self_norm = nn.LayerNorm(embed_dim)
+        for attn in (self.reference_cross_attn, self.reference_self_attn, self.target_cross_attn, self.target_self_attn):
+            nn.init.xavier_uniform_(attn.in_proj_weight)
+            nn.init.xavier_uniform_(attn.out_proj.weight)
+
+    def forward(self, reference: Tensor, target: Tensor) -> Tensor:
+        """reference F'_r, target F'_t (B, C, h, w) -> prompt embeddings Q'_t (B, N, C)."""
+        b, c, h, w = reference.shape
+        pos = sine_position_encoding(h, w, num_features=c // 2, device=reference.device).to(reference.dtype)  # (hw, C)
+        reference = reference.flatten(2).transpose(1, 2)  # (B, hw, C)
+        target = target.flatten(2).transpose(1, 2)
+        q = self.queries.weight.unsqueeze(0).expand(b, -1, -1)  # (B, N, C)
+
+        # Eq. 4: Q'_r = SelfAttn(CrossAttn(Q, F'_r))
+        q = self.reference_cross_norm(q + self.reference_cross_attn(q, reference + pos, reference, need_weights=False)[0])
+        q = self.reference_self_norm(q + self.reference_self_attn(q, q, q, need_weights=False)[0])
+        # Eq. 5: Q'_t = SelfAttn(CrossAttn(Q'_r, F'_t))
+        q = self.target_cross_norm(q + self.target_cross_attn(q, target + pos, target, need_weights=False)[0])
+        q = self.target_self_norm(q + self.target_self_attn(q, q, q, need_weights=False)[0])
+        return q
+
+
+class VRPEncoder(nn.Module):
+    """The learnable Visual Reference Prompt encoder: FeatureAugmenter (§4.1) + PromptGenerator (§4.2).
+
+    Works on frozen backbone features, so its parameters are exactly what is trained and saved.
+    """
+
+    def __init__(self, *, mid_channels: int, embed_dim: int = PROMPT_DIM, num_queries: int = 50,
+                 num_heads: int = 4, dropout: float = 0.5, mask_scale: float = 10.0) -> None:
+        super().__init__()
+        self.feature_augmenter = FeatureAugmenter(mid_channels=mid_channels, embed_dim=embed_dim,
+                                                  dropout=dropout, mask_scale=mask_scale)
+        self.prompt_generator = PromptGenerator(embed_dim=embed_dim, num_queries=num_queries, num_heads=num_heads)
+
+    def forward(self, target_mid: Tensor, reference_mid: Tensor, reference_mask: Tensor,
+                target_pseudo_mask: Tensor) -> Tensor:
+        """(B, C_mid, h, w) ×2, (B, 1, h, w) ×2 -> prompt embeddings (B, N, embed_dim)."""
+        reference, target = self.feature_augmenter(target_mid, reference_mid, reference_mask, target_pseudo_mask)
+        return self.prompt_generator(reference, target)
+
+
+class VRPSAM(nn.Module):
+    """VRP-SAM (Fig. 3): frozen backbone + learnable VRPEncoder -> prompts for a frozen SAM.
+
+    seed: the VRP encoder's initialisation; None draws it from torch's global generator like any
+    nn.Module (seed it with torch.manual_seed), an int fixes it without touching that generator.
+    """
+
+    def __init__(self, *, config: VRPConfig, backbone: Backbone, sam: Sam, seed: int | None = None) -> None:
+        super().__init__()
+        if getattr(backbone, "name", None) != config.backbone:
+            raise ValueError(f"config.backbone is {config.backbone!r} but the backbone given is {getattr(backbone, 'name', None)!r}")
+        if _sam_type_of_model(sam) != config.sam:
+            raise ValueError(f"config.sam is {config.sam!r} but the SAM given looks like {_sam_type_of_model(sam)!r}")
+        self.config = config
+        self.backbone = backbone
+        self.sam = sam
+        self.encoder = self._new_encoder(seed)
+
+    def _new_encoder(self, seed: int | None) -> VRPEncoder:
+        with _seeded(seed) if seed is not None else nullcontext():
+            return VRPEncoder(mid_channels=self.backbone.mid_channels, embed_dim=self.sam.prompt_encoder.embed_dim,
+                              num_queries=self.config.num_queries, num_heads=self.config.num_heads,
+                              dropout=self.config.dropout, mask_scale=self.config.mask_scale)
+
+    def reset_learnable_parameters(self, *, seed: int | None = None) -> None:
+        """A fresh VRP encoder, initialised as the constructor does with the same seed (or global
+        random state). It replaces the module: build optimisers afterwards."""
+        device = next(self.encoder.parameters()).device
+        self.encoder = self._new_encoder(seed).to(device).train(self.training)
+
+    def train(self, mode: bool = True) -> "VRPSAM":
+        super().train(mode)
+        # Only the VRP encoder trains; frozen BatchNorm / SAM stay in inference mode.
+        self.backbone.eval()
+        self.sam.eval()
+        return self
+
+    def learnable_parameters(self) -> Iterator[nn.Parameter]:
+        """The VRP encoder's parameters, the only ones trained (like nn.Module.parameters, an iterator)."""
+        return self.encoder.parameters()
+
+    def num_learnable_parameters(self) -> int:
+        return sum(p.numel() for p in self.learnable_parameters())
+
+    def learnable_state_dict(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()}
+
+    def load_learnable_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.encoder.load_state_dict(state)
+
+    def prompt_embeddings(self, target_images: Tensor, reference_images: Tensor, reference_labels: Tensor) -> Tensor:
+        """target_images (B, 3, S, S), reference_images (B, k, 3, S, S), reference_labels (B, k, S, S)
+        in {0, 1} -> prompt embeddings (B, k·N, 256): each reference yields N prompts (Table 7)."""
+        if reference_images.dim() != 5 or reference_labels.dim() != 4:
+            raise ValueError(f"reference_images must be (B, k, 3, S, S) and reference_labels (B, k, S, S), got "
+                             f"{tuple(reference_images.shape)} and {tuple(reference_labels.shape)}: add the shot axis (x[:, None])")
+        b, k = reference_images.shape[:2]
+        target_mid, target_last = self.backbone.mid_features(target_images)  # (B, C_mid, h, w)
+        target_high = self.backbone.high_features(target_last)  # (B, C_high, h, w)
+        # All k references in one backbone pass; the target's features are shared by its k references.
+        reference_mid, reference_last = self.backbone.mid_features(reference_images.flatten(0, 1))  # (B·k, ...)
+        reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], self.config.label_downsample)
+        # The reference's 5th block sees only the annotated region (authors' code).
+        reference_high = self.backbone.high_features(reference_last * reference_mask)
+        high_mask = reference_mask
+        if reference_high.shape[-2:] != reference_mask.shape[-2:]:
+            high_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
+        target_high = target_high.repeat_interleave(k, dim=0)
+        target_pseudo_mask = pseudo_mask(target_high, reference_high, high_mask, norm=self.config.pseudo_mask_norm)
+        prompts = self.encoder(target_mid.repeat_interleave(k, dim=0), reference_mid, reference_mask, target_pseudo_mask)
+        return prompts.reshape(b, k * prompts.shape[1], prompts.shape[2])  # (B, k·N, 256), reference-major
+
+    def forward(self, target_images: Tensor, reference_images: Tensor, reference_labels: Tensor,
+                image_embeddings: Tensor | None = None) -> Tensor:
+        """Target logits (B, S, S) (prediction = logits > 0).
+
+        image_embeddings (B, 256, h, w): the target's SAM embeddings, computed here when None
+        (callers usually pass cached ones, see EmbeddingCache).
+        """
+        if image_embeddings is None:
+            image_embeddings = sam_image_embeddings(self.sam, target_images)
+        prompts = self.prompt_embeddings(target_images, reference_images, reference_labels)
+        low_res = decode_masks(self.sam, image_embeddings, prompts)  # (B, 1, 4h, 4w)
+        logits = F.interpolate(low_res, size=target_images.shape[-2:], mode="bilinear", align_corners=True)
+        return logits[:, 0]
+
+
+def build_vrp_sam(config: VRPConfig, *, sam_checkpoint: str | Path | None = None,
+                  backbone_weights: str | Path | None = None, seed: int | None = None) -> VRPSAM:
+    """VRP-SAM for `config`: frozen backbone and SAM (random from a fixed seed when no weights are
+    given) and a freshly initialised VRP encoder (seed: see VRPSAM)."""
+    backbone = build_backbone(config.backbone, weights=backbone_weights)
+    sam = build_sam(config.sam, sam_checkpoint)
+    return VRPSAM(config=config, backbone=backbone, sam=sam, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss (§4.3, Eq. 6)
+
+
+def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -> Tensor:
+    """Eq. 6: L = BCE + Dice, on logits (B, S, S) and target (B, S, S) in {0, 1, ignore_index}.
+
+    BCE-with-logits is averaged over the batch's valid pixels; Dice is the authors'
+    1 − (2Σpy + 1) / (Σp + Σy + 1) per image, averaged over the batch. Pixels equal to
+    ignore_index (PASCAL boundaries) count in neither term (the authors train them as background).
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same (B, S, S) shape")
+    logits = logits.float()  # the loss in fp32 also under autocast
+    valid = (target != ignore_index).float()
+    y = (target == 1).float()
+    bce = F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid.sum().clamp_min(1.0)
+    p = torch.sigmoid(logits) * valid
+    intersection = (p * y).flatten(1).sum(1)
+    dice = 1 - (2 * intersection + 1) / (p.flatten(1).sum(1) + (y * valid).flatten(1).sum(1) + 1)
+    return bce + dice.mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and the SAM embedding cache
+
+
+def save_checkpoint(path: str | Path, model: VRPSAM, **extra: object) -> None:
+    """Write {"config": asdict(config), "model": learnable state_dict, **extra} atomically.
+
+    Only the VRP encoder is saved: the backbone and SAM are frozen and rebuilt from their own
+    weights (or the fixed seed for random/tiny ones). extra: epoch, optimizer state, best metric...
+    """
+    clash = {"config", "model"} & extra.keys()
+    if clash:
+        raise ValueError(f"save_checkpoint: {sorted(clash)} are reserved keys")
+    _atomic_save({"config": asdict(model.config), "model": model.learnable_state_dict(), **extra}, Path(path))
+
+
+def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dict:
+    """Read a checkpoint written by save_checkpoint (weights_only, on CPU).
+
+    With config, refuse a checkpoint built with a different configuration, naming each field.
+    The returned dict is as saved: VRPConfig(**ckpt["config"]) rebuilds the configuration and
+    VRPSAM.load_learnable_state_dict(ckpt["model"]) the weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found: pass a file written by train.py (--checkpoint)")
+    ckpt = _load_file(path, "checkpoint")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"{path} is not a VRP-SAM checkpoint (a dict with 'config' and 'model'); "
+                         "SAM or backbone weights go to --sam-checkpoint / --backbone-weights")
+    known = {f.name for f in fields(VRPConfig)}
+    unknown = sorted(set(ckpt["config"]) - known)
+    if unknown:
+        raise ValueError(f"{path} has config fields {unknown} this model.py does not know: was it written by a newer version?")
+    stored = VRPConfig(**ckpt["config"])
+    if config is not None and stored != config:
+        differences = [f"{f.name}: checkpoint {getattr(stored, f.name)}, requested {getattr(config, f.name)}"
+                       for f in fields(VRPConfig) if getattr(stored, f.name) != getattr(config, f.name)]
+        raise ValueError(f"{path} was built with another configuration: " + "; ".join(differences))
+    return ckpt
+
+
+class EmbeddingCache:
+    """On-disk cache of frozen SAM image embeddings, one fp16 .pt file per image.
+
+    Files live under root/sam_type/image_size/. Writes go through a temp file + os.replace, so
+    several DataLoader workers or processes can share the cache. image_id must identify the exact
+    pixels (include any flip or crop in it). An unreadable file counts as a miss and is rewritten.
+    """
+
+    def __init__(self, root: str | Path, sam_type: str, image_size: int) -> None:
+        if sam_type not in SAM_TYPES:
+            raise ValueError(f"unknown SAM type {sam_type!r}: choose one of {SAM_TYPES}")
+        self.image_size = image_size
+        self.directory = Path(root) / sam_type / str(image_size)
+
+    def path(self, image_id: str) -> Path:
+        # Readable prefix + hash of the full id: distinct ids never share a file.
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(image_id))[:80]
+        digest = hashlib.sha1(str(image_id).encode()).hexdigest()[:12]
+        return self.directory / f"{safe}-{digest}.pt"
+
+    def get(self, image_id: str) -> Tensor | None:
+        """The stored embedding (256, h, w) in fp16, or None."""
+        path = self.path(image_id)
+        if not path.is_file():
+            return None
+        try:
+            embedding = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+        return embedding if isinstance(embedding, Tensor) else None
+
+    def put(self, image_id: str, embedding: Tensor) -> None:
+        """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
+        _atomic_save(embedding.detach().to("cpu", torch.float16).clone(), self.path(image_id))
+
+    @torch.no_grad()
+    def embed(self, sam: Sam, images: Tensor, image_ids: Sequence[str]) -> Tensor:
+        """Embeddings (B, 256, h, w) float32 on images' device for images (B, 3, S, S).
+
+        Cached rows are read; only the missing ones go through SAM, then are stored. Every row is
+        returned at fp16 precision, so results do not depend on whether the cache was warm.
+        """
+        if len(image_ids) != images.shape[0]:
+            raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise ValueError(f"images are {tuple(images.shape[-2:])} but this cache holds {self.image_size}² images")
+        rows: list[Tensor | None] = [self.get(i) for i in image_ids]
+        missing = [n for n, row in enumerate(rows) if row is None]
+        if missing:
+            computed = sam_image_embeddings(sam, images[missing])
+            for n, embedding in zip(missing, computed):
+                self.put(image_ids[n], embedding)
+                rows[n] = embedding.to("cpu", torch.float16)
+        return torch.stack(rows).to(images.device, torch.float32)
