@@ -13,7 +13,9 @@ Benchmarks (``DATASETS``), each read from the layout researchers already have on
   shape x appearance classes in 4 folds of 5, like PASCAL-5i; no files, 128x128, CPU-sized.
 
 An episode is one target image, one class, and k reference images of that class (never the
-target). Training episodes are a pure function of (seed, epoch, index); evaluation episodes are a
+target); every other class is background, so a fold's test classes are never foreground in its
+training episodes. As in the list files the authors' code reads, a PASCAL/COCO image holds a class
+only where the class covers at least MIN_OBJECT_PIXELS (2 x 32 x 32) pixels. Training episodes are a pure function of (seed, epoch, index); evaluation episodes are a
 fixed list of N per fold built once from the seed (``write_episodes`` / ``episodes_hash`` prove two
 runs used the same pairs). Every item is a dict:
 
