@@ -286,7 +286,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     if name == "dinov2_vitb14":
         return _build_dinov2(weights)
     if weights == "imagenet" and name == "tiny":
-        raise ValueError("the tiny backbone has no ImageNet weights: use --backbone-weights none or a state_dict path")
+        raise ValueError("the tiny backbone has no ImageNet weights: leave --backbone-weights unset or pass a state_dict file")
 
     with _seeded(0):
         if name in ("resnet50", "resnet101"):
@@ -307,8 +307,9 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             channels = (256, 512, 512)
             imagenet = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1
         else:
-            net = nn.Sequential(*_tiny_blocks())
-            blocks = list(net)
+            net = nn.Module()  # keys as in CNNBackbone.state_dict(), so a saved tiny backbone loads back
+            net.blocks = nn.ModuleList(_tiny_blocks())
+            blocks = list(net.blocks)
             channels = (64, 96, 128)
             imagenet = None
 
@@ -345,7 +346,10 @@ def _build_dinov2(weights: str | Path | None) -> Backbone:
                 "run once online, or choose another --backbone") from e
     if weights is not None and not pretrained:
         state = _read_state_dict(Path(weights), "dinov2_vitb14 weights", "--backbone-weights")
-        vit.load_state_dict(state)
+        try:
+            vit.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{weights} does not fit dinov2_vitb14 (--backbone-weights): {e}") from e
     return DINOv2Backbone(vit=vit).freeze()
 
 
@@ -397,7 +401,7 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
         path = Path(checkpoint)
         if not path.is_file():
             if sam_type == "tiny":
-                where = "the tiny SAM is made by the repo's tiny-SAM pre-training script (README) as checkpoints/sam_tiny_synthetic.pth"
+                where = "the tiny SAM is made by `python pretrain_tiny_sam.py` (README) as checkpoints/sam_tiny_synthetic.pth"
             else:
                 name = SAM_CHECKPOINT_FILES[sam_type]
                 where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
@@ -590,17 +594,20 @@ class PromptGenerator(nn.Module):
 
     def forward(self, reference: Tensor, target: Tensor) -> Tensor:
         """reference F'_r, target F'_t (B, C, h, w) -> prompt embeddings Q'_t (B, N, C)."""
-        b, c, h, w = reference.shape
-        pos = sine_position_encoding(h, w, num_features=c // 2, device=reference.device).to(reference.dtype)  # (hw, C)
+        b, c = reference.shape[:2]
+        reference_pos = sine_position_encoding(*reference.shape[-2:], num_features=c // 2, device=reference.device)
+        target_pos = sine_position_encoding(*target.shape[-2:], num_features=c // 2, device=target.device)
         reference = reference.flatten(2).transpose(1, 2)  # (B, hw, C)
         target = target.flatten(2).transpose(1, 2)
+        reference_keys = reference + reference_pos.to(reference.dtype)
+        target_keys = target + target_pos.to(target.dtype)
         q = self.queries.weight.unsqueeze(0).expand(b, -1, -1)  # (B, N, C)
 
         # Eq. 4: Q'_r = SelfAttn(CrossAttn(Q, F'_r))
-        q = self.reference_cross_norm(q + self.reference_cross_attn(q, reference + pos, reference, need_weights=False)[0])
+        q = self.reference_cross_norm(q + self.reference_cross_attn(q, reference_keys, reference, need_weights=False)[0])
         q = self.reference_self_norm(q + self.reference_self_attn(q, q, q, need_weights=False)[0])
         # Eq. 5: Q'_t = SelfAttn(CrossAttn(Q'_r, F'_t))
-        q = self.target_cross_norm(q + self.target_cross_attn(q, target + pos, target, need_weights=False)[0])
+        q = self.target_cross_norm(q + self.target_cross_attn(q, target_keys, target, need_weights=False)[0])
         q = self.target_self_norm(q + self.target_self_attn(q, q, q, need_weights=False)[0])
         return q
 

@@ -138,6 +138,19 @@ def test_encoder_initialisation_follows_the_seed():
         assert all(torch.equal(p, q) for p, q in zip(x.learnable_parameters(), y.learnable_parameters())) == same
 
 
+def test_backbone_weights_file_loads_and_a_foreign_one_is_refused(tmp_path):
+    trained = model.build_backbone("tiny")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.1)
+    torch.save(trained.state_dict(), tmp_path / "tiny.pth")
+    loaded = model.build_backbone("tiny", weights=tmp_path / "tiny.pth")
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "resnet.pth")
+    with pytest.raises(ValueError, match=r"resnet\.pth does not fit the tiny backbone"):
+        model.build_backbone("tiny", weights=tmp_path / "resnet.pth")
+
+
 def test_imagenet_weights_offline_error_names_the_file_and_flag(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -172,6 +185,18 @@ def test_pseudo_mask_finds_the_annotated_reference_pixel():
     assert normalised.min() == pytest.approx(0, abs=1e-5) and normalised.max() == pytest.approx(1, abs=1e-5)
     empty = model.pseudo_mask(features, features, torch.zeros(1, 1, 8, 8))
     assert torch.equal(empty, torch.zeros(1, 1, 8, 8))  # no annotation left: no NaN
+
+
+def test_key_positional_encoding_is_detrs_normalised_sine():
+    h, w = 5, 7
+    pos = model.sine_position_encoding(h, w)  # 128 features per axis, temperature 10000
+    assert pos.shape == (h * w, 256)
+    row, col = 3, 2
+    y, x = 2 * math.pi * (row + 1) / h, 2 * math.pi * (col + 1) / w
+    expected = {0: math.sin(y), 1: math.cos(y), 2: math.sin(y / 10000 ** (2 / 128)),
+                128: math.sin(x), 129: math.cos(x), 255: math.cos(x / 10000 ** (126 / 128))}
+    for index, value in expected.items():
+        assert pos[row * w + col, index].item() == pytest.approx(value, abs=1e-5)
 
 
 def test_vrp_loss_matches_hand_computation_and_ignores_255():
