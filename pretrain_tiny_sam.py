@@ -1,0 +1,150 @@
+"""Pre-train the tiny SAM that the embedded synthetic benchmark freezes (REFERENCE.md §8).
+
+VRP-SAM freezes a SAM that was pre-trained on promptable, class-agnostic segmentation (§3.1).
+A randomly initialised tiny SAM cannot play that part: free prompt tokens never steer it. So,
+before the synthetic benchmark is used, this script trains the `tiny` SAM of model.py (image
+encoder, prompt encoder and mask decoder of the unmodified `segment-anything` classes) the way SAM
+was trained: one object per scene, prompted by one positive point or by its box, no class labels,
+loss on the single-mask output. Scenes come from data.py's renderer with a seed stream of their own,
+never the benchmark's images or episodes.
+
+    python pretrain_tiny_sam.py                      # ~10 min on 2 CPU cores
+    python pretrain_tiny_sam.py --steps 50 --out /tmp/sam_tiny.pth
+
+The result is saved as an fp16 state dict (a few MB) that `model.build_sam("tiny", path)` loads,
+like the official checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+from model import build_sam, decode_masks, sam_image_embeddings, vrp_loss
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_synthetic.pth"
+# Seed streams of this script; data.py's benchmark images use other keys, so no image is shared.
+TRAIN_STREAM, HELD_OUT_STREAM = 7_000_001, 7_000_002
+IMAGE_SIZE = 128  # the tiny SAM's input size
+
+
+def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAGE_SIZE):
+    """Draw `batch_size` scenes and one object of each, class-agnostically.
+
+    Returns images (B, 3, S, S) ImageNet-normalised, object masks (B, S, S) int64 in {0, 1},
+    one positive point per object (B, 1, 2) as (x, y), and tight boxes (B, 4) as (x0, y0, x1, y1).
+    """
+    images, masks, points, boxes = [], [], [], []
+    for _ in range(batch_size):
+        classes = rng.choice(np.arange(1, data.SYNTHETIC_NUM_CLASSES + 1), size=rng.integers(1, 4), replace=False)
+        scene = data.synthetic_scene(rng, classes=classes, num_distractors=int(rng.integers(0, 4)), size=size)
+        mask = scene.instances[rng.integers(len(scene.instances))]
+        ys, xs = np.nonzero(mask)
+        pick = rng.integers(len(xs))
+        images.append(torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0)
+        masks.append(torch.from_numpy(mask.astype(np.int64)))
+        points.append([[xs[pick], ys[pick]]])
+        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
+    images = (torch.stack(images) - mean) / std
+    return images, torch.stack(masks), torch.tensor(points, dtype=torch.float32), torch.tensor(boxes, dtype=torch.float32)
+
+
+def predict(sam, images: torch.Tensor, *, points: torch.Tensor | None = None, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Single-mask logits (B, S, S) for one positive point (B, 1, 2) or one box (B, 4) per image."""
+    point_prompt = None if points is None else (points, torch.ones(points.shape[:2], dtype=torch.int64))
+    sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
+    low_res = decode_masks(sam, sam_image_embeddings(sam, images), sparse, dense)  # (B, 1, 4h, 4w)
+    return F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def train_step(sam, optimizer: torch.optim.Optimizer, batch) -> float:
+    """One AdamW step on a batch: the first half prompted by points, the second half by boxes."""
+    images, masks, points, boxes = batch
+    half = len(images) // 2
+    logits = torch.cat([predict(sam, images[:half], points=points[:half]), predict(sam, images[half:], boxes=boxes[half:])])
+    loss = vrp_loss(logits, masks)  # BCE + Dice, as SAM's own focal + Dice in spirit
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: int = 16) -> float:
+    """Mean IoU over `num_scenes` fresh scenes, one object each, prompted by one positive point."""
+    was_training = sam.training
+    sam.eval()
+    ious = []
+    for start in range(0, num_scenes, batch_size):
+        rng = np.random.default_rng([seed, HELD_OUT_STREAM, start])
+        images, masks, points, _ = sample_scenes(rng, min(batch_size, num_scenes - start))
+        prediction = predict(sam, images, points=points) > 0
+        target = masks.bool()
+        ious += ((prediction & target).sum((1, 2)) / (prediction | target).sum((1, 2)).clamp(min=1)).tolist()
+    sam.train(was_training)
+    return float(np.mean(ious))
+
+
+def save_fp16(sam, path: Path) -> None:
+    """Write the state dict in fp16, atomically (a half-written file never replaces a good one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=600, help="AdamW steps")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (cosine decay after 30 warm-up steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-scenes", type=int, default=256, help="held-out scenes for the final point-prompt IoU")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> float:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    sam = build_sam("tiny", None).requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=1e-4)
+    warmup = min(30, args.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / (warmup + 1) if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup))),
+    )
+    print(f"tiny SAM: {sum(p.numel() for p in sam.parameters()) / 1e6:.2f}M parameters, {args.steps} steps")
+    start = time.time()
+    bar = tqdm(range(args.steps), desc="pre-train tiny SAM")
+    for step in bar:
+        batch = sample_scenes(np.random.default_rng([args.seed, TRAIN_STREAM, step]), args.batch_size)
+        loss = train_step(sam, optimizer, batch)
+        schedule.step()
+        bar.set_postfix(loss=f"{loss:.3f}")
+    iou = held_out_point_iou(sam, num_scenes=args.eval_scenes, seed=args.seed)
+    save_fp16(sam, args.out)
+    print(f"held-out point-prompt IoU on {args.eval_scenes} fresh scenes: {iou:.3f}  ({(time.time() - start) / 60:.1f} min)")
+    print(f"saved {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    return iou
+
+
+if __name__ == "__main__":
+    main()
