@@ -1,0 +1,239 @@
+"""Meta-train the VRP encoder on a fold's base classes (paper §4.3 and §5.1 "Implementation details").
+
+    python train.py --dataset synthetic                  # embedded benchmark, CPU, minutes
+    python train.py --dataset pascal --fold 1 --data-root data --sam-checkpoint checkpoints/sam_vit_h_4b8939.pth
+    python train.py --dataset pascal --fold 1 ... --resume    # continue an interrupted run
+
+Only the VRP encoder (~1.6M parameters with ResNet-50) learns; the backbone and SAM stay frozen.
+Loss is Eq. 6 (BCE + Dice), optimiser AdamW with cosine decay stepped every iteration, and the
+best checkpoint is chosen by mIoU on the fold's fixed test episodes, as the authors do.
+
+A run folder holds `config.json` (every argument, resolved), `metrics.jsonl` (one line per epoch),
+`last.pt` and `best.pt` (learnable weights + the config that built them). Training episodes are a
+pure function of (seed, epoch, index) and every epoch reseeds dropout and the shuffle order, so a
+resumed run continues exactly as an uninterrupted one would. SAM's image embeddings of the targets
+are computed once and then served from an on-disk cache (`--cache-dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import data
+from evaluate import autocast, evaluate_episodes, target_embeddings, write_json
+from model import SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, save_checkpoint, vrp_loss
+from prompts import LABEL_KINDS
+
+ROOT = Path(__file__).resolve().parent
+# §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
+# on a 2-core CPU in minutes, on the tiny backbone and the pre-trained tiny SAM (pretrain_tiny_sam.py).
+DATASET_DEFAULTS = {
+    "pascal": dict(epochs=100, lr=2e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
+    "coco": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
+    "coco2pascal": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
+    "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300),
+}
+# Arguments that must not change when a run is resumed: they define its schedule and its episodes.
+RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size", "steps_per_epoch", "seed")
+
+
+def default_sam_checkpoint(sam: str) -> Path:
+    return ROOT / "checkpoints" / ("sam_tiny_synthetic.pth" if sam == "tiny" else SAM_CHECKPOINT_FILES[sam])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=data.DATASETS, default="pascal")
+    group.add_argument("--fold", type=int, choices=range(4), default=0)
+    group.add_argument("--label", choices=LABEL_KINDS, default="mask", help="simulated annotation of the references")
+    group.add_argument("--shots", type=int, default=1, help="references per training episode")
+    group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
+    group.add_argument("--image-size", type=int, default=None, help="side of the square network input (default: 512; synthetic 128)")
+    group.add_argument("--workers", type=int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", choices=("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny"), default=None,
+                       help="frozen semantic-aware encoder (default: resnet50; synthetic tiny)")
+    group.add_argument("--backbone-weights", default=None,
+                       help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
+    group.add_argument("--sam", choices=("vit_h", "vit_l", "vit_b", "tiny"), default=None, help="frozen SAM (default: vit_h; synthetic tiny)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: checkpoints/<official file name>)")
+    group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Table 6)")
+    group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
+                       help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, default=None, help="default: pascal 100, coco 50, synthetic 6")
+    group.add_argument("--lr", type=float, default=None, help="default: pascal 2e-4, coco 1e-4, synthetic 1e-3")
+    group.add_argument("--weight-decay", type=float, default=1e-6)
+    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--steps-per-epoch", type=int, default=None, help="cap on iterations per epoch (default: one pass over the training targets)")
+    group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, training episodes and validation episodes")
+    group = parser.add_argument_group("validation and output")
+    group.add_argument("--val-episodes", type=int, default=None, help="fixed test episodes scored after each epoch (default 1000; synthetic 300)")
+    group.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)")
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
+    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the per-dataset defaults (§5.1) and the derived paths."""
+    for key, value in DATASET_DEFAULTS[args.dataset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.backbone_weights is None and args.backbone != "tiny":
+        args.backbone_weights = "imagenet"
+    if args.sam_checkpoint is None:
+        args.sam_checkpoint = default_sam_checkpoint(args.sam)
+    if args.out is None:
+        args.out = Path("runs") / f"{args.dataset}-fold{args.fold}-{args.label}-{args.backbone}"
+    return args
+
+
+def model_config(args: argparse.Namespace) -> VRPConfig:
+    return VRPConfig(backbone=args.backbone, sam=args.sam, num_queries=args.num_queries, label_downsample=args.label_downsample)
+
+
+def jsonable(args: argparse.Namespace) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | None:
+    """The last checkpoint of the run in args.out when resuming; refuse to overwrite a run otherwise."""
+    last = args.out / "last.pt"
+    if not args.resume:
+        if last.exists():
+            raise FileExistsError(f"{args.out} already holds a run ({last}); pass --resume to continue it, or --out elsewhere")
+        return None
+    if not last.exists():
+        raise FileNotFoundError(f"--resume: {last} not found; start the run without --resume")
+    state = load_checkpoint(last, config=config)
+    saved = state.get("args", {})
+    changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {jsonable(args)[k]}" for k in RESUME_KEYS if saved.get(k) != jsonable(args)[k]]
+    if changed:
+        raise ValueError(f"--resume: {args.out} was started with other settings ({'; '.join(changed)}); use the run's own settings")
+    return state
+
+
+def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device) -> float:
+    """One iteration on a batch of episodes; returns the loss (Eq. 6)."""
+    embeddings = target_embeddings(model, batch, cache, device)
+    with autocast(device):
+        logits = model(batch["target_image"].to(device, non_blocking=True),
+                       batch["reference_images"].to(device, non_blocking=True),
+                       batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
+    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True))  # Eq. 6: BCE + Dice
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()  # cosine decay per iteration
+    return loss.item()
+
+
+def main(argv=None) -> dict:
+    args = resolve_args(build_parser().parse_args(argv))
+    try:
+        return train(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        sys.exit(f"train.py: error: {error}")
+
+
+def train(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    config = model_config(args)
+    resume = load_resume_state(args, config)
+
+    dataset_args = dict(fold=args.fold, data_root=args.data_root, shots=args.shots, label=args.label,
+                        image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir, progress=True)
+    train_set = data.build_dataset(args.dataset, split="train", **dataset_args)
+    val_set = data.build_dataset(args.dataset, split="test", num_episodes=args.val_episodes, **dataset_args)
+    class_ids = data.fold_classes(args.dataset, args.fold, "test")
+
+    model = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
+                          seed=args.seed).to(device)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, args.sam, args.image_size)
+    optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+    steps_per_epoch = min(len(train_set) // args.batch_size, args.steps_per_epoch or len(train_set))
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images of fold {args.fold}")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
+    start_epoch, best_miou = 0, -1.0
+    if resume is not None:
+        model.load_learnable_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch, best_miou = resume["epoch"] + 1, resume["best_miou"]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "config.json", jsonable(args))
+    metrics_path = args.out / "metrics.jsonl"
+    # Drop log lines of epochs after the last checkpoint: they are about to be redone.
+    kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
+            if json.loads(line)["epoch"] < start_epoch]
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
+    print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
+    print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}")
+
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    for epoch in range(start_epoch, args.epochs):
+        start = time.time()
+        seed = epoch_seed(args.seed, epoch)
+        torch.manual_seed(seed)  # dropout: the same masks whether or not the run was resumed
+        train_set.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(seed), num_workers=args.workers,
+                            pin_memory=device.type == "cuda", collate_fn=data.collate_episodes,
+                            persistent_workers=False)
+        model.train()
+        losses = []
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            if step == steps_per_epoch:
+                break
+            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device)
+            losses.append(loss)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        train_time = time.time() - start
+        result = evaluate_episodes(model, val_set, class_ids=class_ids, batch_size=args.batch_size,
+                                   workers=args.workers, cache=cache, desc=f"validate {epoch}")
+        is_best = result["miou"] > best_miou
+        best_miou = max(best_miou, result["miou"])
+        state = dict(epoch=epoch, best_miou=best_miou, args=jsonable(args), optimizer=optimizer.state_dict(),
+                     scheduler=scheduler.state_dict(), val_miou=result["miou"], val_fbiou=result["fbiou"])
+        line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
+                    lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
+                    steps_per_s=round(len(losses) / train_time, 3))
+        # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        if is_best:
+            save_checkpoint(args.out / "best.pt", model, **state)
+        save_checkpoint(args.out / "last.pt", model, **state)
+        print(f"epoch {epoch}: loss {line['loss']:.4f} | val mIoU {result['miou']:.1f} FB-IoU {result['fbiou']:.1f}"
+              f"{' (best)' if is_best else ''} | {line['time_s']:.0f}s")
+    print(f"best val mIoU {best_miou:.1f}; checkpoints in {args.out}")
+    return {"best_miou": best_miou, "out": str(args.out)}
+
+
+if __name__ == "__main__":
+    main()
