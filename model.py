@@ -57,6 +57,7 @@ SAM_CHECKPOINT_FILES = {
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
+TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 15 min on 2 CPU cores, see README)"
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
 
 
@@ -113,7 +114,7 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _atomic_save(obj: object, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
     """torch.save through a temp file in the same directory + os.replace: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -129,12 +130,12 @@ def _atomic_save(obj: object, path: Path) -> None:
         raise
 
 
-def _load_file(path: Path, what: str) -> object:
+def _load_file(path: Path, what: str, fix: str = "download or write it again") -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and EOF errors all mean the same thing to a user
         raise ValueError(f"{path} could not be read as a PyTorch {what} file ({type(e).__name__}: {e}); "
-                         "it may be truncated or corrupt: download or write it again") from e
+                         f"it may be truncated or corrupt: {fix}") from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,7 +408,8 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
                 where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
                          "(listed at https://github.com/facebookresearch/segment-anything#model-checkpoints)")
             raise FileNotFoundError(f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint")
-        state = _load_file(path, "SAM checkpoint")
+        state = _load_file(path, "SAM checkpoint", fix=TINY_SAM_REMAKE if sam_type == "tiny" else
+                           f"download {SAM_CHECKPOINT_FILES[sam_type]} again from {SAM_CHECKPOINT_URL}")
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise ValueError(f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint")
         found = sam_type_of_state_dict(state)
@@ -764,7 +766,7 @@ def save_checkpoint(path: str | Path, model: VRPSAM, **extra: object) -> None:
     clash = {"config", "model"} & extra.keys()
     if clash:
         raise ValueError(f"save_checkpoint: {sorted(clash)} are reserved keys")
-    _atomic_save({"config": asdict(model.config), "model": model.learnable_state_dict(), **extra}, Path(path))
+    atomic_save({"config": asdict(model.config), "model": model.learnable_state_dict(), **extra}, Path(path))
 
 
 def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dict:
@@ -826,7 +828,7 @@ class EmbeddingCache:
 
     def put(self, image_id: str, embedding: Tensor) -> None:
         """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
-        _atomic_save(embedding.detach().to("cpu", torch.float16).clone(), self.path(image_id))
+        atomic_save(embedding.detach().to("cpu", torch.float16).clone(), self.path(image_id))
 
     @torch.no_grad()
     def embed(self, sam: Sam, images: Tensor, image_ids: Sequence[str]) -> Tensor:

@@ -18,8 +18,6 @@ like the official checkpoints.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
-from model import build_sam, decode_masks, sam_image_embeddings, vrp_loss
+from model import atomic_save, build_sam, decode_masks, sam_image_embeddings, vrp_loss
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_synthetic.pth"
 # Seed streams of this script; data.py's benchmark images use other keys, so no image is shared.
@@ -98,16 +96,7 @@ def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: 
 
 def save_fp16(sam, path: Path) -> None:
     """Write the state dict in fp16, atomically (a half-written file never replaces a good one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
