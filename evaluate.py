@@ -244,10 +244,12 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     return chosen
 
 
-def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str) -> dict:
-    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold or label."""
+def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str, backbone: str | None) -> dict:
+    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label or backbone."""
     run = state.get("args", {})
     wanted = {"dataset": dataset, "fold": fold, "label": label}
+    if backbone is not None:
+        wanted["backbone"] = backbone
     wrong = [f"{k} {run.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if run.get(k) != v]
     if wrong:
         raise ValueError(f"{path} was trained for {', '.join(wrong)}; pass the checkpoint of that setting")
@@ -301,7 +303,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                     continue
                 path = chosen[(label, fold)]
                 state = load_checkpoint(path)
-                run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=label)
+                run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=label, backbone=args.backbone)
                 config = VRPConfig(**state["config"])
                 if config not in models:
                     models.clear()  # keep one SAM in memory at a time

@@ -691,6 +691,11 @@ class VRPSAM(nn.Module):
             raise ValueError(f"reference_images must be (B, k, 3, S, S) and reference_labels (B, k, S, S), got "
                              f"{tuple(reference_images.shape)} and {tuple(reference_labels.shape)}: add the shot axis (x[:, None])")
         b, k = reference_images.shape[:2]
+        if (reference_labels.shape != (b, k, *reference_images.shape[-2:]) or target_images.shape[0] != b
+                or target_images.shape[-2:] != reference_images.shape[-2:]):
+            raise ValueError(f"sizes do not match: target_images {tuple(target_images.shape)}, reference_images "
+                             f"{tuple(reference_images.shape)}, reference_labels {tuple(reference_labels.shape)}; "
+                             "images and annotations must share B, k and S x S (resize them as data.py does)")
         target_mid, target_last = self.backbone.mid_features(target_images)  # (B, C_mid, h, w)
         target_high = self.backbone.high_features(target_last)  # (B, C_high, h, w)
         # All k references in one backbone pass; the target's features are shared by its k references.

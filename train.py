@@ -161,14 +161,15 @@ def train(args: argparse.Namespace) -> dict:
     config = model_config(args)
     resume = load_resume_state(args, config)
 
+    # The model first: a missing SAM or backbone file is reported before any dataset indexing.
+    model = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
+                          seed=args.seed).to(device)
     dataset_args = dict(fold=args.fold, data_root=args.data_root, shots=args.shots, label=args.label,
                         image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir, progress=True)
     train_set = data.build_dataset(args.dataset, split="train", **dataset_args)
     val_set = data.build_dataset(args.dataset, split="test", num_episodes=args.val_episodes, **dataset_args)
     class_ids = data.fold_classes(args.dataset, args.fold, "test")
 
-    model = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
-                          seed=args.seed).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, args.sam, args.image_size)
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
     steps_per_epoch = min(len(train_set) // args.batch_size, args.steps_per_epoch or len(train_set))

@@ -54,6 +54,15 @@ def test_shapes_one_and_five_shot(k):
     torch.testing.assert_close(vrp(target, references, labels, embeddings), logits)
 
 
+def test_mismatched_image_and_annotation_sizes_name_both_shapes():
+    vrp = tiny_model().eval()
+    target, references, labels, _ = episode_batch(k=1)
+    with pytest.raises(ValueError, match=r"reference_labels \(2, 1, 64, 64\)"):
+        vrp(target, references, labels[..., :64, :64])
+    with pytest.raises(ValueError, match=r"target_images \(2, 3, 64, 64\)"):
+        vrp(target[..., :64, :64], references, labels)
+
+
 def test_k_shot_prompts_are_the_one_shot_prompts_of_each_reference():
     vrp = tiny_model().eval()
     target, references, labels, _ = episode_batch(k=3)
