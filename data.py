@@ -478,7 +478,7 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
                 stem = Path(info["file_name"]).stem
                 buffer = io.BytesIO()
                 Image.fromarray(label).save(buffer, format="PNG")
-                _write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
+                write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
                 index[stem] = _class_pixels(label, 80)
     return index
 
@@ -719,7 +719,7 @@ def write_episodes(dataset: EvaluationEpisodes, path: str | Path) -> str:
     """Write the episode list (target id, class, reference ids, seed, label kind) to a JSON file,
     atomically; returns episodes_hash(dataset), which is the sha256 of the file's bytes."""
     payload = _episodes_json(dataset)
-    _write_atomic(Path(path), payload)
+    write_atomic(Path(path), payload)
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -936,7 +936,7 @@ def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
             return cached["classes"]
     log.info("building %s class index into %s", kind, path)
     index = build()
-    _write_atomic(path, json.dumps({"format": 2, "signature": signature, "classes": index}).encode())
+    write_atomic(path, json.dumps({"format": 2, "signature": signature, "classes": index}).encode())
     return index
 
 
@@ -954,7 +954,7 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def write_atomic(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder and rename, so readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -151,12 +149,8 @@ def save_visualisation(path: Path, batch: dict, b: int, prediction: torch.Tensor
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomic JSON write: results are never left half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    """Results are written atomically: never left half-written."""
+    data.write_atomic(path, json.dumps(obj, indent=2).encode())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def train(args: argparse.Namespace) -> dict:
     # Drop log lines of epochs after the last checkpoint: they are about to be redone.
     kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
             if json.loads(line)["epoch"] < start_epoch]
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
 
     print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
     print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
