@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -130,22 +131,30 @@ def evaluate_episodes(
     return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset)}
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour, alpha: float = 0.5) -> np.ndarray:
+def _overlay(image: np.ndarray, mask: np.ndarray, colour) -> np.ndarray:
+    """Tint `mask` and outline it in `colour`; the outline stays readable on objects of any colour."""
     out = image.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    out[mask] = 0.55 * out[mask] + 0.45 * np.asarray(colour, np.float32)
+    outline = ndimage.binary_dilation(mask, iterations=2) & ~mask
+    out[outline] = colour
     return out.astype(np.uint8)
 
 
 def save_visualisation(path: Path, batch: dict, b: int, prediction: torch.Tensor) -> None:
-    """References with their annotation (green) | target with prediction (red) | target with ground truth (blue)."""
+    """Like Figs. 4-5: each reference with its annotation (green) | the target with the prediction
+    (magenta) | the target with the ground truth (cyan). Panels are enlarged to at least 256 px."""
+    annotation_colour, prediction_colour, truth_colour = (60, 255, 60), (255, 0, 255), (0, 230, 255)
     panels = []
     for reference, label in zip(batch["reference_images"][b], batch["reference_labels"][b]):
-        panels.append(_overlay(data.denormalize(reference), label.numpy() > 0, (0, 230, 0), alpha=0.8))
+        # grown by a pixel so that single annotated points show
+        panels.append(_overlay(data.denormalize(reference), ndimage.binary_dilation(label.numpy() > 0), annotation_colour))
     target = data.denormalize(batch["target_image"][b])
-    panels.append(_overlay(target, prediction.numpy(), (230, 30, 30)))
-    panels.append(_overlay(target, batch["target_mask"][b].numpy() == 1, (30, 60, 230)))
+    panels.append(_overlay(target, prediction.numpy(), prediction_colour))
+    panels.append(_overlay(target, batch["target_mask"][b].numpy() == 1, truth_colour))
+    strip = Image.fromarray(np.concatenate(panels, axis=1))
+    scale = max(1, -(-256 // target.shape[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+    strip.resize((strip.width * scale, strip.height * scale), Image.NEAREST).save(path)
 
 
 def write_json(path: Path, obj) -> None:
