@@ -226,7 +226,7 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
         if not Path(path).exists():
             raise FileNotFoundError(f"--checkpoint {item}: {path} not found")
         explicit[int(fold)] = Path(path)
-    runs = [] if explicit and not args.runs.exists() else find_runs(args.runs) if args.runs.exists() else []
+    runs = find_runs(args.runs) if args.runs.exists() else []
     if not explicit and not runs:
         raise FileNotFoundError(f"no runs under {args.runs}: train one (python train.py --dataset synthetic) "
                                 f"or pass --runs DIR / --checkpoint FOLD=PATH")

@@ -176,11 +176,14 @@ def train(args: argparse.Namespace) -> dict:
     if steps_per_epoch == 0:
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images of fold {args.fold}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
+    # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     start_epoch, best_miou = 0, -1.0
     if resume is not None:
         model.load_learnable_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
         start_epoch, best_miou = resume["epoch"] + 1, resume["best_miou"]
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,6 @@ def train(args: argparse.Namespace) -> dict:
     print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
     print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}")
 
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     for epoch in range(start_epoch, args.epochs):
         start = time.time()
         seed = epoch_seed(args.seed, epoch)
@@ -220,7 +222,7 @@ def train(args: argparse.Namespace) -> dict:
         is_best = result["miou"] > best_miou
         best_miou = max(best_miou, result["miou"])
         state = dict(epoch=epoch, best_miou=best_miou, args=jsonable(args), optimizer=optimizer.state_dict(),
-                     scheduler=scheduler.state_dict(), val_miou=result["miou"], val_fbiou=result["fbiou"])
+                     scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), val_miou=result["miou"], val_fbiou=result["fbiou"])
         line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
                     lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
                     steps_per_s=round(len(losses) / train_time, 3))
