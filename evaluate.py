@@ -77,13 +77,14 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def target_embeddings(model, batch, cache: EmbeddingCache | None, device: torch.device):
-    """SAM image embeddings of the batch's targets, from the on-disk cache when one is given."""
-    images = batch["target_image"].to(device, non_blocking=True)
-    if cache is None:
-        return None
+def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.device) -> torch.Tensor:
+    """Target logits (B, S, S) for a batch of episodes; SAM's target embeddings come from the
+    on-disk cache when one is given (computed and stored on a miss), else inside the model."""
+    target = batch["target_image"].to(device, non_blocking=True)
     with autocast(device):
-        return cache.embed(model.sam, images, list(batch["target_id"])).to(device)
+        embeddings = None if cache is None else cache.embed(model.sam, target, list(batch["target_id"])).to(device)
+        return model(target, batch["reference_images"].to(device, non_blocking=True),
+                     batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
 
 
 @torch.no_grad()
@@ -114,11 +115,7 @@ def evaluate_episodes(
                         pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
     saved = 0
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        embeddings = target_embeddings(model, batch, cache, device)
-        with autocast(device):
-            logits = model(batch["target_image"].to(device), batch["reference_images"].to(device),
-                           batch["reference_labels"].to(device), image_embeddings=embeddings)
-        logits = logits.float().cpu()
+        logits = predict(model, batch, cache, device).float().cpu()
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
                 upsampled = F.interpolate(logits[b][None, None], size=mask.shape, mode="bilinear", align_corners=False)[0]

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import data
-from evaluate import autocast, evaluate_episodes, target_embeddings, write_json
+from evaluate import evaluate_episodes, predict, write_json
 from model import SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, save_checkpoint, vrp_loss
 from prompts import LABEL_KINDS
 
@@ -134,11 +134,7 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
 
 def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device) -> float:
     """One iteration on a batch of episodes; returns the loss (Eq. 6)."""
-    embeddings = target_embeddings(model, batch, cache, device)
-    with autocast(device):
-        logits = model(batch["target_image"].to(device, non_blocking=True),
-                       batch["reference_images"].to(device, non_blocking=True),
-                       batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
+    logits = predict(model, batch, cache, device)
     loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True))  # Eq. 6: BCE + Dice
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
