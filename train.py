@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Table 6)")
     group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
                        help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
+    group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
+                       help="pseudo mask normalisation (App. A): 'none' = authors' code, 'minmax' = the paper's text")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, default=None, help="default: pascal 100, coco 50, synthetic 6")
     group.add_argument("--lr", type=float, default=None, help="default: pascal 2e-4, coco 1e-4, synthetic 1e-3")
@@ -104,7 +106,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def model_config(args: argparse.Namespace) -> VRPConfig:
-    return VRPConfig(backbone=args.backbone, sam=args.sam, num_queries=args.num_queries, label_downsample=args.label_downsample)
+    return VRPConfig(backbone=args.backbone, sam=args.sam, num_queries=args.num_queries,
+                     label_downsample=args.label_downsample, pseudo_mask_norm=args.pseudo_mask_norm)
 
 
 def jsonable(args: argparse.Namespace) -> dict:
