@@ -276,7 +276,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     try:
         return evaluate(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ImportError, ValueError) as error:
         sys.exit(f"evaluate.py: error: {error}")
 
 

@@ -341,7 +341,7 @@ def _build_dinov2(weights: str | Path | None) -> Backbone:
             vit = torch.hub.load("facebookresearch/dinov2", "dinov2_vitb14", pretrained=pretrained,
                                  trust_repo=True, skip_validation=True)
         except Exception as e:
-            raise RuntimeError(
+            raise ImportError(
                 f"backbone dinov2_vitb14 needs the facebookresearch/dinov2 code: it is neither installed (`dinov2`) "
                 f"nor in the torch hub cache {torch.hub.get_dir()} and could not be fetched ({e}); "
                 "run once online, or choose another --backbone") from e

@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
     args = resolve_args(build_parser().parse_args(argv))
     try:
         return train(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ImportError, ValueError) as error:
         sys.exit(f"train.py: error: {error}")
 
 

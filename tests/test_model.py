@@ -368,3 +368,31 @@ def test_embedding_cache_stores_fp16_and_computes_only_missing_rows(tmp_path):
     assert computed_rows == [2]
     files = sorted(p.name for p in cache.directory.iterdir())
     assert len(files) == 3 and all(name.endswith(".pt") and "/" not in name for name in files)
+
+
+class _StandInDINOv2(torch.nn.Module):
+    """The attributes of facebookresearch/dinov2's ViT that DINOv2Backbone uses, at toy size:
+    patch_size, embed_dim, prepare_tokens_with_masks (class + patch tokens), blocks, norm."""
+
+    patch_size, embed_dim = 14, 24
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = torch.nn.Conv2d(3, self.embed_dim, self.patch_size, stride=self.patch_size)
+        self.cls_token = torch.nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(self.embed_dim, self.embed_dim) for _ in range(12))
+        self.norm = torch.nn.LayerNorm(self.embed_dim)
+
+    def prepare_tokens_with_masks(self, x):
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.cls_token.expand(len(x), -1, -1), patches], dim=1)
+
+
+def test_dinov2_features_come_at_stride_8_from_blocks_6_9_and_12():
+    backbone = model.DINOv2Backbone(vit=_StandInDINOv2()).freeze()
+    images = torch.randn(2, 3, S, S)
+    mid, last = backbone.mid_features(images)
+    assert mid.shape == (2, 2 * 24, S // 8, S // 8) and last.shape == (2, 24, S // 8, S // 8)
+    torch.testing.assert_close(mid[:, 24:], last)  # mid = block 6 ⊕ block 9; last = block 9
+    assert backbone.high_features(last).shape == (2, 24, S // 8, S // 8)
+    assert not any(p.requires_grad for p in backbone.parameters())
