@@ -1,4 +1,4 @@
-"""Evaluate trained VRP encoders on fixed episodes (paper §5.1 "Evaluation", Tables 2-4, 7, 10, 12).
+"""Evaluate trained VRP encoders on fixed episodes (paper §5.1 "Evaluation", Tables 2, 7, 10, 12).
 
     python evaluate.py --shots 5                       # every run under runs/, 5-shot
     python evaluate.py --runs runs --shots 1,5 --label all
@@ -257,7 +257,7 @@ def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label:
 
 
 def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> str:
-    """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's Tables 2-4."""
+    """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's result tables (per-fold mIoU, mean, FB-IoU)."""
     lines = [f"VRP-SAM on {dataset}: mIoU (%) on novel classes, {episodes} episodes per fold",
              f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'FB-IoU':>8}"]
     for (label, shots), results in rows.items():
