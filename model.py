@@ -57,7 +57,7 @@ SAM_CHECKPOINT_FILES = {
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
-TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 15 min on 2 CPU cores, see README)"
+TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see README)"
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
 
 

@@ -8,7 +8,7 @@ was trained: one object per scene, prompted by one positive point or by its box,
 loss on the single-mask output. Scenes come from data.py's renderer with a seed stream of their own,
 never the benchmark's images or episodes.
 
-    python pretrain_tiny_sam.py                      # 1500 steps, 10-15 min on 2 CPU cores
+    python pretrain_tiny_sam.py                      # 1500 steps, ~8 min on 2 CPU cores
     python pretrain_tiny_sam.py --steps 50 --out /tmp/sam_tiny.pth
 
 The result is saved as an fp16 state dict (a few MB) that `model.build_sam("tiny", path)` loads,
