@@ -276,7 +276,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     try:
         return evaluate(args)
-    except (FileNotFoundError, ImportError, ValueError) as error:
+    except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
         sys.exit(f"evaluate.py: error: {error}")
 
 

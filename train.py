@@ -129,7 +129,8 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
         raise FileNotFoundError(f"--resume: {last} not found; start the run without --resume")
     state = load_checkpoint(last, config=config)
     saved = state.get("args", {})
-    changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {jsonable(args)[k]}" for k in RESUME_KEYS if saved.get(k) != jsonable(args)[k]]
+    now = jsonable(args)
+    changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {now[k]}" for k in RESUME_KEYS if saved.get(k) != now[k]]
     if changed:
         raise ValueError(f"--resume: {args.out} was started with other settings ({'; '.join(changed)}); use the run's own settings")
     return state
@@ -151,7 +152,7 @@ def main(argv=None) -> dict:
     args = resolve_args(build_parser().parse_args(argv))
     try:
         return train(args)
-    except (FileNotFoundError, FileExistsError, ImportError, ValueError) as error:
+    except (OSError, ImportError, ValueError) as error:  # OSError: missing, existing or unreadable files
         sys.exit(f"train.py: error: {error}")
 
 
