@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import data
-from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint
+from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
 from prompts import LABEL_KINDS
 
 IGNORE = 255
@@ -118,7 +117,7 @@ def evaluate_episodes(
         logits = predict(model, batch, cache, device).float().cpu()
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
-                upsampled = F.interpolate(logits[b][None, None], size=mask.shape, mode="bilinear", align_corners=False)[0]
+                upsampled = upsample_logits(logits[b][None, None], mask.shape)[0]
                 meter.update(upsampled > 0, mask[None], [batch["class_id"][b]])
         else:
             meter.update(logits > 0, batch["target_mask"], batch["class_id"])

@@ -443,6 +443,13 @@ def sam_image_embeddings(sam: Sam, images: Tensor) -> Tensor:
     return sam.image_encoder(images)
 
 
+def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize mask logits (B, C, h, w) -> (B, C, *size): bilinear with align_corners=True, as the
+    authors (and HSNet) resize SAM's low-res logits. The one resize used for training, evaluation
+    at network or original size, segment.py, and the tiny SAM's own pre-training."""
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+
+
 def decode_masks(sam: Sam, image_embeddings: Tensor, sparse_prompt_embeddings: Tensor,
                  dense_prompt_embeddings: Tensor | None = None) -> Tensor:
     """SAM's mask decoder for B images, each with its own N prompt tokens; single-mask output.
@@ -722,8 +729,7 @@ class VRPSAM(nn.Module):
             image_embeddings = sam_image_embeddings(self.sam, target_images)
         prompts = self.prompt_embeddings(target_images, reference_images, reference_labels)
         low_res = decode_masks(self.sam, image_embeddings, prompts)  # (B, 1, 4h, 4w)
-        logits = F.interpolate(low_res, size=target_images.shape[-2:], mode="bilinear", align_corners=True)
-        return logits[:, 0]
+        return upsample_logits(low_res, target_images.shape[-2:])[:, 0]
 
 
 def build_vrp_sam(config: VRPConfig, *, sam_checkpoint: str | Path | None = None,

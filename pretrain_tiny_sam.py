@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
-from model import atomic_save, build_sam, decode_masks, sam_image_embeddings, vrp_loss
+import synthetic
+from model import atomic_save, build_sam, decode_masks, sam_image_embeddings, upsample_logits, vrp_loss
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_synthetic.pth"
 # Seed streams of this script; data.py's benchmark images use other keys, so no image is shared.
@@ -43,8 +43,8 @@ def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAG
     """
     images, masks, points, boxes = [], [], [], []
     for _ in range(batch_size):
-        classes = rng.choice(np.arange(1, data.SYNTHETIC_NUM_CLASSES + 1), size=rng.integers(1, 4), replace=False)
-        scene = data.synthetic_scene(rng, classes=classes, num_distractors=int(rng.integers(0, 4)), size=size)
+        classes = rng.choice(np.arange(1, synthetic.SYNTHETIC_NUM_CLASSES + 1), size=rng.integers(1, 4), replace=False)
+        scene = synthetic.synthetic_scene(rng, classes=classes, num_distractors=int(rng.integers(0, 4)), size=size)
         mask = scene.instances[rng.integers(len(scene.instances))]
         ys, xs = np.nonzero(mask)
         pick = rng.integers(len(xs))
@@ -63,7 +63,7 @@ def predict(sam, images: torch.Tensor, *, points: torch.Tensor | None = None, bo
     point_prompt = None if points is None else (points, torch.ones(points.shape[:2], dtype=torch.int64))
     sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
     low_res = decode_masks(sam, sam_image_embeddings(sam, images), sparse, dense)  # (B, 1, 4h, 4w)
-    return F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return upsample_logits(low_res, images.shape[-2:])[:, 0]  # the resize VRP-SAM uses downstream
 
 
 def train_step(sam, optimizer: torch.optim.Optimizer, batch) -> float:

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader
 
 import data
+from synthetic import SyntheticImages
 
 # pycocotools 2.0 with numpy 2 warns on every decode; harmless, and not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -491,7 +492,7 @@ def test_a_class_with_fewer_than_two_images_is_named(tmp_path):
 
 def test_synthetic_classes_have_images_in_both_splits_and_the_index_tells_the_truth():
     for split, count in (("train", 2000), ("test", 1000)):
-        images = data.SyntheticImages(seed=0, split=split, num_images=count)
+        images = SyntheticImages(seed=0, split=split, num_images=count)
         per_class = np.bincount([c for i in images.ids for c in images.classes[i]], minlength=21)[1:]
         assert per_class.min() >= count // 20  # ~10% of images per class, 1-3 classes per image
         for image_id in images.ids[:25]:
@@ -499,17 +500,17 @@ def test_synthetic_classes_have_images_in_both_splits_and_the_index_tells_the_tr
             assert set(np.unique(scene.label)) - {0, 255} == set(images.classes[image_id])
             assert len(scene.instances) - len(images.classes[image_id]) <= 3  # distractors
     # images of the two splits are different scenes
-    assert not np.array_equal(data.SyntheticImages(seed=0, split="train", num_images=1).load("synthetic-s0/train/00000")[0],
-                              data.SyntheticImages(seed=0, split="test", num_images=1).load("synthetic-s0/test/00000")[0])
+    assert not np.array_equal(SyntheticImages(seed=0, split="train", num_images=1).load("synthetic-s0/train/00000")[0],
+                              SyntheticImages(seed=0, split="test", num_images=1).load("synthetic-s0/test/00000")[0])
 
 
 def test_a_synthetic_scene_is_identical_when_rendered_again():
-    a = data.SyntheticImages(seed=3, split="test", num_images=10)
-    b = data.SyntheticImages(seed=3, split="test", num_images=10)
+    a = SyntheticImages(seed=3, split="test", num_images=10)
+    b = SyntheticImages(seed=3, split="test", num_images=10)
     image, label = a.load("synthetic-s3/test/00007")
     assert image.shape == (128, 128, 3) and label.shape == (128, 128)
     assert all(np.array_equal(x, y) for x, y in zip((image, label), b.load("synthetic-s3/test/00007")))
-    assert not np.array_equal(image, data.SyntheticImages(seed=4, split="test", num_images=10).load(
+    assert not np.array_equal(image, SyntheticImages(seed=4, split="test", num_images=10).load(
         "synthetic-s4/test/00007")[0])
 
 
