@@ -41,7 +41,9 @@ DATASET_DEFAULTS = {
     "pascal": dict(epochs=100, lr=2e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "coco": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "coco2pascal": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
-    "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300),
+    "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300,
+                      # the tiny backbone pre-trained like an ImageNet one (pretrain_tiny_backbone.py)
+                      backbone_weights=str(ROOT / "checkpoints" / "tiny_backbone_synthetic.pth")),
 }
 # Arguments that must not change when a run is resumed: they define its schedule and its episodes.
 RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size", "steps_per_epoch", "seed")
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backbone", choices=("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny"), default=None,
                        help="frozen semantic-aware encoder (default: resnet50; synthetic tiny)")
     group.add_argument("--backbone-weights", default=None,
-                       help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
+                       help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
+                            "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)")
     group.add_argument("--sam", choices=("vit_h", "vit_l", "vit_b", "tiny"), default=None, help="frozen SAM (default: vit_h; synthetic tiny)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: checkpoints/<official file name>)")
     group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Table 6)")
@@ -93,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the per-dataset defaults (§5.1) and the derived paths."""
-    for key, value in DATASET_DEFAULTS[args.dataset].items():
+    defaults = DATASET_DEFAULTS[args.dataset]
+    for key, value in defaults.items():
+        if key == "backbone_weights" and args.backbone != defaults["backbone"]:
+            continue  # the dataset's weights are for its default backbone only
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.backbone_weights is None and args.backbone != "tiny":
