@@ -77,6 +77,7 @@ def int_list(allowed: Iterable[int] | None = None, *, low: int | None = None) ->
     duplicates are dropped, order kept."""
     allowed = None if allowed is None else list(allowed)
     element = int_range(low)
+    example = ",".join(map(str, allowed[:2])) if allowed else "1,5"
 
     def parse(text: str) -> list[int]:
         values = []
@@ -84,7 +85,7 @@ def int_list(allowed: Iterable[int] | None = None, *, low: int | None = None) ->
             try:
                 value = element(item.strip())
             except argparse.ArgumentTypeError as error:
-                raise argparse.ArgumentTypeError(f"{text!r}: {error}; expected a comma list such as 0,1") from None
+                raise argparse.ArgumentTypeError(f"{error} (in {text!r}: a comma list, e.g. {example})") from None
             if allowed is not None and value not in allowed:
                 shown = ", ".join(map(str, allowed))
                 raise argparse.ArgumentTypeError(f"{value} is not one of {shown} (a comma list of them, e.g. {allowed[0]})")

@@ -165,6 +165,35 @@ COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO20
 COCO 2014 images and annotations: https://cocodataset.org/#download"""
 
 
+def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[str] = SPLITS) -> list[str]:
+    """Every file or folder benchmark `name` needs for `splits` that is absent under data_root, each
+    as "<path>: what it is; where to get it" (empty when all is there). Checks the layout only;
+    the files themselves are checked when read."""
+    if name == "synthetic":
+        return []
+    root = Path(data_root if data_root is not None else "data")
+    missing = []
+    for split in splits:
+        if name == "pascal" or (name == "coco2pascal" and split == "test"):
+            voc = root / "VOC2012"
+            wanted = [(voc / "JPEGImages", "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
+                       "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/)"),
+                      (voc / "SegmentationClassAug", "SBD-augmented labels, SegmentationClassAug.zip (see README, "
+                       "'Reproducing the paper')"),
+                      (voc / "ImageSets" / "Segmentation" / "val.txt", "the 1,449 test image names, in the VOC 2012 tar")]
+        else:
+            coco = root if (root / "annotations").is_dir() or not (root / "COCO2014").is_dir() else root / "COCO2014"
+            folder = "train2014" if split == "train" else "val2014"
+            annotations = coco / "annotations"
+            wanted = [(coco / folder, f"COCO {folder} images, {folder}.zip from https://cocodataset.org/#download")]
+            if not (annotations / folder).is_dir() and not (annotations / f"instances_{folder}.json").is_file():
+                wanted.append((annotations / f"instances_{folder}.json", "COCO 2014 instance annotations, "
+                               f"annotations_trainval2014.zip from https://cocodataset.org/#download "
+                               f"(or HSNet's semantic PNGs in {annotations / folder})"))
+        missing += [f"{path}: {what}" for path, what in wanted if not path.exists()]
+    return list(dict.fromkeys(missing))
+
+
 class PascalImages:
     """PASCAL VOC 2012 images with SBD-augmented labels (§5.1; Appendix B).
 

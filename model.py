@@ -290,6 +290,21 @@ def _imagenet_state_dict(weights: torchvision.models.WeightsEnum, name: str) -> 
             f"copy {filename} there, or pass a local state_dict file with --backbone-weights PATH") from e
 
 
+# The published weights `--backbone-weights imagenet` loads (torchvision's, DINOv2's own).
+IMAGENET_WEIGHTS = {
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+    "vgg16": torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1,
+}
+DINOV2_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"
+
+
+def imagenet_weights_file(name: str) -> Path | None:
+    """Where torch.hub keeps backbone `name`'s published weights once downloaded (None: it has none)."""
+    url = IMAGENET_WEIGHTS[name].url if name in IMAGENET_WEIGHTS else DINOV2_WEIGHTS_URL if name == "dinov2_vitb14" else None
+    return None if url is None else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
 def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     """Build the frozen backbone `name` (one of BACKBONES), in eval mode with requires_grad False.
 
@@ -313,7 +328,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             del net.fc
             blocks = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
             channels = (512, 1024, 2048)
-            imagenet = (torchvision.models.ResNet50_Weights if name == "resnet50" else torchvision.models.ResNet101_Weights).IMAGENET1K_V1
+            imagenet = IMAGENET_WEIGHTS[name]
         elif name == "vgg16":
             # VGG-16-BN's convolutional part only (its classifier is 120M parameters the paper never uses).
             net = nn.Module()
@@ -321,7 +336,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             f = net.features
             blocks = [f[0:7], f[7:14], f[14:24], f[24:34], f[34:43]]  # the authors' five stages; the last pool is unused
             channels = (256, 512, 512)
-            imagenet = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1
+            imagenet = IMAGENET_WEIGHTS[name]
         else:
             net = nn.Module()  # keys as in CNNBackbone.state_dict(), so a saved tiny backbone loads back
             net.blocks = nn.ModuleList(_tiny_blocks())
