@@ -198,4 +198,6 @@ def write_error(path, error: BaseException, *, free_bytes: int | None = None) ->
            errno_codes.EACCES: "make the folder writable or write elsewhere",
            errno_codes.EPERM: "make the folder writable or write elsewhere",
            errno_codes.EROFS: "write elsewhere"}.get(code, "check the disk and the folder's permissions")
-    return OSError(code or errno_codes.EIO, f"could not write {path}: {reason}; {fix}")
+    failure = OSError(f"could not write {path}: {reason}; {fix}")  # str() without an "[Errno N]" prefix
+    failure.errno = code or errno_codes.EIO
+    return failure

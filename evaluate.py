@@ -174,7 +174,7 @@ def write_json(path: Path, obj) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
                                      formatter_class=cli.HelpFormatter)
     group = parser.add_argument_group("what to evaluate")
     group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")

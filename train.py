@@ -62,7 +62,7 @@ def default_sam_checkpoint(sam: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
+    parser = argparse.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
                                      formatter_class=cli.HelpFormatter)
     defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
