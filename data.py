@@ -619,8 +619,8 @@ def build_dataset(
     classes = fold_classes(name, fold, split)  # validates name, split, fold
     if name == "synthetic":
         images = SyntheticImages(seed=seed, split=split, scene_size=scene_size,
-                                 num_images=num_images or (2000 if split == "train" else 1000))
-        image_size = image_size or scene_size
+                                 num_images=num_images if num_images is not None else (2000 if split == "train" else 1000))
+        image_size = image_size if image_size is not None else scene_size
         sampling = "image"
     else:
         if data_root is None:
@@ -638,7 +638,7 @@ def build_dataset(
             images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,
                                 progress=progress)
             sampling = "class"
-        image_size = image_size or 512
+        image_size = image_size if image_size is not None else 512
     common = dict(name=name, split=split, fold=fold, classes=classes, sampling=sampling, shots=shots, label=label,
                   image_size=image_size, seed=seed, original_size=original_size)
     if split == "train":

@@ -311,7 +311,7 @@ def main(argv=None) -> dict:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from train import check_prerequisites  # train.py imports this module
+    from train import check_prerequisites, default_sam_checkpoint  # train.py imports this module
 
     labels, shots_list, folds = args.label, args.shots, args.folds
     device = torch.device(args.device)
@@ -327,7 +327,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             for (label, fold), state in states.items()}
     frozen = {key: argparse.Namespace(
         backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
-        sam=states[key]["config"]["sam"], sam_checkpoint=args.sam_checkpoint or Path(run["sam_checkpoint"]),
+        sam=states[key]["config"]["sam"],
+        sam_checkpoint=args.sam_checkpoint or Path(run.get("sam_checkpoint") or default_sam_checkpoint(states[key]["config"]["sam"])),
         dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=("test",))
         for key, run in runs.items()}
     check_prerequisites(*frozen.values())
