@@ -307,8 +307,11 @@ def train(args: argparse.Namespace) -> dict:
                     lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
                     steps_per_s=round(len(losses) / train_time, 3))
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        try:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as error:
+            raise cli.write_error(metrics_path, error) from error
         if is_best:
             save_checkpoint(args.out / "best.pt", model, **state)
         save_checkpoint(args.out / "last.pt", model, **state)
