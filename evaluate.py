@@ -217,15 +217,20 @@ def fold_checkpoint(text: str) -> tuple[int, Path]:
 
 
 def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: bool = False,
-                original_size: bool = False) -> str:
+                original_size: bool = False, sam: str | None = None) -> str:
     """The stem of a result's files beside its checkpoint (eval-<stem>.json, vis-<stem>/): everything
     that defines the result is in it, so a result of another protocol is never replaced. Extend
-    it (keyword arguments, appended parts) when a new flag changes what is measured."""
+    it (keyword arguments, appended parts) when a new flag changes what is measured.
+
+    sam: the SAM checkpoint's file stem when it is not the one the run was trained with.
+    """
     parts = [label, f"{shots}shot", f"{episodes}ep", f"seed{seed}"]
     if untrained:
         parts.append("untrained")
     if original_size:
         parts.append("original")
+    if sam is not None:
+        parts.append(f"sam-{sam}")
     return "-".join(parts)
 
 
@@ -332,10 +337,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=("test",))
         for key, run in runs.items()}
     check_prerequisites(*frozen.values())
-    for (label, fold), path in chosen.items():
-        for shots in shots_list:
-            if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
-                (path.parent / f"vis-{_result_name(args, label, shots)}").mkdir(parents=True, exist_ok=True)
+    names = {(label, shots, fold): _result_name(args, label, shots, runs[(label, fold)])
+             for (label, fold) in chosen for shots in shots_list}
+    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
+        for (label, shots, fold), name in names.items():
+            (chosen[(label, fold)].parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
 
     models: dict[tuple, tuple] = {}  # (config, image size) -> (model, cache): one frozen SAM at a time
     rows: dict[tuple[str, int], dict[int, dict]] = {}
@@ -364,7 +370,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                                              data_root=parts.data_root, image_size=run.get("image_size"),
                                              num_episodes=args.episodes, seed=args.seed,
                                              original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
-                name = _result_name(args, label, shots)
+                name = names[(label, shots, fold)]
                 result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, "test"),
                                            batch_size=args.batch_size, workers=args.workers, cache=cache,
                                            original_size=args.original_size, save_vis=args.save_vis,
@@ -390,9 +396,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
 
 
-def _result_name(args: argparse.Namespace, label: str, shots: int) -> str:
+def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict) -> str:
+    other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != run.get("sam_checkpoint")
     return result_name(label=label, shots=shots, episodes=args.episodes, seed=args.seed, untrained=args.untrained,
-                       original_size=args.original_size)
+                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None)
 
 
 def no_episode_warning(result: dict, dataset: str, what: str) -> str:

@@ -262,9 +262,10 @@ def test_resume_refuses_other_sam_weights_under_any_name(run, tmp_path):
 
 def test_results_of_other_protocols_get_other_names():
     names = {evaluate.result_name(label="mask", shots=1, episodes=1000, seed=0)}
-    for change in (dict(episodes=4), dict(seed=1), dict(shots=5), dict(label="point"), dict(untrained=True), dict(original_size=True)):
+    for change in (dict(episodes=4), dict(seed=1), dict(shots=5), dict(label="point"), dict(untrained=True),
+                   dict(original_size=True), dict(sam="sam_vit_b_01ec64")):
         names.add(evaluate.result_name(**{**dict(label="mask", shots=1, episodes=1000, seed=0), **change}))
-    assert len(names) == 7
+    assert len(names) == 8
 
 
 def test_a_short_evaluation_does_not_replace_a_longer_one(run):
