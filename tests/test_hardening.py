@@ -246,6 +246,8 @@ def test_resume_refuses_another_validation_protocol_and_keeps_config_json(run, c
     with pytest.raises(SystemExit, match="--val-episodes: run 6, now 7"):
         train.main([a if a != "6" else "7" for a in common])
     assert (out / "config.json").read_bytes() == config
+    train.main(common)  # a resume with the run's own settings (nothing left to do) still keeps it
+    assert (out / "config.json").read_bytes() == config
 
 
 def test_resume_refuses_other_sam_weights_under_any_name(run, tmp_path):
