@@ -25,6 +25,7 @@ runs used the same pairs). Every item is a dict:
     reference_masks   (k, S, S) int64 in {0, 1, 255}
     reference_labels  (k, S, S) float32 in {0, 1}: the simulated user label (prompts.py)
     class_id          int, the dataset's own 1-based class id
+    label             str, the references' label kind (label="any" draws one per episode)
     target_id, reference_ids, episode
     target_mask_original  (H, W) int64, only with original_size=True
 
@@ -95,6 +96,11 @@ COCO2PASCAL_FOLDS = (
 
 # Seed-sequence key of the evaluation episode lists (synthetic.py keeps the other streams' keys apart).
 _EPISODE_LIST_STREAM = 5_000_003
+_LABEL_KIND_STREAM = 5_000_004  # the per-episode label kinds of label="any" evaluation lists
+# label="any": each episode draws its references' label kind uniformly from prompts.LABEL_KINDS,
+# so one encoder learns all four (the authors' code has this draw, commented out, per batch).
+ANY_LABEL = "any"
+LABEL_CHOICES = (*prompts.LABEL_KINDS, ANY_LABEL)
 
 
 def fold_classes(name: str, fold: int, split: str) -> list[int]:
@@ -332,7 +338,8 @@ class EpisodeDataset(Dataset):
     sampling: "image" draws a target image, then one of its classes (the authors' PASCAL);
         "class" draws a class uniformly, then a target image of it (the authors' COCO).
     shots: k, the number of distinct references per episode.
-    label: the simulated reference label, one of prompts.LABEL_KINDS.
+    label: the simulated reference label, one of prompts.LABEL_KINDS, or "any": a kind drawn per
+        episode (all k references of an episode share it); items name theirs under "label".
     image_size: S; images are resized bilinearly, masks with nearest neighbour.
     original_size: also return the target mask at the image's own size.
     """
@@ -340,7 +347,7 @@ class EpisodeDataset(Dataset):
     def __init__(self, images, *, name: str, split: str, fold: int, classes: Sequence[int], sampling: str,
                  shots: int = 1, label: str = "mask", image_size: int = 512, seed: int = 0,
                  original_size: bool = False):
-        _check_choice("label kind", label, prompts.LABEL_KINDS)
+        _check_choice("label kind", label, LABEL_CHOICES)
         _check_choice("sampling", sampling, ("image", "class"))
         if shots < 1:
             raise ValueError(f"shots must be at least 1, got {shots}")
@@ -377,7 +384,13 @@ class EpisodeDataset(Dataset):
                 chosen.append(image_id)
         return tuple(chosen)
 
-    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator]) -> dict:
+    def _label_kind(self, rng: np.random.Generator) -> str:
+        """The label kind of one episode: the dataset's, or under "any" one drawn uniformly from `rng`."""
+        if self.label != ANY_LABEL:
+            return self.label
+        return prompts.LABEL_KINDS[int(rng.integers(len(prompts.LABEL_KINDS)))]
+
+    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str) -> dict:
         size, c = self.image_size, episode.class_id
         image, label = self.images.load(episode.target_id)
         item = {"target_image": _image_tensor(image, size),
@@ -390,14 +403,15 @@ class EpisodeDataset(Dataset):
                 # Nearest-neighbour downscaling can miss a thin or tiny object entirely; a
                 # reference must show its object, so mark every cell the object touches.
                 mask[_resize_soft(ref_label == c, size) > 0] = 1
-            annotation = prompts.simulate_annotation(mask, self.label, rng)
+            annotation = prompts.simulate_annotation(mask, kind, rng)
             reference_images.append(_image_array(ref_image, size))
             reference_masks.append(mask)
             reference_labels.append(annotation.mask)
         item.update(reference_images=torch.from_numpy(np.stack(reference_images)),
                     reference_masks=torch.from_numpy(np.stack(reference_masks).astype(np.int64)),
                     reference_labels=torch.from_numpy(np.stack(reference_labels).astype(np.float32)),
-                    class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index)
+                    class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index,
+                    label=kind)
         if self.original_size:
             item["target_mask_original"] = torch.from_numpy(_object_mask(label, c).astype(np.int64))
         return item
@@ -443,7 +457,8 @@ class TrainingEpisodes(EpisodeDataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         episode = self.episode(index, rng)
-        return self._item(index, episode, [rng] * self.shots)
+        kind = self._label_kind(rng)  # from the episode's own stream: exact under resume and workers
+        return self._item(index, episode, [rng] * self.shots, kind)
 
 
 class EvaluationEpisodes(EpisodeDataset):
@@ -477,13 +492,16 @@ class EvaluationEpisodes(EpisodeDataset):
                 c = self.class_ids[int(rng.integers(len(self.class_ids)))]
                 targets.append((self.images_of[c][int(rng.integers(len(self.images_of[c])))], c))
         self.episodes = tuple(Episode(t, c, self._draw_references(rng, c, t)) for t, c in targets)
+        # A stream of their own, so label="any" lists hold the same episodes as every other kind's.
+        kinds = np.random.default_rng([self.seed, _LABEL_KIND_STREAM])
+        self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def __getitem__(self, index: int) -> dict:
         rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
-        return self._item(index, self.episodes[index], rngs)
+        return self._item(index, self.episodes[index], rngs, self.label_kinds[index])
 
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
@@ -538,7 +556,8 @@ def build_dataset(
 
     data_root: the dataset folder (see PASCAL_LAYOUT, COCO_LAYOUT); coco2pascal reads COCO for
         "train" and VOC2012/ for "test", so one folder holding both serves it. Unused by synthetic.
-    shots, label: k references, each with a simulated label of this kind (prompts.LABEL_KINDS).
+    shots, label: k references, each with a simulated label of this kind (prompts.LABEL_KINDS), or
+        "any": a kind drawn per episode, from the episode's own seed.
     image_size: S (default 512; synthetic: scene_size).
     num_episodes: evaluation episodes per fold (the paper: 1000); unused for "train".
     seed: fixes the evaluation list, the training episodes, and the synthetic scenes.

@@ -22,6 +22,7 @@ import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use this checkpoint for a fold instead of searching --runs (repeatable)")
     group.add_argument("--dataset", choices=data.DATASETS, default=None, help="default: the dataset of the runs found")
     group.add_argument("--label", default="mask", help="label kind(s) of the references: one, a comma list, or 'all' (Table 12)")
+    group.add_argument("--trained-label", choices=data.LABEL_CHOICES, default=None,
+                       help="evaluate the encoders trained with this label kind on every --label kind (Table 12's "
+                            "cross-kind cells); default: each kind's own runs, else a fold's --label any run")
     group.add_argument("--shots", default="1", help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model")
     group.add_argument("--folds", default="0,1,2,3")
     group.add_argument("--backbone", default=None, help="only runs with this backbone")
@@ -236,20 +240,39 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
             if fold in explicit:
                 chosen[(label, fold)] = explicit[fold]
                 continue
-            matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
-                       and config["label"] == label and args.backbone in (None, config["backbone"])]
-            if matches:  # several runs of one setting: the most recently trained
-                chosen[(label, fold)] = run_checkpoint(max(matches, key=lambda run: run.stat().st_mtime))
+            for trained in trained_labels(args, label):
+                matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
+                           and config["label"] == trained and args.backbone in (None, config["backbone"])]
+                if matches:  # several runs of one setting: the most recently trained
+                    chosen[(label, fold)] = run_checkpoint(max(matches, key=lambda run: run.stat().st_mtime))
+                    if trained != label and args.trained_label is None:
+                        print(f"{label} fold {fold}: no run trained on {label} labels; evaluating the --label any "
+                              f"run {chosen[(label, fold)]}")
+                    break
     return chosen
 
 
-def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str, backbone: str | None) -> dict:
-    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label or backbone."""
+def trained_labels(args: argparse.Namespace, label: str) -> tuple[str, ...]:
+    """Label kinds a checkpoint evaluated with `label` may have been trained on, in order of preference:
+    --trained-label when given; else `label` itself, then "any" (one encoder for every kind)."""
+    if args.trained_label is not None:
+        return (args.trained_label,)
+    return (label,) if label == data.ANY_LABEL else (label, data.ANY_LABEL)
+
+
+def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str | Sequence[str],
+                     backbone: str | None) -> dict:
+    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label
+    (one kind, or any of a sequence of kinds: trained_labels) or backbone."""
     run = state.get("args", {})
-    wanted = {"dataset": dataset, "fold": fold, "label": label}
+    labels = (label,) if isinstance(label, str) else tuple(label)
+    wanted = {"dataset": dataset, "fold": fold}
     if backbone is not None:
         wanted["backbone"] = backbone
     wrong = [f"{k} {run.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if run.get(k) != v]
+    if run.get("label") not in labels:
+        wrong.append(f"label {run.get('label')!r} (wanted {' or '.join(map(repr, labels))}; --trained-label "
+                     f"{run.get('label')} evaluates it with other kinds)")
     if wrong:
         raise ValueError(f"{path} was trained for {', '.join(wrong)}; pass the checkpoint of that setting")
     return run
@@ -281,9 +304,9 @@ def main(argv=None) -> dict:
 
 def evaluate(args: argparse.Namespace) -> dict:
     labels = list(LABEL_KINDS) if args.label == "all" else args.label.split(",")
-    unknown = [label for label in labels if label not in LABEL_KINDS]
+    unknown = [label for label in labels if label not in data.LABEL_CHOICES]
     if unknown:
-        raise ValueError(f"--label {args.label}: unknown kind {unknown[0]!r}; use one of {', '.join(LABEL_KINDS)}, a comma list, or all")
+        raise ValueError(f"--label {args.label}: unknown kind {unknown[0]!r}; use one of {', '.join(data.LABEL_CHOICES)}, a comma list, or all")
     shots_list = [int(s) for s in args.shots.split(",")]
     folds = [int(f) for f in args.folds.split(",")]
     device = torch.device(args.device)
@@ -302,7 +325,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                     continue
                 path = chosen[(label, fold)]
                 state = load_checkpoint(path)
-                run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=label, backbone=args.backbone)
+                run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=trained_labels(args, label),
+                                       backbone=args.backbone)
                 config = VRPConfig(**state["config"])
                 if config not in models:
                     models.clear()  # keep one SAM in memory at a time
@@ -324,12 +348,14 @@ def evaluate(args: argparse.Namespace) -> dict:
                                            batch_size=args.batch_size, workers=args.workers, cache=cache,
                                            original_size=args.original_size, save_vis=args.save_vis,
                                            vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold}")
-                result.update(checkpoint=str(path), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
+                result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
                               untrained=args.untrained, original_size=args.original_size,
                               class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
                 write_json(path.parent / f"eval-{tag}.json", result)
                 rows[(label, shots)][fold] = result
     title = args.dataset + (" (untrained encoder)" if args.untrained else "")
+    if args.trained_label is not None:
+        title += f", encoders trained with {args.trained_label} labels"
     print(format_table(title, rows, folds, args.episodes))
     return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
 

@@ -32,7 +32,6 @@ from tqdm import tqdm
 import data
 from evaluate import evaluate_episodes, predict, write_json
 from model import SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, save_checkpoint, vrp_loss
-from prompts import LABEL_KINDS
 
 ROOT = Path(__file__).resolve().parent
 # §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
@@ -57,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=data.DATASETS, default="pascal")
     group.add_argument("--fold", type=int, choices=range(4), default=0)
-    group.add_argument("--label", choices=LABEL_KINDS, default="mask", help="simulated annotation of the references")
+    group.add_argument("--label", choices=data.LABEL_CHOICES, default="mask",
+                       help="simulated annotation of the references; 'any' draws one kind per episode, so one model serves all four")
     group.add_argument("--shots", type=int, default=1, help="references per training episode")
     group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
     group.add_argument("--image-size", type=int, default=None, help="side of the square network input (default: 512; synthetic 128)")
