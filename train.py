@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--image-size", type=int, default=None, help="side of the square network input (default: 512; synthetic 128)")
     group.add_argument("--workers", type=int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
     group = parser.add_argument_group("model")
-    group.add_argument("--backbone", choices=("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny"), default=None,
-                       help="frozen semantic-aware encoder (default: resnet50; synthetic tiny)")
+    group.add_argument("--backbone", choices=("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet50_deepstem", "resnet101_deepstem"),
+                       default=None, help="frozen semantic-aware encoder (default: resnet50; synthetic tiny); *_deepstem: "
+                                          "the authors' PSPNet ResNet, with --backbone-weights resnet50_v2.pth")
     group.add_argument("--backbone-weights", default=None,
                        help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
     group.add_argument("--sam", choices=("vit_h", "vit_l", "vit_b", "tiny"), default=None, help="frozen SAM (default: vit_h; synthetic tiny)")

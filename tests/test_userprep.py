@@ -100,3 +100,88 @@ def test_a_per_kind_checkpoint_is_evaluated_with_another_kind_only_when_asked(an
     assert result["box/1"][0]["trained_label"] == "point"
     with pytest.raises(SystemExit, match="unknown kind 'polygon'"):
         evaluate.main(common + ["--label", "polygon"])
+
+
+# --- the authors' deep-stem ResNet ----------------------------------------------------------------
+
+def authors_resnet_state_dict(depth: int = 50, *, batch_counters: bool = True) -> dict:
+    """Random tensors with exactly the keys and shapes of the authors' resnet{50,101}_v2.pth, written
+    out from their model/base/resnet.py (deep_stem=True): stem conv1 3→64 (3×3, stride 2), conv2
+    64→64, conv3 64→128, each with its BatchNorm; Bottleneck layers from 128 input channels; fc."""
+    g = torch.Generator().manual_seed(depth)
+    state = {}
+
+    def conv(key, cout, cin, k):
+        state[key] = torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
+
+    def bn(key, c):
+        state.update({f"{key}.weight": 1 + 0.1 * torch.randn(c, generator=g), f"{key}.bias": 0.1 * torch.randn(c, generator=g),
+                      f"{key}.running_mean": 0.1 * torch.randn(c, generator=g), f"{key}.running_var": 1 + torch.rand(c, generator=g)})
+        if batch_counters:
+            state[f"{key}.num_batches_tracked"] = torch.tensor(0)
+
+    for i, (cin, cout) in enumerate(((3, 64), (64, 64), (64, 128)), start=1):
+        conv(f"conv{i}.weight", cout, cin, 3)
+        bn(f"bn{i}", cout)
+    inplanes = 128
+    for layer, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 23 if depth == 101 else 6, 3)), start=1):
+        for b in range(blocks):
+            key = f"layer{layer}.{b}"
+            conv(f"{key}.conv1.weight", planes, inplanes, 1), bn(f"{key}.bn1", planes)
+            conv(f"{key}.conv2.weight", planes, planes, 3), bn(f"{key}.bn2", planes)
+            conv(f"{key}.conv3.weight", 4 * planes, planes, 1), bn(f"{key}.bn3", 4 * planes)
+            if b == 0:
+                conv(f"{key}.downsample.0.weight", 4 * planes, inplanes, 1), bn(f"{key}.downsample.1", 4 * planes)
+            inplanes = 4 * planes
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048, generator=g) * 0.01, torch.zeros(1000)
+    return state
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_the_authors_deep_stem_file_loads_strictly_with_stride_8_and_the_same_split(depth, tmp_path):
+    path = tmp_path / f"resnet{depth}_v2.pth"
+    state = authors_resnet_state_dict(depth, batch_counters=depth == 50)  # older files lack the counters
+    torch.save(state, path)
+    backbone = model.build_backbone(f"resnet{depth}_deepstem", weights=path)
+    loaded = backbone.state_dict()
+    # every tensor of the file, in the right place: blocks.0 is the stem (conv1, bn1, relu, conv2, ...)
+    assert torch.equal(loaded["blocks.0.3.weight"], state["conv2.weight"])
+    assert torch.equal(loaded["blocks.0.7.running_var"], state["bn3.running_var"])
+    assert torch.equal(loaded["blocks.1.0.downsample.0.weight"], state["layer1.0.downsample.0.weight"])
+    assert torch.equal(loaded["blocks.4.2.conv3.weight"], state["layer4.2.conv3.weight"])
+    n_weights = sum(1 for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
+    assert sum(1 for k in loaded if not k.endswith("num_batches_tracked")) == n_weights
+    mid, last = backbone.mid_features(torch.randn(1, 3, 64, 64))
+    assert mid.shape == (1, 512 + 1024, 8, 8) and last.shape == (1, 1024, 8, 8)  # layer2 ⊕ layer3, stride 8
+    assert backbone.high_features(last).shape == (1, 2048, 8, 8)  # layer4, dilated
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_the_deep_stem_encoder_has_table_2s_learnable_count():
+    vrp = model.VRPSAM(config=model.VRPConfig(backbone="resnet50_deepstem", sam="tiny"),
+                       backbone=model.build_backbone("resnet50_deepstem"), sam=model.build_sam("tiny"), seed=0)
+    assert vrp.num_learnable_parameters() == 1_592_064
+
+
+def test_a_torchvision_resnet_is_refused_by_the_deep_stem_in_one_line(tmp_path):
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(torchvision_resnet50_state_dict(), path)
+    with pytest.raises(SystemExit) as refused:
+        train.main(["--dataset", "synthetic", "--backbone", "resnet50_deepstem", "--backbone-weights", str(path),
+                    "--out", str(tmp_path / "run")])
+    message = str(refused.value)
+    assert message.startswith(f"train.py: error: {path} does not fit the resnet50_deepstem backbone") and "\n" not in message
+    assert "conv1.weight (64, 3, 7, 7) (model (64, 3, 3, 3))" in message and "conv2.weight" in message
+    assert "torchvision's ResNet" in message and "--backbone resnet50" in message
+    # a file of the right stem but the wrong depth, and no file at all, are named too
+    torch.save(authors_resnet_state_dict(101), tmp_path / "resnet101_v2.pth")
+    with pytest.raises(ValueError, match=r"resnet101_v2.pth does not fit the resnet50_deepstem backbone: \d+ unexpected keys \(e.g. layer3.6"):
+        model.build_backbone("resnet50_deepstem", weights=tmp_path / "resnet101_v2.pth")
+    with pytest.raises(SystemExit, match="no torchvision ImageNet weights: pass the authors' resnet50_v2.pth"):
+        train.main(["--dataset", "synthetic", "--backbone", "resnet50_deepstem", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def torchvision_resnet50_state_dict() -> dict:
+    import torchvision
+    return torchvision.models.resnet50(weights=None).state_dict()
