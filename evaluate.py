@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--checkpoint", action="append", default=[], metavar="FOLD=PATH",
                        help="use this checkpoint for a fold instead of searching --runs (repeatable)")
     group.add_argument("--dataset", choices=data.DATASETS, default=None, help="default: the dataset of the runs found")
-    group.add_argument("--label", default="mask", help="label kind(s) of the references: one, a comma list, or 'all' (Table 12)")
+    group.add_argument("--label", default="mask", help="label kind(s) of the references: one, a comma list, or 'all' (Table 12); "
+                                                        "'any' draws a kind per episode")
     group.add_argument("--trained-label", choices=data.LABEL_CHOICES, default=None,
                        help="evaluate the encoders trained with this label kind on every --label kind (Table 12's "
                             "cross-kind cells); default: each kind's own runs, else a fold's --label any run")
