@@ -3,6 +3,7 @@
     python evaluate.py --shots 5                       # every run under runs/, 5-shot
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
+    python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
