@@ -195,7 +195,7 @@ def test_prepare_coco_bad_input_is_one_line(coco_json_only):
     path = root / "annotations" / "instances_val2014.json"
     record = json.loads(path.read_text())
     path.write_text(json.dumps({"images": record["images"], "categories": record["categories"]}))
-    with pytest.raises(SystemExit, match=r"instances_val2014.json has no 'annotations' list"):
+    with pytest.raises(SystemExit, match=r"instances_val2014.json is not COCO instance annotations .*it has no 'annotations' list"):
         data.main(["prepare-coco", "--coco", str(root), "--splits", "val2014"])
     assert not (root / "annotations" / "val2014").exists()  # refused before writing anything
     with pytest.raises(SystemExit, match=r"instances_train2014.json not found: --coco"):
