@@ -30,7 +30,11 @@ runs used the same pairs). Every item is a dict:
     target_mask_original  (H, W) int64, only with original_size=True
 
 Exposes ``build_dataset``, ``fold_classes``, ``class_names``, ``collate_episodes``,
-``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables.
+``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables. As a script it
+prepares the label layouts from the official downloads, once (``prepare_pascal``, ``prepare_coco``):
+
+    python data.py prepare-pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset   # SegmentationClassAug
+    python data.py prepare-coco --coco COCO2014        # annotations/{train,val}2014/*.png (HSNet)
 """
 
 from __future__ import annotations
