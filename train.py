@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 import data
 from evaluate import evaluate_episodes, predict, write_json
-from model import SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, save_checkpoint, vrp_loss
+from model import (LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint,
+                   save_checkpoint, vrp_loss)
 from prompts import LABEL_KINDS
 
 ROOT = Path(__file__).resolve().parent
@@ -44,7 +45,10 @@ DATASET_DEFAULTS = {
     "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300),
 }
 # Arguments that must not change when a run is resumed: they define its schedule and its episodes.
-RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size", "steps_per_epoch", "seed")
+RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size", "steps_per_epoch", "seed",
+               "loss")
+# What a run saved before a flag existed used that flag's default.
+RESUME_DEFAULTS = {"loss": "bce+dice"}
 
 
 def default_sam_checkpoint(sam: str) -> Path:
@@ -69,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
     group.add_argument("--sam", choices=("vit_h", "vit_l", "vit_b", "tiny"), default=None, help="frozen SAM (default: vit_h; synthetic tiny)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: checkpoints/<official file name>)")
-    group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Table 6)")
+    group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Fig. 6)")
+    group.add_argument("--query-init", choices=QUERY_INITS, default="random",
+                       help="Table 6: learnable queries alone (random), or plus the reference's foreground (fp) / "
+                            "background (bp) prototype, or half each (half); see model.PromptGenerator.initial_queries")
     group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
                        help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
     group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--epochs", type=int, default=None, help="default: pascal 100, coco 50, synthetic 6")
     group.add_argument("--lr", type=float, default=None, help="default: pascal 2e-4, coco 1e-4, synthetic 1e-3")
     group.add_argument("--weight-decay", type=float, default=1e-6)
+    group.add_argument("--loss", choices=LOSSES, default="bce+dice", help="Eq. 6's BCE + Dice, or one term alone (Table 5)")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--steps-per-epoch", type=int, default=None, help="cap on iterations per epoch (default: one pass over the training targets)")
     group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, training episodes and validation episodes")
@@ -107,7 +115,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def model_config(args: argparse.Namespace) -> VRPConfig:
     return VRPConfig(backbone=args.backbone, sam=args.sam, num_queries=args.num_queries,
-                     label_downsample=args.label_downsample, pseudo_mask_norm=args.pseudo_mask_norm)
+                     label_downsample=args.label_downsample, pseudo_mask_norm=args.pseudo_mask_norm,
+                     query_init=args.query_init)
 
 
 def jsonable(args: argparse.Namespace) -> dict:
@@ -128,7 +137,7 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
     if not last.exists():
         raise FileNotFoundError(f"--resume: {last} not found; start the run without --resume")
     state = load_checkpoint(last, config=config)
-    saved = state.get("args", {})
+    saved = {**RESUME_DEFAULTS, **state.get("args", {})}
     now = jsonable(args)
     changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {now[k]}" for k in RESUME_KEYS if saved.get(k) != now[k]]
     if changed:
@@ -136,10 +145,11 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
     return state
 
 
-def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device) -> float:
-    """One iteration on a batch of episodes; returns the loss (Eq. 6)."""
+def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device,
+               loss_kind: str = "bce+dice") -> float:
+    """One iteration on a batch of episodes; returns the loss (Eq. 6, or one of its terms: Table 5)."""
     logits = predict(model, batch, cache, device)
-    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True))  # Eq. 6: BCE + Dice
+    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -195,6 +205,7 @@ def train(args: argparse.Namespace) -> dict:
     data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
 
     print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
+    print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
     print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
     print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}")
 
@@ -213,7 +224,8 @@ def train(args: argparse.Namespace) -> dict:
         for step, batch in enumerate(bar):
             if step == steps_per_epoch:
                 break
-            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device)
+            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device,
+                              loss_kind=args.loss)
             losses.append(loss)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         train_time = time.time() - start
