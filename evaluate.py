@@ -3,6 +3,7 @@
     python evaluate.py --shots 5                       # every run under runs/, 5-shot
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
+    python evaluate.py --dataset synthetic --split base # Table 13: base classes on training images, and novel
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
@@ -17,6 +18,7 @@ Exposes `IoUMeter`, `evaluate_episodes` (used by train.py for validation) and `m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("protocol")
     group.add_argument("--episodes", type=int, default=1000, help="fixed episodes per fold (paper: 1000)")
     group.add_argument("--seed", type=int, default=0, help="seed of the episode list (train.py validates on the same)")
+    group.add_argument("--split", choices=("test", "base"), default="test",
+                       help="'test': novel classes on the test images; 'base' (Table 13): also the fold's training "
+                            "classes on fixed episodes from the training images, printed beside the novel mean")
     group.add_argument("--original-size", action="store_true",
                        help="score at each image's original resolution instead of the network's input size")
     group.add_argument("--data-root", type=Path, default=None, help="default: the run's")
@@ -270,6 +275,20 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
     return "\n".join(lines)
 
 
+def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int) -> str:
+    """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean beside it."""
+    lines = [f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
+             f"{'':<14}{'base classes':<40}{'novel':>8}",
+             f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'mean':>8}"]
+    for key, results in base_rows.items():
+        cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
+        means = [[rows[key][f]["miou"] for f in folds if f in rows[key]] for rows in (base_rows, novel_rows)]
+        lines.append(f"{key[0]:<9}{key[1]:>5}{cells}" + "".join(f"{np.mean(m):8.1f}" if m else f"{'-':>8}" for m in means))
+    if any(len(results) < len(folds) for results in base_rows.values()):
+        lines.append("means are over the folds evaluated only")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -288,16 +307,21 @@ def evaluate(args: argparse.Namespace) -> dict:
     folds = [int(f) for f in args.folds.split(",")]
     device = torch.device(args.device)
     chosen = select_checkpoints(args, labels, folds)
+    if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
+        raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
+                         "leave --split at test")
+    splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
     if missing:
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
 
     models: dict[VRPConfig, object] = {}  # one frozen SAM per configuration, shared by the folds
-    rows: dict[tuple[str, int], dict[int, dict]] = {}
+    rows: dict[str, dict[tuple[str, int], dict[int, dict]]] = {split: {} for split in splits}
     for label in labels:
         for shots in shots_list:
-            rows[(label, shots)] = {}
-            for fold in folds:
+            for split in splits:
+                rows[split][(label, shots)] = {}
+            for fold, split in itertools.product(folds, splits):
                 if (label, fold) not in chosen:
                     continue
                 path = chosen[(label, fold)]
@@ -313,25 +337,31 @@ def evaluate(args: argparse.Namespace) -> dict:
                     model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
                 else:
                     model.load_learnable_state_dict(state["model"])
-                dataset = data.build_dataset(args.dataset, split="test", fold=fold, shots=shots, label=label,
+                dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
                                              data_root=args.data_root or Path(run.get("data_root", "data")),
                                              image_size=run.get("image_size"), num_episodes=args.episodes,
                                              seed=args.seed, original_size=args.original_size,
                                              cache_dir=args.cache_dir, progress=True)
                 cache = None if args.no_cache else EmbeddingCache(args.cache_dir, config.sam, run.get("image_size"))
-                tag = f"{label}-{shots}shot{'-untrained' if args.untrained else ''}{'-original' if args.original_size else ''}"
-                result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, "test"),
+                tag = (f"{label}-{shots}shot{'-base' if split == 'base' else ''}{'-untrained' if args.untrained else ''}"
+                       f"{'-original' if args.original_size else ''}")
+                result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, split),
                                            batch_size=args.batch_size, workers=args.workers, cache=cache,
                                            original_size=args.original_size, save_vis=args.save_vis,
-                                           vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold}")
+                                           vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold} {split}")
                 result.update(checkpoint=str(path), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
                               untrained=args.untrained, original_size=args.original_size,
-                              class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
+                              split=split, class_names={c: data.class_names(args.dataset, split)[c - 1] for c in result["class_iou"]})
                 write_json(path.parent / f"eval-{tag}.json", result)
-                rows[(label, shots)][fold] = result
+                rows[split][(label, shots)][fold] = result
     title = args.dataset + (" (untrained encoder)" if args.untrained else "")
-    print(format_table(title, rows, folds, args.episodes))
-    return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
+    if args.split == "base":
+        print(format_base_table(title, rows["base"], rows["test"], folds, args.episodes))
+    else:
+        print(format_table(title, rows["test"], folds, args.episodes))
+    results = {f"{label}/{shots}": by_fold for (label, shots), by_fold in rows["test"].items()}
+    results.update({f"{label}/{shots}/base": by_fold for (label, shots), by_fold in rows.get("base", {}).items()})
+    return results
 
 
 if __name__ == "__main__":
