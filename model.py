@@ -58,8 +58,8 @@ SAM_CHECKPOINT_FILES = {
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
-# Table 6: how the N queries start. "random" = learnable embeddings only (the paper's and the authors'
-# choice); the others add a prototype of the reference to them (see PromptGenerator.initial_queries).
+# Table 6: how the N queries start. "random" = learnable embeddings only (the default, as in the
+# authors' code); the others add a prototype of the reference to them (see PromptGenerator.initial_queries).
 QUERY_INITS = ("random", "fp", "bp", "half")
 LOSSES = ("bce+dice", "bce", "dice")  # Eq. 6 and Table 5's ablation of its two terms
 TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see README)"
@@ -82,7 +82,7 @@ class VRPConfig:
     mask_scale: the annotation / pseudo-mask channel is multiplied by this before the merge
         convolution (authors' code: 10).
     dropout: Dropout2d probability after the shared projection (authors' code: 0.5).
-    query_init: Table 6, one of QUERY_INITS: "random" (learnable queries, the paper's default);
+    query_init: Table 6, one of QUERY_INITS: "random" (learnable queries alone, the authors' code);
         "fp" / "bp" add the reference's foreground / background prototype to every learnable
         query, "half" to the first / second half (our definition; the paper gives none).
     """
@@ -628,7 +628,7 @@ class PromptGenerator(nn.Module):
 
         The paper names the variants (random, FP, BP, half) but does not define them. Ours: every
         variant keeps the N learnable queries q_i (so the learnable parameters are the same) and
-        "random" uses them alone (the paper's choice, the authors' nn.Embedding); "fp" starts from
+        "random" uses them alone (the default: the authors' nn.Embedding); "fp" starts from
         q_i + P_r, "bp" from q_i + P_bg, "half" gives the first ceil(N/2) queries P_r and the rest
         P_bg. The prototypes carry gradient into the shared projection, as P_r in Eqs. 2-3 does.
         """
