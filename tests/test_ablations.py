@@ -245,5 +245,12 @@ def test_train_flags_reach_the_checkpoint_and_evaluate_prints_table_13(tmp_path,
     assert row == ["mask", "1", f"{base['miou']:.1f}", f"{base['miou']:.1f}", f"{novel['miou']:.1f}"]  # fold0, mean, novel mean
     assert set(base["class_iou"]) <= set(data.fold_classes("synthetic", 0, "train"))
     assert set(novel["class_iou"]) <= set(data.fold_classes("synthetic", 0, "test"))
-    saved = json.loads((out / "eval-mask-1shot-base.json").read_text())
-    assert saved["split"] == "base" and saved["episodes"] == 8 and (out / "eval-mask-1shot.json").exists()
+    saved = json.loads((out / "eval-mask-1shot-8ep-seed0-base.json").read_text())
+    assert saved["split"] == "base" and saved["episodes"] == 8 and (out / "eval-mask-1shot-8ep-seed0.json").exists()
+
+
+def test_the_base_set_needs_the_training_images_only(tmp_path):
+    missing = [line.split(":")[0] for line in data.missing_data("coco2pascal", tmp_path, splits=("base",))]
+    assert str(tmp_path / "train2014") in missing  # COCO's training images hold coco2pascal's base classes
+    assert not any("val2014" in path or "VOC2012" in path for path in missing)
+    assert data.missing_data("coco", tmp_path, splits=("base",)) == data.missing_data("coco", tmp_path, splits=("train",))
