@@ -318,7 +318,7 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
 def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int) -> str:
     """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean beside it."""
     lines = [f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
-             f"{'':<14}{'base classes':<40}{'novel':>8}",
+             f"{'':<14}{'base classes':^{8 * (len(folds) + 1)}}{'novel':>8}",
              f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'mean':>8}"]
     for key, results in base_rows.items():
         cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
