@@ -14,7 +14,8 @@ Benchmarks (``DATASETS``), each read from the layout researchers already have on
 
 An episode is one target image, one class, and k reference images of that class (never the
 target); every other class is background, so a fold's test classes are never foreground in its
-training episodes. As in the list files the authors' code reads, a PASCAL/COCO image holds a class
+training episodes. The "base" split (Table 13) is the fold's training classes tested on fixed
+episodes drawn from the training images, as the paper's base-class evaluation is. As in the list files the authors' code reads, a PASCAL/COCO image holds a class
 only where the class covers at least MIN_OBJECT_PIXELS (2 x 32 x 32) pixels. Training episodes are a pure function of (seed, epoch, index); evaluation episodes are a
 fixed list of N per fold built once from the seed (``write_episodes`` / ``episodes_hash`` prove two
 runs used the same pairs). Every item is a dict:
@@ -67,7 +68,12 @@ from synthetic import SYNTHETIC_CLASS_NAMES, SyntheticImages
 log = logging.getLogger(__name__)
 
 DATASETS = ("pascal", "coco", "coco2pascal", "synthetic")
-SPLITS = ("train", "test")
+# "train": the fold's training classes on the training images, fresh episodes every epoch;
+# "test": its test (novel) classes on the test images, a fixed list; "base" (Table 13): the
+# training classes on the training images, a fixed list like "test".
+SPLITS = ("train", "test", "base")
+# Datasets with training images, hence a base set; a test-only dataset stays out of this tuple.
+BASE_SPLIT_DATASETS = ("pascal", "coco", "coco2pascal", "synthetic")
 NUM_FOLDS = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +118,7 @@ LABEL_CHOICES = (*prompts.LABEL_KINDS, ANY_LABEL)
 
 
 def fold_classes(name: str, fold: int, split: str) -> list[int]:
-    """The class ids of `name`'s fold `fold` used by `split` ("train" or "test"), ascending.
+    """The class ids of `name`'s fold `fold` used by `split` (SPLITS), ascending; "base" = "train".
 
     pascal / synthetic: test 5i+1..5i+5 (Table 8), train the other 15.
     coco: test the ids 4k+i+1, k = 0..19 (the interleaved rule), train the other 60.
@@ -120,6 +126,8 @@ def fold_classes(name: str, fold: int, split: str) -> list[int]:
     """
     _check_choice("dataset", name, DATASETS)
     _check_choice("split", split, SPLITS)
+    if split == "base" and name not in BASE_SPLIT_DATASETS:
+        raise ValueError(f"{name} has no training images, so no base set (Table 13): evaluate it on its test split")
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < NUM_FOLDS:
         raise ValueError(f"fold must be 0..{NUM_FOLDS - 1}, got {fold!r}")
     fold = int(fold)
@@ -137,8 +145,8 @@ def fold_classes(name: str, fold: int, split: str) -> list[int]:
 def class_names(name: str, split: str = "test") -> tuple[str, ...]:
     """Names of `name`'s class ids: class_names(name)[class_id - 1].
 
-    Only coco2pascal depends on the split: its training episodes carry COCO ids, its test
-    episodes PASCAL ids (the default, since tables are printed for tests).
+    Only coco2pascal depends on the split: its training and base episodes carry COCO ids, its
+    test episodes PASCAL ids (the default, since tables are printed for tests).
     """
     _check_choice("dataset", name, DATASETS)
     _check_choice("split", split, SPLITS)
@@ -188,7 +196,7 @@ def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[st
         return []
     root = Path(data_root if data_root is not None else "data")
     missing = []
-    for split in splits:
+    for split in ("train" if split == "base" else split for split in splits):  # the base set reads the training images
         if name == "pascal" or (name == "coco2pascal" and split == "test"):
             voc = root / "VOC2012"
             wanted = [(voc / "JPEGImages", "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
@@ -610,7 +618,7 @@ class EvaluationEpisodes(EpisodeDataset):
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
     if not isinstance(dataset, EvaluationEpisodes):
-        raise TypeError(f"only evaluation episodes (split='test') are a fixed list; got {type(dataset).__name__}")
+        raise TypeError(f"only evaluation episodes (split 'test' or 'base') are a fixed list; got {type(dataset).__name__}")
     record = {
         "dataset": dataset.name, "split": dataset.split, "fold": dataset.fold, "shots": dataset.shots,
         "label": dataset.label, "seed": dataset.seed,
@@ -656,7 +664,10 @@ def build_dataset(
     min_pixels: int = MIN_OBJECT_PIXELS,
     progress: bool = False,
 ) -> TrainingEpisodes | EvaluationEpisodes:
-    """The episodes of benchmark `name` (DATASETS), fold `fold`, split "train" or "test".
+    """The episodes of benchmark `name` (DATASETS), fold `fold`, split "train", "test" or "base".
+
+    "train" gives TrainingEpisodes; "test" (novel classes, test images) and "base" (Table 13: the
+    training classes on the training images, BASE_SPLIT_DATASETS only) give EvaluationEpisodes.
 
     data_root: the dataset folder (see PASCAL_LAYOUT, COCO_LAYOUT); coco2pascal reads COCO for
         "train" and VOC2012/ for "test", so one folder holding both serves it. Unused by synthetic.
@@ -676,28 +687,32 @@ def build_dataset(
     progress: show a progress bar while a class index is built or COCO masks are rendered.
     """
     classes = fold_classes(name, fold, split)  # validates name, split, fold
+    image_split = "train" if split == "base" else split  # base episodes come from the training images
     if name == "synthetic":
-        images = SyntheticImages(seed=seed, split=split, scene_size=scene_size,
-                                 num_images=num_images if num_images is not None else (2000 if split == "train" else 1000))
+        images = SyntheticImages(seed=seed, split=image_split, scene_size=scene_size,
+                                 num_images=num_images if num_images is not None else (2000 if image_split == "train" else 1000))
         image_size = image_size if image_size is not None else scene_size
         sampling = "image"
     else:
         if data_root is None:
-            layout = COCO_LAYOUT if name == "coco" or (name == "coco2pascal" and split == "train") else PASCAL_LAYOUT
+            layout = COCO_LAYOUT if name == "coco" or (name == "coco2pascal" and image_split == "train") else PASCAL_LAYOUT
             raise FileNotFoundError(f"{name} needs data_root (--data-root): the dataset folder.\n{layout}")
         data_root = Path(data_root)
         if not data_root.is_dir():
             layout = PASCAL_LAYOUT if name == "pascal" else COCO_LAYOUT
             raise FileNotFoundError(f"data root {data_root} not found.\n{layout}")
         cache = _resolve_cache_dir(cache_dir, data_root)
-        if name == "pascal" or (name == "coco2pascal" and split == "test"):
-            images = PascalImages(data_root, split=split, cache_dir=cache, min_pixels=min_pixels, progress=progress)
+        if name == "pascal" or (name == "coco2pascal" and image_split == "test"):
+            images = PascalImages(data_root, split=image_split, cache_dir=cache, min_pixels=min_pixels, progress=progress)
             sampling = "image"
         else:
-            images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,
+            images = CocoImages(data_root, split=image_split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,
                                 progress=progress)
             sampling = "class"
         image_size = image_size if image_size is not None else 512
+    if split == "base" and not images.ids:
+        raise ValueError(f"{name}: --split base draws its episodes from the training images, and {images.location} "
+                         "holds none; add the training images, or evaluate on the test split")
     common = dict(name=name, split=split, fold=fold, classes=classes, sampling=sampling, shots=shots, label=label,
                   image_size=image_size, seed=seed, original_size=original_size)
     if split == "train":

@@ -6,6 +6,7 @@
     python evaluate.py --dataset synthetic --method gp-sam            # Table 3's GP-SAM, no training
     python evaluate.py --dataset synthetic --method every-class-object  # a reference-free yardstick
     python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
+    python evaluate.py --dataset synthetic --split base # Table 13: base classes on training images, and novel
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
@@ -20,6 +21,7 @@ Exposes `IoUMeter`, `evaluate_episodes` (used by train.py for validation) and `m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -365,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("protocol")
     group.add_argument("--episodes", type=cli.positive_int, default=1000, help="fixed episodes per fold (paper: 1000)")
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)")
+    group.add_argument("--split", choices=("test", "base"), default="test",
+                       help="'test': novel classes on the test images; 'base' (Table 13): also the fold's training "
+                            "classes on fixed episodes from the training images, printed beside the novel mean")
     group.add_argument("--original-size", action="store_true",
                        help="score at each image's original resolution instead of the network's input size")
     group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
@@ -389,15 +394,19 @@ def fold_checkpoint(text: str) -> tuple[int, Path]:
 
 
 def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: bool = False,
-                original_size: bool = False, sam: str | None = None, method: str | None = None) -> str:
+                original_size: bool = False, sam: str | None = None, method: str | None = None,
+                split: str = "test") -> str:
     """The stem of a result's files beside its checkpoint (eval-<stem>.json, vis-<stem>/): everything
     that defines the result is in it, so a result of another protocol is never replaced. Extend
     it (keyword arguments, appended parts) when a new flag changes what is measured.
 
     sam: the SAM checkpoint's file stem when it is not the one the run was trained with.
     method: evaluate.py --method (and GP-SAM's prompt kind) when it is not the run's own encoder.
+    split: "base" for Table 13's base-class episodes; the default test (novel) split adds nothing.
     """
     parts = [label, f"{shots}shot", f"{episodes}ep", f"seed{seed}"]
+    if split != "test":
+        parts.append(split)
     if untrained:
         parts.append("untrained")
     if original_size:
@@ -502,6 +511,20 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
     return "\n".join(lines)
 
 
+def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int) -> str:
+    """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean beside it."""
+    lines = [f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
+             f"{'':<14}{'base classes':^{8 * (len(folds) + 1)}}{'novel':>8}",
+             f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'mean':>8}"]
+    for key, results in base_rows.items():
+        cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
+        means = [[rows[key][f]["miou"] for f in folds if f in rows[key]] for rows in (base_rows, novel_rows)]
+        lines.append(f"{key[0]:<9}{key[1]:>5}{cells}" + "".join(f"{np.mean(m):8.1f}" if m else f"{'-':>8}" for m in means))
+    if any(len(results) < len(folds) for results in base_rows.values()):
+        lines.append("means are over the folds evaluated only")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     try:
@@ -528,6 +551,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     variants = gp_prompts if args.method == "gp-sam" else [None]
     device = torch.device(args.device)
     chosen = select_checkpoints(args, labels, folds)
+    if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
+        raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
+                         "leave --split at test")
+    splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
     if missing:
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
@@ -541,24 +568,25 @@ def evaluate(args: argparse.Namespace) -> dict:
         backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
         sam=states[key]["config"]["sam"],
         sam_checkpoint=args.sam_checkpoint or Path(run.get("sam_checkpoint") or default_sam_checkpoint(states[key]["config"]["sam"])),
-        dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=("test",))
+        dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=tuple(splits))
         for key, run in runs.items()}
     check_prerequisites(*frozen.values())
-    names = {(label, shots, fold, variant): _result_name(args, label, shots, runs[(label, fold)], variant)
-             for (label, fold) in chosen for shots in shots_list for variant in variants}
+    names = {(label, shots, fold, variant, split): _result_name(args, label, shots, runs[(label, fold)], variant, split)
+             for (label, fold) in chosen for shots in shots_list for variant in variants for split in splits}
     if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
-        for (label, shots, fold, _), name in names.items():
+        for (label, shots, fold, *_), name in names.items():
             (chosen[(label, fold)].parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
 
     models: dict[tuple, tuple] = {}  # (config, image size) -> (model, cache): one frozen SAM at a time
-    rows: dict[tuple[str, int], dict[int, dict]] = {}
+    rows: dict[str, dict[tuple[str, int], dict[int, dict]]] = {split: {} for split in splits}
     outputs: list[tuple[Path, dict]] = []
     for label in labels:
         for shots in shots_list:
             for variant in variants:  # GP-SAM's prompt kinds (Table 3's rows); one pass otherwise
                 row = label if variant is None else f"{label}/{variant}"
-                rows[(row, shots)] = {}
-                for fold in folds:
+                for split in splits:
+                    rows[split][(row, shots)] = {}
+                for fold, split in itertools.product(folds, splits):
                     if (label, fold) not in chosen:
                         continue
                     path, state, run, parts = chosen[(label, fold)], states[(label, fold)], runs[(label, fold)], frozen[(label, fold)]
@@ -575,7 +603,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                         model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
                     else:
                         model.load_learnable_state_dict(state["model"])
-                    dataset = data.build_dataset(args.dataset, split="test", fold=fold, shots=shots, label=label,
+                    dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
                                                  data_root=parts.data_root, image_size=run.get("image_size"),
                                                  num_episodes=args.episodes, seed=args.seed,
                                                  original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
@@ -587,21 +615,23 @@ def evaluate(args: argparse.Namespace) -> dict:
                         predictor = oracle_predictor(dataset, args.method)
                     elif args.method == "wrong-reference":
                         episodes = WrongReferenceEpisodes(dataset, seed=args.seed)
-                    name = names[(label, shots, fold, variant)]
-                    what = f"{row} {shots}-shot fold {fold}" + ("" if args.method == "vrp-sam" else f" {args.method}")
-                    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, "test"),
+                    name = names[(label, shots, fold, variant, split)]
+                    what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
+                            + ("" if args.method == "vrp-sam" else f" {args.method}"))
+                    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, split),
                                                batch_size=args.batch_size, workers=args.workers, cache=cache,
                                                original_size=args.original_size, save_vis=args.save_vis,
                                                vis_dir=path.parent / f"vis-{name}", desc=what, predictor=predictor)
                     if result["classes_without_episodes"]:
                         print(no_episode_warning(result, args.dataset, what))
-                    result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
-                                  untrained=args.untrained, original_size=args.original_size, method=args.method,
-                                  class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
+                    result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset),
+                                  seed=args.seed, untrained=args.untrained, original_size=args.original_size,
+                                  method=args.method, split=split,
+                                  class_names={c: data.class_names(args.dataset, split)[c - 1] for c in result["class_iou"]})
                     if args.method == "gp-sam":
                         result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
                     outputs.append((path.parent / f"eval-{name}.json", result))
-                    rows[(row, shots)][fold] = result
+                    rows[split][(row, shots)][fold] = result
     title = args.dataset + {"vrp-sam": " (untrained encoder)" if args.untrained else "",
                             "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {threshold}",
                             "every-class-object": ", yardstick: every class object of the target, no reference",
@@ -609,7 +639,11 @@ def evaluate(args: argparse.Namespace) -> dict:
                             "wrong-reference": ", the trained encoder given a reference of another class"}[args.method]
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
-    print(format_table(title, rows, folds, args.episodes))  # the results first: a failed write cannot lose them
+    # the results first: a failed write cannot lose them
+    if args.split == "base":
+        print(format_base_table(title, rows["base"], rows["test"], folds, args.episodes))
+    else:
+        print(format_table(title, rows["test"], folds, args.episodes))
     failed = []
     for json_path, result in outputs:
         try:
@@ -619,16 +653,20 @@ def evaluate(args: argparse.Namespace) -> dict:
     if failed:
         more = f" (and {len(failed) - 1} more result file(s))" if len(failed) > 1 else ""
         raise OSError(f"{failed[0]}{more}; the table above holds the results")
-    return {f"{row}/{shots}": results for (row, shots), results in rows.items()}
+    results = {f"{row}/{shots}": by_fold for (row, shots), by_fold in rows["test"].items()}
+    results.update({f"{row}/{shots}/base": by_fold for (row, shots), by_fold in rows.get("base", {}).items()})
+    return results
 
 
-def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict, variant: str | None = None) -> str:
+def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict, variant: str | None = None,
+                 split: str = "test") -> str:
     other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != run.get("sam_checkpoint")
     method = None if args.method == "vrp-sam" else args.method + (f"-{variant}" if variant else "")
     if args.method == "gp-sam" and args.gp_threshold not in (None, GP_THRESHOLD):
         method += f"-t{args.gp_threshold}"  # another binarisation, another result
     return result_name(label=label, shots=shots, episodes=args.episodes, seed=args.seed, untrained=args.untrained,
-                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None, method=method)
+                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None,
+                       method=method, split=split)
 
 
 def no_episode_warning(result: dict, dataset: str, what: str) -> str:

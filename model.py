@@ -16,7 +16,7 @@ Reading order follows the paper:
 - `build_sam`, `sam_image_embeddings`, `decode_masks`   the frozen SAM of §3.1 / §4, unmodified
                                `segment_anything` package, batched over (image, prompts) pairs.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
-- `vrp_loss`                  Eq. 6: BCE + Dice.
+- `vrp_loss`                  Eq. 6: BCE + Dice (or either alone, Table 5's ablation).
 - `save_checkpoint`, `load_checkpoint`, `EmbeddingCache`   plain-dict checkpoints and the on-disk
                                cache of frozen SAM image embeddings.
 
@@ -24,7 +24,8 @@ Choices that differ from the paper or the authors' code (see README, "Difference
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
 labels), the pseudo mask left unnormalised (authors' code, not the paper's min-max), 255 pixels
 ignored by the loss, torchvision's ResNet stem by default (the authors' deep stem is
-`resnet50_deepstem` with their resnet50_v2.pth, loaded strictly).
+`resnet50_deepstem` with their resnet50_v2.pth, loaded strictly), and our own
+definition of Table 6's FP / BP / half query initialisations (PromptGenerator.initial_queries).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ SAM_CHECKPOINT_FILES = {
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
+# Table 6: how the N queries start. "random" = learnable embeddings only (the default, as in the
+# authors' code); the others add a prototype of the reference to them (see PromptGenerator.initial_queries).
+QUERY_INITS = ("random", "fp", "bp", "half")
+LOSSES = ("bce+dice", "bce", "dice")  # Eq. 6 and Table 5's ablation of its two terms
 TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see README)"
 TINY_BACKBONE_REMAKE = "remake it with `python pretrain_tiny_backbone.py` (about 2 min on 2 CPU cores, see README)"
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
@@ -87,6 +92,9 @@ class VRPConfig:
     mask_scale: the annotation / pseudo-mask channel is multiplied by this before the merge
         convolution (authors' code: 10).
     dropout: Dropout2d probability after the shared projection (authors' code: 0.5).
+    query_init: Table 6, one of QUERY_INITS: "random" (learnable queries alone, the authors' code);
+        "fp" / "bp" add the reference's foreground / background prototype to every learnable
+        query, "half" to the first / second half (our definition; the paper gives none).
     """
 
     backbone: str = "resnet50"
@@ -97,6 +105,7 @@ class VRPConfig:
     pseudo_mask_norm: str = "none"
     mask_scale: float = 10.0
     dropout: float = 0.5
+    query_init: str = "random"
 
     def __post_init__(self) -> None:
         choices = {
@@ -104,6 +113,7 @@ class VRPConfig:
             "sam": SAM_TYPES,
             "label_downsample": LABEL_DOWNSAMPLING,
             "pseudo_mask_norm": PSEUDO_MASK_NORMS,
+            "query_init": QUERY_INITS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -627,6 +637,11 @@ def pseudo_mask(target_high: Tensor, reference_high: Tensor, reference_mask: Ten
     return mask
 
 
+def masked_average_pool(features: Tensor, mask: Tensor) -> Tensor:
+    """Eq. 1's MAP: features (B, C, h, w), mask (B, 1, h, w) in [0, 1] -> Σ F·M / (Σ M + 5e-4), (B, C)."""
+    return (features * mask).sum(dim=(2, 3)) / (mask.sum(dim=(2, 3)) + 5e-4)
+
+
 def sine_position_encoding(height: int, width: int, *, num_features: int = 128, temperature: float = 10000.0,
                            device: torch.device | None = None) -> Tensor:
     """DETR's normalised sine encoding of a height×width grid -> (height·width, 2·num_features).
@@ -666,19 +681,21 @@ class FeatureAugmenter(nn.Module):
             nn.Conv2d(2 * embed_dim + 1, embed_dim, kernel_size=1, bias=False), nn.ReLU(inplace=True))
 
     def forward(self, target_mid: Tensor, reference_mid: Tensor, reference_mask: Tensor,
-                target_pseudo_mask: Tensor) -> tuple[Tensor, Tensor]:
+                target_pseudo_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """target_mid, reference_mid (B, C_mid, h, w); reference_mask, target_pseudo_mask (B, 1, h, w)
-        -> augmented reference F'_r and target F'_t, each (B, embed_dim, h, w)."""
+        -> augmented reference F'_r and target F'_t, each (B, embed_dim, h, w), and the reference's
+        foreground prototype P_r (Eq. 1) and background prototype, (B, 2, embed_dim), for Table 6."""
         target = self.projection(target_mid)
         reference = self.projection(reference_mid)
         # Eq. 1: P_r = MAP(F_r, M_r) = Σ F_r·M_r / (Σ M_r + ε), ε = 5e-4 as the authors.
-        prototype = (reference * reference_mask).sum(dim=(2, 3)) / (reference_mask.sum(dim=(2, 3)) + 5e-4)  # (B, C)
-        prototype = prototype[:, :, None, None].expand_as(reference)
+        foreground = masked_average_pool(reference, reference_mask)  # (B, C)
+        background = masked_average_pool(reference, 1 - reference_mask)  # the same pooling outside the label
+        prototype = foreground[:, :, None, None].expand_as(reference)
         # Eq. 2: F'_r = Conv(Concat(F_r, P_r, M_r))
         reference = self.merge(torch.cat([reference, prototype, self.mask_scale * reference_mask], dim=1))
         # Eq. 3: F'_t = Conv(Concat(F_t, P_r, M_t^pseudo))
         target = self.merge(torch.cat([target, prototype, self.mask_scale * target_pseudo_mask], dim=1))
-        return reference, target
+        return reference, target, torch.stack([foreground, background], dim=1)
 
 
 class PromptGenerator(nn.Module):
@@ -686,12 +703,16 @@ class PromptGenerator(nn.Module):
 
     One layer of each attention: cross (reference) -> self -> cross (target) -> self. Post-norm
     residuals, no dropout, no feed-forward block (authors' code). Keys get a sine positional
-    encoding; queries and values get none.
+    encoding; queries and values get none. query_init (Table 6): see initial_queries.
     """
 
-    def __init__(self, *, embed_dim: int = PROMPT_DIM, num_queries: int = 50, num_heads: int = 4) -> None:
+    def __init__(self, *, embed_dim: int = PROMPT_DIM, num_queries: int = 50, num_heads: int = 4,
+                 query_init: str = "random") -> None:
         super().__init__()
-        self.queries = nn.Embedding(num_queries, embed_dim)
+        if query_init not in QUERY_INITS:
+            raise ValueError(f"unknown query initialisation {query_init!r}: choose one of {QUERY_INITS} (--query-init)")
+        self.query_init = query_init
+        self.queries = nn.Embedding(num_queries, embed_dim)  # the same learnable queries for every query_init
         self.reference_cross_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
         self.reference_cross_norm = nn.LayerNorm(embed_dim)
         self.reference_self_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
@@ -704,8 +725,30 @@ class PromptGenerator(nn.Module):
             nn.init.xavier_uniform_(attn.in_proj_weight)
             nn.init.xavier_uniform_(attn.out_proj.weight)
 
-    def forward(self, reference: Tensor, target: Tensor) -> Tensor:
-        """reference F'_r, target F'_t (B, C, h, w) -> prompt embeddings Q'_t (B, N, C)."""
+    def initial_queries(self, prototypes: Tensor) -> Tensor:
+        """Table 6: the queries Q that Eq. 4 starts from, (B, N, C), given prototypes (B, 2, C) =
+        the reference's foreground prototype P_r (Eq. 1) and its background prototype.
+
+        The paper names the variants (random, FP, BP, half) but does not define them. Ours: every
+        variant keeps the N learnable queries q_i (so the learnable parameters are the same) and
+        "random" uses them alone (the default: the authors' nn.Embedding); "fp" starts from
+        q_i + P_r, "bp" from q_i + P_bg, "half" gives the first ceil(N/2) queries P_r and the rest
+        P_bg. The prototypes carry gradient into the shared projection, as P_r in Eqs. 2-3 does.
+        """
+        queries = self.queries.weight.unsqueeze(0).expand(prototypes.shape[0], -1, -1)  # (B, N, C)
+        if self.query_init == "random":
+            return queries
+        foreground, background = prototypes[:, :1], prototypes[:, 1:]  # (B, 1, C) each
+        if self.query_init == "fp":
+            return queries + foreground
+        if self.query_init == "bp":
+            return queries + background
+        half = -(-queries.shape[1] // 2)
+        return torch.cat([queries[:, :half] + foreground, queries[:, half:] + background], dim=1)
+
+    def forward(self, reference: Tensor, target: Tensor, prototypes: Tensor) -> Tensor:
+        """reference F'_r, target F'_t (B, C, h, w), prototypes (B, 2, C) (foreground P_r,
+        background; used by query_init other than "random") -> prompt embeddings Q'_t (B, N, C)."""
         b, c = reference.shape[:2]
         reference_pos = sine_position_encoding(*reference.shape[-2:], num_features=c // 2, device=reference.device)
         target_pos = sine_position_encoding(*target.shape[-2:], num_features=c // 2, device=target.device)
@@ -713,7 +756,7 @@ class PromptGenerator(nn.Module):
         target = target.flatten(2).transpose(1, 2)
         reference_keys = reference + reference_pos.to(reference.dtype)
         target_keys = target + target_pos.to(target.dtype)
-        q = self.queries.weight.unsqueeze(0).expand(b, -1, -1)  # (B, N, C)
+        q = self.initial_queries(prototypes.to(reference.dtype))  # (B, N, C)
 
         # Eq. 4: Q'_r = SelfAttn(CrossAttn(Q, F'_r))
         q = self.reference_cross_norm(q + self.reference_cross_attn(q, reference_keys, reference, need_weights=False)[0])
@@ -731,17 +774,18 @@ class VRPEncoder(nn.Module):
     """
 
     def __init__(self, *, mid_channels: int, embed_dim: int = PROMPT_DIM, num_queries: int = 50,
-                 num_heads: int = 4, dropout: float = 0.5, mask_scale: float = 10.0) -> None:
+                 num_heads: int = 4, dropout: float = 0.5, mask_scale: float = 10.0, query_init: str = "random") -> None:
         super().__init__()
         self.feature_augmenter = FeatureAugmenter(mid_channels=mid_channels, embed_dim=embed_dim,
                                                   dropout=dropout, mask_scale=mask_scale)
-        self.prompt_generator = PromptGenerator(embed_dim=embed_dim, num_queries=num_queries, num_heads=num_heads)
+        self.prompt_generator = PromptGenerator(embed_dim=embed_dim, num_queries=num_queries, num_heads=num_heads,
+                                                query_init=query_init)
 
     def forward(self, target_mid: Tensor, reference_mid: Tensor, reference_mask: Tensor,
                 target_pseudo_mask: Tensor) -> Tensor:
         """(B, C_mid, h, w) ×2, (B, 1, h, w) ×2 -> prompt embeddings (B, N, embed_dim)."""
-        reference, target = self.feature_augmenter(target_mid, reference_mid, reference_mask, target_pseudo_mask)
-        return self.prompt_generator(reference, target)
+        reference, target, prototypes = self.feature_augmenter(target_mid, reference_mid, reference_mask, target_pseudo_mask)
+        return self.prompt_generator(reference, target, prototypes)
 
 
 class VRPSAM(nn.Module):
@@ -766,7 +810,8 @@ class VRPSAM(nn.Module):
         with _seeded(seed) if seed is not None else nullcontext():
             return VRPEncoder(mid_channels=self.backbone.mid_channels, embed_dim=self.sam.prompt_encoder.embed_dim,
                               num_queries=self.config.num_queries, num_heads=self.config.num_heads,
-                              dropout=self.config.dropout, mask_scale=self.config.mask_scale)
+                              dropout=self.config.dropout, mask_scale=self.config.mask_scale,
+                              query_init=self.config.query_init)
 
     def reset_learnable_parameters(self, *, seed: int | None = None) -> None:
         """A fresh VRP encoder, initialised as the constructor does with the same seed (or global
@@ -848,23 +893,30 @@ def build_vrp_sam(config: VRPConfig, *, sam_checkpoint: str | Path | None = None
 # Loss (§4.3, Eq. 6)
 
 
-def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -> Tensor:
+def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255, loss: str = "bce+dice") -> Tensor:
     """Eq. 6: L = BCE + Dice, on logits (B, S, S) and target (B, S, S) in {0, 1, ignore_index}.
 
     BCE-with-logits is averaged over the batch's valid pixels; Dice is the authors'
     1 − (2Σpy + 1) / (Σp + Σy + 1) per image, averaged over the batch. Pixels equal to
     ignore_index (PASCAL boundaries) count in neither term (the authors train them as background).
+    loss: one of LOSSES; "bce" or "dice" keeps one term alone (Table 5's ablation).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: choose one of {LOSSES} (--loss)")
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same (B, S, S) shape")
     logits = logits.float()  # the loss in fp32 also under autocast
     valid = (target != ignore_index).float()
     y = (target == 1).float()
-    bce = F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid.sum().clamp_min(1.0)
-    p = torch.sigmoid(logits) * valid
-    intersection = (p * y).flatten(1).sum(1)
-    dice = 1 - (2 * intersection + 1) / (p.flatten(1).sum(1) + (y * valid).flatten(1).sum(1) + 1)
-    return bce + dice.mean()
+    total = logits.new_zeros(())
+    if loss in ("bce+dice", "bce"):
+        total = total + F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid.sum().clamp_min(1.0)
+    if loss in ("bce+dice", "dice"):
+        p = torch.sigmoid(logits) * valid
+        intersection = (p * y).flatten(1).sum(1)
+        dice = 1 - (2 * intersection + 1) / (p.flatten(1).sum(1) + (y * valid).flatten(1).sum(1) + 1)
+        total = total + dice.mean()
+    return total
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from tqdm import tqdm
 import cli
 import data
 from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
-from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig, build_vrp_sam,
-                   imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
+from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig,
+                   build_vrp_sam, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
 
 ROOT = Path(__file__).resolve().parent
 # §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
@@ -51,7 +51,9 @@ DATASET_DEFAULTS = {
 # its frozen parts. The frozen weights and the validation episode list are also compared by
 # fingerprint (FROZEN_KEYS), so a file replaced under the same name is caught too.
 RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size",
-               "steps_per_epoch", "seed", "val_episodes", "backbone", "sam")
+               "steps_per_epoch", "seed", "val_episodes", "backbone", "sam", "loss")
+# What a run saved before a flag existed used that flag's default.
+RESUME_DEFAULTS = {"loss": "bce+dice"}
 # Compared after the model and data are built; the weights by content, not by path, so a run can move.
 FROZEN_KEYS = ("sam_fingerprint", "backbone_fingerprint", "val_episodes_hash")
 MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
@@ -85,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
                        help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)")
-    group.add_argument("--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Table 6)")
+    group.add_argument("--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Fig. 6)")
+    group.add_argument("--query-init", choices=QUERY_INITS, default="random",
+                       help="Table 6: learnable queries alone (random), or plus the reference's foreground (fp) / "
+                            "background (bp) prototype, or half each (half); see model.PromptGenerator.initial_queries")
     group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
                        help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
     group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--epochs", type=cli.positive_int, default=None, help=f"training epochs ({defaults('epochs')})")
     group.add_argument("--lr", type=cli.positive_float, default=None, help=f"AdamW learning rate, cosine-decayed ({defaults('lr')})")
     group.add_argument("--weight-decay", type=cli.nonnegative_float, default=1e-6, help="AdamW weight decay (§5.1)")
+    group.add_argument("--loss", choices=LOSSES, default="bce+dice", help="Eq. 6's BCE + Dice, or one term alone (Table 5)")
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per iteration (§5.1: 8 in all)")
     group.add_argument("--steps-per-epoch", type=cli.positive_int, default=None,
                        help="cap on iterations per epoch (default: no cap, one pass over the training targets)")
@@ -171,7 +177,8 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
 
 def model_config(args: argparse.Namespace) -> VRPConfig:
     return VRPConfig(backbone=args.backbone, sam=args.sam, num_queries=args.num_queries,
-                     label_downsample=args.label_downsample, pseudo_mask_norm=args.pseudo_mask_norm)
+                     label_downsample=args.label_downsample, pseudo_mask_norm=args.pseudo_mask_norm,
+                     query_init=args.query_init)
 
 
 def jsonable(args: argparse.Namespace) -> dict:
@@ -192,7 +199,7 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
     if not last.exists():
         raise FileNotFoundError(f"--resume: {last} not found; start the run without --resume")
     state = load_checkpoint(last, config=config)
-    saved = state.get("args", {})
+    saved = {**RESUME_DEFAULTS, **state.get("args", {})}
     now = jsonable(args)
     changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {now[k]}" for k in RESUME_KEYS if saved.get(k) != now[k]]
     if changed:
@@ -215,10 +222,11 @@ def check_frozen_parts(args: argparse.Namespace, resume: dict | None) -> None:
                          "resume with the run's own files, or start a new run with --out elsewhere")
 
 
-def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device) -> float:
-    """One iteration on a batch of episodes; returns the loss (Eq. 6)."""
+def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device,
+               loss_kind: str = "bce+dice") -> float:
+    """One iteration on a batch of episodes; returns the loss (Eq. 6, or one of its terms: Table 5)."""
     logits = predict(model, batch, cache, device)
-    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True))  # Eq. 6: BCE + Dice
+    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -281,6 +289,7 @@ def train(args: argparse.Namespace) -> dict:
     data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
 
     print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
+    print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
     print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
     print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}")
 
@@ -299,7 +308,8 @@ def train(args: argparse.Namespace) -> dict:
         for step, batch in enumerate(bar):
             if step == steps_per_epoch:
                 break
-            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device)
+            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device,
+                              loss_kind=args.loss)
             losses.append(loss)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         train_time = time.time() - start
