@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import data
+import distributed
 from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
 from prompts import LABEL_KINDS
 
@@ -81,7 +82,8 @@ def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.devi
     on-disk cache when one is given (computed and stored on a miss), else inside the model."""
     target = batch["target_image"].to(device, non_blocking=True)
     with autocast(device):
-        embeddings = None if cache is None else cache.embed(model.sam, target, list(batch["target_id"])).to(device)
+        sam = getattr(model, "module", model).sam  # model may be train.py's DistributedDataParallel wrapper
+        embeddings = None if cache is None else cache.embed(sam, target, list(batch["target_id"])).to(device)
         return model(target, batch["reference_images"].to(device, non_blocking=True),
                      batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
 
@@ -99,6 +101,7 @@ def evaluate_episodes(
     save_vis: int = 0,
     vis_dir: Path | None = None,
     desc: str = "evaluate",
+    world: distributed.World = distributed.World(),
 ) -> dict:
     """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes"}.
 
@@ -106,14 +109,18 @@ def evaluate_episodes(
 
     original_size: compare at each target's original resolution (HSNet's option) instead of
     the network's S x S (the authors' protocol, the default).
+
+    world: under torchrun, each rank scores its block of the episodes (batch_size is the total over
+    the ranks) and the per-class counts are added up, so every rank returns the whole metric.
+    Visualisations come from rank 0's episodes only.
     """
     device = next(model.learnable_parameters()).device
     model.eval()
     meter = IoUMeter(class_ids)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
-    saved = 0
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    loader = DataLoader(distributed.shard(dataset, world), batch_size=max(1, batch_size // world.size), shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
+    saved = 0 if world.is_main else save_vis
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not world.is_main):
         logits = predict(model, batch, cache, device).float().cpu()
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
@@ -124,6 +131,7 @@ def evaluate_episodes(
         for b in range(min(save_vis - saved, len(logits))):
             save_visualisation(vis_dir / f"episode{int(batch['episode'][b]):05d}.png", batch, b, logits[b] > 0)
             saved += 1
+    distributed.sum_meter(meter, world)
     return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset)}
 
 
@@ -273,23 +281,24 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    world = distributed.setup(args.device, args.batch_size, "evaluate.py")  # torchrun: join the other ranks
     try:
-        return evaluate(args)
+        return evaluate(args, world)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
         sys.exit(f"evaluate.py: error: {error}")
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
     labels = list(LABEL_KINDS) if args.label == "all" else args.label.split(",")
     unknown = [label for label in labels if label not in LABEL_KINDS]
     if unknown:
         raise ValueError(f"--label {args.label}: unknown kind {unknown[0]!r}; use one of {', '.join(LABEL_KINDS)}, a comma list, or all")
     shots_list = [int(s) for s in args.shots.split(",")]
     folds = [int(f) for f in args.folds.split(",")]
-    device = torch.device(args.device)
+    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
     chosen = select_checkpoints(args, labels, folds)
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
-    if missing:
+    if missing and world.is_main:
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
 
     models: dict[VRPConfig, object] = {}  # one frozen SAM per configuration, shared by the folds
@@ -317,20 +326,23 @@ def evaluate(args: argparse.Namespace) -> dict:
                                              data_root=args.data_root or Path(run.get("data_root", "data")),
                                              image_size=run.get("image_size"), num_episodes=args.episodes,
                                              seed=args.seed, original_size=args.original_size,
-                                             cache_dir=args.cache_dir, progress=True)
+                                             cache_dir=args.cache_dir, progress=world.is_main)
                 cache = None if args.no_cache else EmbeddingCache(args.cache_dir, config.sam, run.get("image_size"))
                 tag = f"{label}-{shots}shot{'-untrained' if args.untrained else ''}{'-original' if args.original_size else ''}"
                 result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, "test"),
                                            batch_size=args.batch_size, workers=args.workers, cache=cache,
                                            original_size=args.original_size, save_vis=args.save_vis,
-                                           vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold}")
+                                           vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold}",
+                                           world=world)
                 result.update(checkpoint=str(path), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
                               untrained=args.untrained, original_size=args.original_size,
                               class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
-                write_json(path.parent / f"eval-{tag}.json", result)
+                if world.is_main:
+                    write_json(path.parent / f"eval-{tag}.json", result)
                 rows[(label, shots)][fold] = result
     title = args.dataset + (" (untrained encoder)" if args.untrained else "")
-    print(format_table(title, rows, folds, args.episodes))
+    if world.is_main:
+        print(format_table(title, rows, folds, args.episodes))
     return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
 
 
