@@ -142,10 +142,10 @@ def shard(dataset: Dataset, world: World) -> Dataset:
 
 
 def sum_meter(meter, world: World) -> None:
-    """Add up every rank's evaluate.IoUMeter in place: integer pixel counts, so the sum is exact."""
+    """Add up every rank's evaluate.IoUMeter in place: integer counts, so the sum is exact."""
     if world.size == 1:
         return
-    counts = torch.tensor(np.array([[meter.intersection[c], meter.union[c]] for c in meter.class_ids]), dtype=torch.float64)
-    counts = world.sum(counts)  # (classes, 2 [intersection, union], 2 [background, foreground])
-    for c, (intersection, union) in zip(meter.class_ids, counts.numpy()):
-        meter.intersection[c], meter.union[c] = intersection.copy(), union.copy()
+    counts = torch.tensor([[*meter.intersection[c], *meter.union[c], meter.episodes[c]] for c in meter.class_ids],
+                          dtype=torch.float64)  # (classes, 5): intersection bg, fg; union bg, fg; episodes
+    for c, row in zip(meter.class_ids, world.sum(counts).numpy()):
+        meter.intersection[c], meter.union[c], meter.episodes[c] = row[0:2].copy(), row[2:4].copy(), int(row[4])
