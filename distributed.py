@@ -6,9 +6,10 @@
 A plain `python train.py` runs as one process of a world of one and nothing here changes it. Under
 torchrun every rank builds the same model and reads its share of the same seeded order of episodes:
 each global batch of `--batch-size` (the TOTAL batch, §5.1: 8) is split into contiguous chunks, one
-per rank. The loss is normalised over the whole global batch (model.vrp_loss's global_sum) and DDP
-averages the ranks' gradients, so the update is the single-process one. Validation and evaluation
-shard the episodes and add up the per-class intersections and unions, so the metric is exact.
+per rank. The loss is normalised over the whole global batch (model.vrp_loss's global_sum) and
+scaled by N against DDP's averaging of the ranks' gradients (train.train_step), so the update is the
+single-process one up to float rounding. Validation and evaluation shard the episodes and add up
+the per-class intersections and unions, so the metric is the single-process one exactly.
 
 Exposes `World`, `setup`, `wrap`, `GlobalBatchShare`, `shard` and `sum_meter`; train.py and
 evaluate.py use them.
@@ -107,7 +108,7 @@ def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
 def rank_seed(seed: int, world: World) -> int:
     """Rank 0 keeps `seed` (so one process under torchrun is a plain run); the others draw their
     own dropout masks. Dropout2d's masks thus differ from a single process's: the same
-    distribution, not the same draws (a run with dropout 0 matches bit for bit, up to float sums)."""
+    distribution, not the same draws (tests/test_distributed.py compares runs with dropout 0)."""
     return seed if world.rank == 0 else int(np.random.SeedSequence([seed, world.rank]).generate_state(1)[0])
 
 
