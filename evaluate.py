@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import cli
 import data
+import distributed
 import prompts
 from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_masks, downsample_label, load_checkpoint,
                    pseudo_mask, sam_image_embeddings, upsample_logits)
@@ -97,7 +98,8 @@ def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.devi
     on-disk cache when one is given (computed and stored on a miss), else inside the model."""
     target = batch["target_image"].to(device, non_blocking=True)
     with autocast(device):
-        embeddings = None if cache is None else cache.embed(model.sam, target, list(batch["target_id"])).to(device)
+        sam = getattr(model, "module", model).sam  # model may be train.py's DistributedDataParallel wrapper
+        embeddings = None if cache is None else cache.embed(sam, target, list(batch["target_id"])).to(device)
         return model(target, batch["reference_images"].to(device, non_blocking=True),
                      batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
 
@@ -115,6 +117,7 @@ def evaluate_episodes(
     save_vis: int = 0,
     vis_dir: Path | None = None,
     desc: str = "evaluate",
+    world: distributed.World = distributed.World(),
     predictor=None,
 ) -> dict:
     """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes",
@@ -124,6 +127,11 @@ def evaluate_episodes(
 
     original_size: compare at each target's original resolution (HSNet's option) instead of
     the network's S x S (the authors' protocol, the default).
+
+    world: under torchrun, each rank scores its block of the episodes (batch_size is the total over
+    the ranks) and the per-class counts are added up, so every rank returns the whole metric.
+    Visualisations come from rank 0's episodes only.
+
     predictor: batch -> target logits (B, S, S); default: the VRP-SAM model (`predict`). The
     baselines and yardsticks below (`method_predictor`) plug in here, on the same episodes.
     """
@@ -131,10 +139,10 @@ def evaluate_episodes(
     model.eval()
     predictor = predictor or (lambda batch: predict(model, batch, cache, device))
     meter = IoUMeter(class_ids)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
-    saved = 0
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    loader = DataLoader(distributed.shard(dataset, world), batch_size=max(1, batch_size // world.size), shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
+    saved = 0 if world.is_main else save_vis
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not world.is_main):
         logits = predictor(batch).float().cpu()
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
@@ -145,6 +153,7 @@ def evaluate_episodes(
         for b in range(min(save_vis - saved, len(logits))):
             save_visualisation(vis_dir / f"episode{int(batch['episode'][b]):05d}.png", batch, b, logits[b] > 0)
             saved += 1
+    distributed.sum_meter(meter, world)
     return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset),
             "classes_without_episodes": meter.classes_without_episodes()}
 
@@ -527,13 +536,14 @@ def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: li
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    world = distributed.setup(args.device, args.batch_size, "evaluate.py")  # torchrun: join the other ranks
     try:
-        return evaluate(args)
+        return evaluate(args, world)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing, unreadable or unwritable files
         sys.exit(f"evaluate.py: error: {cli.error_message(error)}")
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
     from train import check_prerequisites, default_sam_checkpoint  # train.py imports this module
 
     labels, shots_list, folds = args.label, args.shots, args.folds
@@ -549,14 +559,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--gp-threshold {threshold}: the pseudo mask is min-max normalised, pass a value in [0, 1]")
     variants = gp_prompts if args.method == "gp-sam" else [None]
-    device = torch.device(args.device)
+    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
     chosen = select_checkpoints(args, labels, folds)
     if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
         raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
                          "leave --split at test")
     splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
-    if missing:
+    if missing and world.is_main:
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
 
     # Every checkpoint, its run's frozen parts and data are checked before any episode is scored.
@@ -606,7 +616,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                     dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
                                                  data_root=parts.data_root, image_size=run.get("image_size"),
                                                  num_episodes=args.episodes, seed=args.seed,
-                                                 original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
+                                                 original_size=args.original_size, cache_dir=args.cache_dir, progress=world.is_main)
                     episodes, predictor = dataset, None  # the same fixed episodes and metric for every method
                     if args.method == "gp-sam":
                         predictor = gp_sam_predictor(model, prompt=variant, seed=args.seed, cache=cache, device=device,
@@ -621,8 +631,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                     result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, split),
                                                batch_size=args.batch_size, workers=args.workers, cache=cache,
                                                original_size=args.original_size, save_vis=args.save_vis,
-                                               vis_dir=path.parent / f"vis-{name}", desc=what, predictor=predictor)
-                    if result["classes_without_episodes"]:
+                                               vis_dir=path.parent / f"vis-{name}", desc=what, predictor=predictor, world=world)
+                    if result["classes_without_episodes"] and world.is_main:
                         print(no_episode_warning(result, args.dataset, what))
                     result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset),
                                   seed=args.seed, untrained=args.untrained, original_size=args.original_size,
@@ -630,7 +640,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                                   class_names={c: data.class_names(args.dataset, split)[c - 1] for c in result["class_iou"]})
                     if args.method == "gp-sam":
                         result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
-                    outputs.append((path.parent / f"eval-{name}.json", result))
+                    if world.is_main:  # under torchrun, rank 0 alone prints and writes
+                        outputs.append((path.parent / f"eval-{name}.json", result))
                     rows[split][(row, shots)][fold] = result
     title = args.dataset + {"vrp-sam": " (untrained encoder)" if args.untrained else "",
                             "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {threshold}",
@@ -639,11 +650,11 @@ def evaluate(args: argparse.Namespace) -> dict:
                             "wrong-reference": ", the trained encoder given a reference of another class"}[args.method]
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
-    # the results first: a failed write cannot lose them
-    if args.split == "base":
-        print(format_base_table(title, rows["base"], rows["test"], folds, args.episodes))
-    else:
-        print(format_table(title, rows["test"], folds, args.episodes))
+    if world.is_main:  # the results first: a failed write cannot lose them
+        if args.split == "base":
+            print(format_base_table(title, rows["base"], rows["test"], folds, args.episodes))
+        else:
+            print(format_table(title, rows["test"], folds, args.episodes))
     failed = []
     for json_path, result in outputs:
         try:

@@ -42,7 +42,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -893,13 +893,18 @@ def build_vrp_sam(config: VRPConfig, *, sam_checkpoint: str | Path | None = None
 # Loss (§4.3, Eq. 6)
 
 
-def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255, loss: str = "bce+dice") -> Tensor:
+def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255, loss: str = "bce+dice",
+             global_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Eq. 6: L = BCE + Dice, on logits (B, S, S) and target (B, S, S) in {0, 1, ignore_index}.
 
     BCE-with-logits is averaged over the batch's valid pixels; Dice is the authors'
     1 − (2Σpy + 1) / (Σp + Σy + 1) per image, averaged over the batch. Pixels equal to
     ignore_index (PASCAL boundaries) count in neither term (the authors train them as background).
     loss: one of LOSSES; "bce" or "dice" keeps one term alone (Table 5's ablation).
+
+    global_sum: when this batch is one process's share of a global batch (torchrun), the sum of
+    a count over all shares (distributed.World.sum); both terms are then normalised over the
+    global batch, so the shares' losses add up to the global batch's loss.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: choose one of {LOSSES} (--loss)")
@@ -908,14 +913,17 @@ def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255, loss: s
     logits = logits.float()  # the loss in fp32 also under autocast
     valid = (target != ignore_index).float()
     y = (target == 1).float()
+    # Under torchrun, both terms are normalised over the global batch (global_sum adds a count over
+    # the ranks), so the ranks' losses add up to the global batch's loss.
+    valid_count = valid.sum() if global_sum is None else global_sum(valid.sum())
     total = logits.new_zeros(())
     if loss in ("bce+dice", "bce"):
-        total = total + F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid.sum().clamp_min(1.0)
+        total = total + F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid_count.clamp_min(1.0)
     if loss in ("bce+dice", "dice"):
         p = torch.sigmoid(logits) * valid
         intersection = (p * y).flatten(1).sum(1)
         dice = 1 - (2 * intersection + 1) / (p.flatten(1).sum(1) + (y * valid).flatten(1).sum(1) + 1)
-        total = total + dice.mean()
+        total = total + (dice.mean() if global_sum is None else dice.sum() / global_sum(valid.new_tensor(len(dice))))
     return total
 
 

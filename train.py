@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 import cli
 import data
+import distributed
 from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
 from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig,
                    build_vrp_sam, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
@@ -223,28 +224,31 @@ def check_frozen_parts(args: argparse.Namespace, resume: dict | None) -> None:
 
 
 def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device,
-               loss_kind: str = "bce+dice") -> float:
-    """One iteration on a batch of episodes; returns the loss (Eq. 6, or one of its terms: Table 5)."""
+               loss_kind: str = "bce+dice", world: distributed.World = distributed.World()) -> float:
+    """One iteration on a batch of episodes (under torchrun: this rank's share of the global batch);
+    returns the global batch's loss (Eq. 6, or one of its terms: Table 5)."""
     logits = predict(model, batch, cache, device)
-    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind)
+    global_sum = world.sum if world.size > 1 else None  # normalise over the global batch
+    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind, global_sum=global_sum)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss * world.size).backward()  # DDP averages the ranks' gradients: their sum is the global batch's
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()  # cosine decay per iteration
-    return loss.item()
+    return world.sum(loss.detach()).item()
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    world = distributed.setup(args.device, args.batch_size, "train.py")  # torchrun: join the other ranks
     try:
-        return train(args)
+        return train(args, world)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing, existing or unreadable files
         sys.exit(f"train.py: error: {cli.error_message(error)}")
 
 
-def train(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
+def train(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
+    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
     config = model_config(args)
     check_prerequisites(args)  # everything missing, in one message, before anything is built
     resume = load_resume_state(args, config)
@@ -252,8 +256,9 @@ def train(args: argparse.Namespace) -> dict:
     # The model first: a bad SAM or backbone file is reported before any dataset indexing.
     model = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
                           seed=args.seed).to(device)
+    trained = distributed.wrap(model, world)  # DDP over the ranks; the model itself in one process
     dataset_args = dict(fold=args.fold, data_root=args.data_root, shots=args.shots, label=args.label,
-                        image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir, progress=True)
+                        image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir, progress=world.is_main)
     train_set = data.build_dataset(args.dataset, split="train", **dataset_args)
     val_set = data.build_dataset(args.dataset, split="test", num_episodes=args.val_episodes, **dataset_args)
     class_ids = data.fold_classes(args.dataset, args.fold, "test")
@@ -279,43 +284,48 @@ def train(args: argparse.Namespace) -> dict:
         scaler.load_state_dict(resume["scaler"])
         start_epoch, best_miou = resume["epoch"] + 1, resume["best_miou"]
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    if resume is None:  # a resumed run keeps the config.json it started with
-        write_json(args.out / "config.json", jsonable(args))
     metrics_path = args.out / "metrics.jsonl"
-    # Drop log lines of epochs after the last checkpoint: they are about to be redone.
-    kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
-            if json.loads(line)["epoch"] < start_epoch]
-    data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
+    if world.is_main:  # under torchrun, rank 0 alone writes and prints
+        args.out.mkdir(parents=True, exist_ok=True)
+        if resume is None:  # a resumed run keeps the config.json it started with
+            write_json(args.out / "config.json", jsonable(args))
+        # Drop log lines of epochs after the last checkpoint: they are about to be redone.
+        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
+                if json.loads(line)["epoch"] < start_epoch]
+        data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
 
-    print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
-    print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
-    print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
-    print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}")
+        print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
+        print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
+        print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
+        print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}"
+              + (f", {world.size} processes of batch {args.batch_size // world.size}" if world.size > 1 else ""))
 
     for epoch in range(start_epoch, args.epochs):
         start = time.time()
         seed = epoch_seed(args.seed, epoch)
-        torch.manual_seed(seed)  # dropout: the same masks whether or not the run was resumed
+        torch.manual_seed(distributed.rank_seed(seed, world))  # dropout: the same masks whether or not the run was resumed
         train_set.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(seed), num_workers=args.workers,
+        # One shuffled order per epoch for all ranks; each reads its chunk of every global batch.
+        generator = torch.Generator().manual_seed(seed)
+        order = distributed.GlobalBatchShare(RandomSampler(train_set, generator=generator), args.batch_size, world)
+        loader = DataLoader(train_set, batch_size=args.batch_size // world.size, sampler=order, drop_last=True,
+                            generator=generator, num_workers=args.workers,
                             pin_memory=device.type == "cuda", collate_fn=data.collate_episodes,
                             persistent_workers=False)
         model.train()
         losses = []
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True)
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True, disable=not world.is_main)
         for step, batch in enumerate(bar):
             if step == steps_per_epoch:
                 break
-            loss = train_step(model, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device,
-                              loss_kind=args.loss)
+            loss = train_step(trained, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device,
+                              loss_kind=args.loss, world=world)
             losses.append(loss)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         train_time = time.time() - start
         result = evaluate_episodes(model, val_set, class_ids=class_ids, batch_size=args.batch_size,
-                                   workers=args.workers, cache=cache, desc=f"validate {epoch}")
-        if result["classes_without_episodes"] and epoch == start_epoch:  # the same episodes every epoch
+                                   workers=args.workers, cache=cache, desc=f"validate {epoch}", world=world)
+        if result["classes_without_episodes"] and epoch == start_epoch and world.is_main:  # the same episodes every epoch
             print(no_episode_warning(result, args.dataset, f"validation of fold {args.fold}"))
         is_best = result["miou"] > best_miou
         best_miou = max(best_miou, result["miou"])
@@ -324,6 +334,8 @@ def train(args: argparse.Namespace) -> dict:
         line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
                     lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
                     steps_per_s=round(len(losses) / train_time, 3))
+        if not world.is_main:
+            continue
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
         try:
             with metrics_path.open("a") as f:
@@ -335,7 +347,8 @@ def train(args: argparse.Namespace) -> dict:
         save_checkpoint(args.out / "last.pt", model, **state)
         print(f"epoch {epoch}: loss {line['loss']:.4f} | val mIoU {result['miou']:.1f} FB-IoU {result['fbiou']:.1f}"
               f"{' (best)' if is_best else ''} | {line['time_s']:.0f}s")
-    print(f"best val mIoU {best_miou:.1f}; checkpoints in {args.out}")
+    if world.is_main:
+        print(f"best val mIoU {best_miou:.1f}; checkpoints in {args.out}")
     return {"best_miou": best_miou, "out": str(args.out)}
 
 
