@@ -15,9 +15,13 @@ Reading order follows the paper:
 - `build_sam`, `sam_image_embeddings`, `decode_masks`   the frozen SAM of §3.1 / §4, unmodified
                                `segment_anything` package, batched over (image, prompts) pairs.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
+                               `encode_references` / `target_prompt_embeddings` split the prompts
+                               into the reference's half (once per reference set, `ReferenceFeatures`)
+                               and the target's (segment.py).
 - `vrp_loss`                  Eq. 6: BCE + Dice.
-- `save_checkpoint`, `load_checkpoint`, `EmbeddingCache`   plain-dict checkpoints and the on-disk
-                               cache of frozen SAM image embeddings.
+- `save_checkpoint`, `load_checkpoint`, `build_from_checkpoint`, `EmbeddingCache`   plain-dict
+                               checkpoints, the model a checkpoint describes, and the on-disk cache of
+                               frozen SAM image embeddings.
 
 Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse

@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--out", type=Path, default=None, help="output folder (--demo: the PNG to write)")
     group.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     group.add_argument("--propagate", action="store_true",
-                       help="video: also use the previous frame's prediction as a mask reference (beyond the paper)")
+                       help="video: also use the previous frame's prediction as a mask reference (beyond the paper; one frame at a time)")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--cache-dir", type=Path, default=None, help="on-disk cache of the targets' SAM embeddings")
     group = parser.add_argument_group("demo")
@@ -455,14 +455,25 @@ def expand_targets(items: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _check_writable(folder: Path) -> None:
-    """Create `folder` and prove a file can be written there, before any work."""
+def _check_out_folder(folder: Path) -> None:
+    """Refuse an output folder that cannot be made or written, without creating anything yet."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OSError(f"--out {folder}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"--out {folder}: {existing} is not writable; choose another --out")
+
+
+def _make_out_folder(folder: Path) -> None:
+    """Create `folder` and prove a file can be written there (os.access cannot see every refusal)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise OSError(f"--out {folder}: cannot write there ({error.strerror or error}); choose another folder") from None
+        raise OSError(f"--out {folder}: cannot write there ({error.strerror or error}); choose another --out") from None
 
 
 def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[Path], dict[Path, dict[str, Path]]]:
@@ -496,21 +507,20 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
                              "segment them into separate --out folders")
         names[path.stem] = path
         outputs[path] = {"mask": args.out / "masks" / f"{path.stem}.png", "overlay": args.out / "overlays" / f"{path.stem}.png"}
-    if args.out.exists() and not args.out.is_dir():
-        raise OSError(f"--out {args.out} is a file, not a folder; choose a folder")
+    _check_out_folder(args.out)
     existing = [p for paths in outputs.values() for p in paths.values() if p.exists()]
     if (args.out / "results.jsonl").exists():
         existing.insert(0, args.out / "results.jsonl")
     if existing and not args.overwrite:
         raise FileExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in {args.out} would be replaced): "
                               "pass --overwrite, or choose another --out")
-    _check_writable(args.out)
     return state, references, targets, outputs
 
 
 def segment(args: argparse.Namespace) -> list[dict]:
     state, references, targets, outputs = check_inputs(args)
     predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint, cache_dir=args.cache_dir)
+    _make_out_folder(args.out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor.set_references(references)
@@ -566,8 +576,9 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     if run.get("dataset") != "synthetic":
         raise ValueError(f"--demo segments synthetic scenes, but {checkpoint} was trained on {run.get('dataset')!r}: "
                          "pass a synthetic run's checkpoint")
-    _check_writable(out.parent)
+    _check_out_folder(out.parent)
     predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint)
+    _make_out_folder(out.parent)
     kind = run.get("label", "mask")
     kind = "mask" if kind == "any" else kind
     size = int(run.get("image_size", 128))

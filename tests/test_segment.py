@@ -279,9 +279,14 @@ def test_bad_checkpoints_and_output_folders(files, tmp_path):
     _bad(files, tmp_path, r"checkpoint .*missing.pt not found", *mask_ref(files), checkpoint=str(tmp_path / "missing.pt"))
     _bad(files, tmp_path, r"corrupt.pt could not be read", *mask_ref(files), checkpoint=str(tmp_path / "corrupt.pt"))
     _bad(files, tmp_path, r"sam.pt is not a VRP-SAM checkpoint", *mask_ref(files), checkpoint=str(tmp_path / "sam.pt"))
+    state = model.load_checkpoint(root / "best.pt")
+    state["args"]["sam_checkpoint"] = str(tmp_path / "moved" / "sam_tiny_synthetic.pth")  # the run's SAM file is gone
+    torch.save(state, tmp_path / "moved.pt")
+    _bad(files, tmp_path, r"SAM checkpoint .*moved.*not found.*--sam-checkpoint", *mask_ref(files), checkpoint=str(tmp_path / "moved.pt"))
+    assert not (tmp_path / "out").exists()  # the model is built before the output folder is made
     (tmp_path / "file").write_text("")
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
-        with pytest.raises(SystemExit, match=r"--out .*file.*(not a folder|cannot write there)"):
+        with pytest.raises(SystemExit, match=r"--out .*file(/sub)?: .*file is a file, not a folder"):
             segment.main(["--checkpoint", str(root / "best.pt"), *mask_ref(files), "--targets", str(root / "targets"),
                           "--out", str(out)])
 
