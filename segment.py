@@ -267,6 +267,7 @@ class VRPPredictor:
 
     @classmethod
     def from_state(cls, state: dict, *, device=None, sam_checkpoint=None, cache_dir=None) -> "VRPPredictor":
+        """from_checkpoint for a checkpoint already read with model.load_checkpoint."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         run = state.get("args", {})
         model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
@@ -310,11 +311,12 @@ class VRPPredictor:
             raise RuntimeError("call set_references before predict")
         pixels = [read_image(image) for image in images]
         features = self._features if extra_reference is None else self._features.cat(self._encode([extra_reference]))
-        targets = torch.stack([self._network_image(p) for p in pixels]).to(self.device)  # (B, 3, S, S)
+        targets = torch.stack([self._network_image(p) for p in pixels])  # (B, 3, S, S)
+        # cache keys: the exact input pixels and SAM weights, never a file name whose content may change
+        ids = [f"segment-{self.weights_id}-{hashlib.sha1(t.numpy().tobytes()).hexdigest()}" for t in targets]
+        targets = targets.to(self.device)
         with autocast(self.device):
             if self.cache is not None:
-                ids = [f"segment-{self.weights_id}-{hashlib.sha1(t.numpy().tobytes()).hexdigest()}"
-                       for t in targets.cpu()]  # the exact input pixels, not a file name that may change
                 embeddings = self.cache.embed(self.model.sam, targets, ids).to(self.device)
             else:
                 embeddings = sam_image_embeddings(self.model.sam, targets)

@@ -304,3 +304,22 @@ def test_demo_writes_one_contact_sheet(files, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [tmp_path / "demo.png"]
     with pytest.raises(SystemExit, match="exists"):
         segment.main(["--demo", "--checkpoint", str(root / "best.pt"), "--out", str(tmp_path / "demo.png")])
+
+
+def test_embedding_cache_is_keyed_by_pixels_not_file_names(files, tmp_path):
+    root, _ = files
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((root / "targets" / "frame00.png").read_bytes())
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    out, cold = run(files, tmp_path, *mask_ref(files), *cache, targets=folder)
+    _, warm = run(files, tmp_path, *mask_ref(files), *cache, "--overwrite", targets=folder)
+    assert [line["area"] for line in warm] == [line["area"] for line in cold]
+    # Another picture under the same name: the cache must not serve the old one's embedding.
+    (folder / "a.png").write_bytes((root / "targets" / "frame01.png").read_bytes())
+    _, changed = run(files, tmp_path, *mask_ref(files), *cache, "--overwrite", targets=folder)
+    fresh_out = tmp_path / "fresh"
+    segment.main(["--checkpoint", str(root / "best.pt"), *mask_ref(files), "--targets", str(folder), "--out", str(fresh_out),
+                  "--cache-dir", str(tmp_path / "fresh-cache"), "--device", "cpu"])
+    assert np.array_equal(np.array(Image.open(out / "masks" / "a.png")), np.array(Image.open(fresh_out / "masks" / "a.png")))
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2
