@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import data
-from model import EmbeddingCache, VRPConfig, build_from_checkpoint, load_checkpoint, upsample_logits
+from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
 from prompts import LABEL_KINDS
 
 IGNORE = 255
@@ -306,7 +306,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                 config = VRPConfig(**state["config"])
                 if config not in models:
                     models.clear()  # keep one SAM in memory at a time
-                    models[config] = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint).to(device)
+                    models[config] = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint or Path(run["sam_checkpoint"]),
+                                                   backbone_weights=run.get("backbone_weights")).to(device)
                 model = models[config]
                 if args.untrained:
                     model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
