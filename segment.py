@@ -586,7 +586,8 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     size = int(run.get("image_size", 128))
     rng = np.random.default_rng([args.seed, DEMO_STREAM])
     rows, ious = [], []
-    for class_id in data.fold_classes("synthetic", int(run.get("fold", 0)), "test"):
+    classes = data.fold_classes("synthetic", int(run.get("fold", 0)), "test")
+    for class_id in classes:
         reference = synthetic_scene(rng, classes=[class_id], num_distractors=2, size=size)
         annotation = simulate_annotation(np.where(reference.label == 255, 255, reference.label == class_id), kind, rng)
         value = {"point": {"points": annotation.points}, "box": {"box": annotation.box},
@@ -616,7 +617,7 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     sheet.save(buffer, format="PNG", optimize=True)
     data.write_atomic(out, buffer.getvalue())
     miou = 100 * float(np.mean(ious))
-    print(f"demo: {len(ious)} targets of {len(rows) // 3 + 1} novel classes, mean IoU {miou:.1f}% "
+    print(f"demo: {len(ious)} targets of {len(classes)} novel classes, mean IoU {miou:.1f}% "
           f"({checkpoint}, {kind} references) -> {out}")
     return {"out": str(out), "mean_iou": miou}
 
