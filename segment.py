@@ -41,12 +41,14 @@ from PIL import Image, ImageDraw, ImageOps
 from scipy import ndimage
 from tqdm import tqdm
 
+import cli
 import data
 from evaluate import _overlay, autocast
 from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, build_from_checkpoint, decode_masks, load_checkpoint,
                    sam_image_embeddings, upsample_logits)
 from prompts import simulate_annotation
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, synthetic_scene
+from train import default_sam_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -244,16 +246,14 @@ class VRPPredictor:
     """
 
     def __init__(self, model: VRPSAM, *, image_size: int, trained_label: str | None = None,
-                 cache: EmbeddingCache | None = None, weights_id: str = "") -> None:
+                 cache: EmbeddingCache | None = None) -> None:
         """model: a VRPSAM with its trained encoder; image_size: S, the size it was trained at;
         trained_label: the annotation kind it was trained with (train.py --label; None or 'any'
-        accepts every kind silently); cache: SAM embeddings of targets on disk; weights_id: names
-        the SAM weights in cache keys, so a cache never serves embeddings of other weights."""
+        accepts every kind silently); cache: SAM embeddings of targets on disk, made for model.sam."""
         self.model = model.eval()
         self.image_size = int(image_size)
         self.trained_label = trained_label
         self.cache = cache
-        self.weights_id = weights_id
         self.device = next(model.learnable_parameters()).device
         self.references: list[Reference] = []
         self._features: ReferenceFeatures | None = None
@@ -270,13 +270,12 @@ class VRPPredictor:
         """from_checkpoint for a checkpoint already read with model.load_checkpoint."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         run = state.get("args", {})
+        # SAM's weights: given here, else where the run had them, else the default file (as evaluate.py)
+        sam_checkpoint = sam_checkpoint or run.get("sam_checkpoint") or default_sam_checkpoint(state["config"]["sam"])
         model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
-        sam_path = Path(sam_checkpoint or run["sam_checkpoint"])
-        stat = sam_path.stat()
-        weights_id = hashlib.sha1(f"{sam_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         image_size = int(run.get("image_size") or 512)
-        cache = EmbeddingCache(cache_dir, model.config.sam, image_size) if cache_dir is not None else None
-        return cls(model, image_size=image_size, trained_label=run.get("label"), cache=cache, weights_id=weights_id)
+        cache = EmbeddingCache(cache_dir, model.sam, image_size) if cache_dir is not None else None
+        return cls(model, image_size=image_size, trained_label=run.get("label"), cache=cache)
 
     def _network_image(self, image: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(data._image_array(image, self.image_size))  # (3, S, S), as in training
@@ -312,8 +311,9 @@ class VRPPredictor:
         pixels = [read_image(image) for image in images]
         features = self._features if extra_reference is None else self._features.cat(self._encode([extra_reference]))
         targets = torch.stack([self._network_image(p) for p in pixels])  # (B, 3, S, S)
-        # cache keys: the exact input pixels and SAM weights, never a file name whose content may change
-        ids = [f"segment-{self.weights_id}-{hashlib.sha1(t.numpy().tobytes()).hexdigest()}" for t in targets]
+        # cache keys: the exact input pixels, never a file name whose content may change (the
+        # cache itself is keyed by SAM's weights)
+        ids = [f"segment-{hashlib.sha1(t.numpy().tobytes()).hexdigest()}" for t in targets]
         targets = targets.to(self.device)
         with autocast(self.device):
             if self.cache is not None:
@@ -409,16 +409,16 @@ def _parse_box(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Segment images from annotated reference images with a trained VRP-SAM.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="segment.py", description="Segment images from annotated reference images with a trained VRP-SAM.",
+                                     formatter_class=cli.HelpFormatter)
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu")
     group = parser.add_argument_group("references (each --reference followed by one annotation, in order)")
     group.add_argument("--reference", type=Path, action="append", default=[], help="reference image (repeat for k-shot)")
     group.add_argument("--mask", type=Path, action=_Annotation, help="PNG of the reference's size: non-zero = object")
-    group.add_argument("--class-id", type=int, action=_Annotation, help="with --mask: the object is this label value")
+    group.add_argument("--class-id", type=cli.positive_int, action=_Annotation, help="with --mask: the object is this label value")
     group.add_argument("--points", type=_parse_points, action=_Annotation, help="clicks on the object: \"x,y;x,y\"")
     group.add_argument("--box", type=_parse_box, action=_Annotation, help="the object's box: x0,y0,x1,y1")
     group.add_argument("--scribble", type=Path, action=_Annotation, help="strokes on an empty PNG of the reference's size")
@@ -428,11 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     group.add_argument("--propagate", action="store_true",
                        help="video: also use the previous frame's prediction as a mask reference (beyond the paper; one frame at a time)")
-    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--batch-size", type=cli.positive_int, default=8, help="targets per network batch")
     group.add_argument("--cache-dir", type=Path, default=None, help="on-disk cache of the targets' SAM embeddings")
     group = parser.add_argument_group("demo")
     group.add_argument("--demo", action="store_true", help=f"segment synthetic scenes and write one contact sheet ({DEMO_PICTURE})")
-    group.add_argument("--seed", type=int, default=0, help="--demo: seed of the scenes")
+    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="--demo: seed of the scenes")
     return parser
 
 
@@ -493,8 +493,6 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
         raise ValueError("give --out, the folder the masks, overlays and results.jsonl go to")
     if args.checkpoint is None:
         raise ValueError("give --checkpoint, a best.pt written by train.py")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     state = load_checkpoint(args.checkpoint)
     references = []
     for image, (kind, value, class_id) in zip(args.reference, annotations):
@@ -628,7 +626,7 @@ def main(argv=None):
     try:
         return demo(args) if args.demo else segment(args)
     except (OSError, ImportError, ValueError) as error:  # missing, unreadable or unwritable files; bad input
-        sys.exit(f"segment.py: error: {error}")
+        sys.exit(f"segment.py: error: {cli.error_message(error)}")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             plain = VRPPredictor(model, image_size=image_size)
             plain.set_references([reference])
-            cached = VRPPredictor(model, image_size=image_size, cache=EmbeddingCache(tmp, config.sam, image_size), weights_id="bench")
+            cached = VRPPredictor(model, image_size=image_size, cache=EmbeddingCache(tmp, model.sam, image_size))
             cached.set_references([reference])
             run(cached, batch_size)  # fills the cache
             rows.append((batch_size, full_forward(plain, batch_size), run(plain, batch_size), run(cached, batch_size)))
