@@ -16,9 +16,13 @@ Reading order follows the paper:
 - `build_sam`, `sam_image_embeddings`, `decode_masks`   the frozen SAM of §3.1 / §4, unmodified
                                `segment_anything` package, batched over (image, prompts) pairs.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
+                               `encode_references` / `target_prompt_embeddings` split the prompts
+                               into the reference's half (once per reference set, `ReferenceFeatures`)
+                               and the target's (segment.py).
 - `vrp_loss`                  Eq. 6: BCE + Dice (or either alone, Table 5's ablation).
-- `save_checkpoint`, `load_checkpoint`, `EmbeddingCache`   plain-dict checkpoints and the on-disk
-                               cache of frozen SAM image embeddings.
+- `save_checkpoint`, `load_checkpoint`, `build_from_checkpoint`, `EmbeddingCache`   plain-dict
+                               checkpoints, the model a checkpoint describes, and the on-disk cache of
+                               frozen SAM image embeddings.
 
 Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
@@ -788,6 +792,26 @@ class VRPEncoder(nn.Module):
         return self.prompt_generator(reference, target, prototypes)
 
 
+@dataclass(frozen=True)
+class ReferenceFeatures:
+    """What VRPSAM.encode_references keeps of k annotated references, each (B, k, ...):
+    mid (B, k, C_mid, h, w) features, mask (B, k, 1, h, w) the annotation at feature resolution,
+    high (B, k, C_high, h', w') 5th-block features of the annotated region, high_mask its mask."""
+
+    mid: Tensor
+    mask: Tensor
+    high: Tensor
+    high_mask: Tensor
+
+    @property
+    def shots(self) -> int:
+        return self.mid.shape[1]
+
+    def cat(self, other: "ReferenceFeatures") -> "ReferenceFeatures":
+        """More references for the same targets (Table 7's k-shot): concatenated along k."""
+        return ReferenceFeatures(*(torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=1) for f in fields(self)))
+
+
 class VRPSAM(nn.Module):
     """VRP-SAM (Fig. 3): frozen backbone + learnable VRPEncoder -> prompts for a frozen SAM.
 
@@ -851,19 +875,40 @@ class VRPSAM(nn.Module):
             raise ValueError(f"sizes do not match: target_images {tuple(target_images.shape)}, reference_images "
                              f"{tuple(reference_images.shape)}, reference_labels {tuple(reference_labels.shape)}; "
                              "images and annotations must share B, k and S x S (resize them as data.py does)")
-        target_mid, target_last = self.backbone.mid_features(target_images)  # (B, C_mid, h, w)
-        target_high = self.backbone.high_features(target_last)  # (B, C_high, h, w)
-        # All k references in one backbone pass; the target's features are shared by its k references.
-        reference_mid, reference_last = self.backbone.mid_features(reference_images.flatten(0, 1))  # (B·k, ...)
+        return self.target_prompt_embeddings(target_images, self.encode_references(reference_images, reference_labels))
+
+    def encode_references(self, reference_images: Tensor, reference_labels: Tensor) -> ReferenceFeatures:
+        """The half of prompt_embeddings that does not depend on the target: the references'
+        frozen features and annotation at feature resolution, computed once for any number of
+        targets (segment.py). reference_images (B, k, 3, S, S), reference_labels (B, k, S, S)."""
+        b, k = reference_images.shape[:2]
+        # All k references in one backbone pass.
+        reference_mid, reference_last = self.backbone.mid_features(reference_images.flatten(0, 1))  # (B·k, C_mid, h, w)
         reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], self.config.label_downsample)
         # The reference's 5th block sees only the annotated region (authors' code).
         reference_high = self.backbone.high_features(reference_last * reference_mask)
         high_mask = reference_mask
         if reference_high.shape[-2:] != reference_mask.shape[-2:]:
             high_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
+        unflatten = lambda x: x.reshape(b, k, *x.shape[1:])  # noqa: E731
+        return ReferenceFeatures(mid=unflatten(reference_mid), mask=unflatten(reference_mask),
+                                 high=unflatten(reference_high), high_mask=unflatten(high_mask))
+
+    def target_prompt_embeddings(self, target_images: Tensor, references: ReferenceFeatures) -> Tensor:
+        """The target's half of prompt_embeddings: target_images (B, 3, S, S) and encode_references'
+        output for B or for 1 set of k references (then shared by all B targets) -> (B, k·N, 256)."""
+        b, k = target_images.shape[0], references.shots
+        if references.mid.shape[0] not in (1, b):
+            raise ValueError(f"{references.mid.shape[0]} reference sets for {b} targets: pass one set or one per target")
+        target_mid, target_last = self.backbone.mid_features(target_images)  # (B, C_mid, h, w)
+        target_high = self.backbone.high_features(target_last)  # (B, C_high, h, w)
+        # The target's features are shared by its k references.
+        flat = lambda x: x.expand(b, *x.shape[1:]).flatten(0, 1)  # (B·k, ...)  # noqa: E731
         target_high = target_high.repeat_interleave(k, dim=0)
-        target_pseudo_mask = pseudo_mask(target_high, reference_high, high_mask, norm=self.config.pseudo_mask_norm)
-        prompts = self.encoder(target_mid.repeat_interleave(k, dim=0), reference_mid, reference_mask, target_pseudo_mask)
+        target_pseudo_mask = pseudo_mask(target_high, flat(references.high), flat(references.high_mask),
+                                         norm=self.config.pseudo_mask_norm)
+        prompts = self.encoder(target_mid.repeat_interleave(k, dim=0), flat(references.mid), flat(references.mask),
+                               target_pseudo_mask)
         return prompts.reshape(b, k * prompts.shape[1], prompts.shape[2])  # (B, k·N, 256), reference-major
 
     def forward(self, target_images: Tensor, reference_images: Tensor, reference_labels: Tensor,
@@ -967,6 +1012,21 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
                        for f in fields(VRPConfig) if getattr(stored, f.name) != getattr(config, f.name)]
         raise ValueError(f"{path} was built with another configuration: " + "; ".join(differences))
     return ckpt
+
+
+def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = None) -> VRPSAM:
+    """The model a train.py checkpoint (load_checkpoint's dict) describes, on the CPU: the frozen
+    backbone and SAM rebuilt from the run's saved arguments (backbone_weights, sam_checkpoint,
+    unless sam_checkpoint is given here), the trained VRP encoder loaded."""
+    run = state.get("args", {})
+    sam_checkpoint = sam_checkpoint or run.get("sam_checkpoint")
+    if sam_checkpoint is None:
+        raise ValueError("the checkpoint does not say which SAM weights it was trained with (no args['sam_checkpoint']): "
+                         "pass them with --sam-checkpoint")
+    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=sam_checkpoint,
+                          backbone_weights=run.get("backbone_weights"))
+    model.load_learnable_state_dict(state["model"])
+    return model
 
 
 # What sam_image_embeddings does to an image before SAM's encoder sees it. Part of the embedding
