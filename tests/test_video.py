@@ -1,0 +1,176 @@
+"""Video object segmentation (Table 16): the DAVIS J&F against the official toolkit's own numbers,
+the DAVIS 2017 loader on a fabricated folder in the real formats, and the protocol end to end on
+the embedded synthetic videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import video
+
+H, W = 180, 240  # diagonal 300 px: the boundary tolerance is ceil(0.008 * 300) = 3 px
+
+
+def _square(top: int, left: int, size: int, shape=(H, W)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[max(top, 0):top + size, max(left, 0):left + size] = True
+    return mask
+
+
+def _disk(cy: float, cx: float, r: float, shape=(H, W)) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+
+def _paint(*masks_and_ids, shape=(H, W)) -> np.ndarray:
+    ids = np.zeros(shape, np.uint8)
+    for mask, value in masks_and_ids:
+        ids[mask] = value
+    return ids
+
+
+def toolkit_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{case: (truth, prediction)}, each (T, H, W) uint8 id maps (truth may hold 255 void)."""
+    cases = {}
+    # 1. One square, the prediction shifted right by more pixels each frame (in / out of the 3 px tolerance).
+    shifts = [0, 1, 2, 4, 6, 9]
+    truth = np.stack([_paint((_square(60, 90, 60), 1)) for _ in shifts])
+    prediction = np.stack([_paint((_square(60, 90 + s, 60), 1)) for s in shifts])
+    cases["shifted_squares"] = (truth, prediction)
+    # 2. Two objects; object 2 is never predicted, object 1 is lost in frame 3.
+    truth = np.stack([_paint((_square(20, 20, 50), 1), (_square(100, 150, 40), 2)) for _ in range(5)])
+    prediction = truth.copy()
+    prediction[prediction == 2] = 0
+    prediction[3] = 0
+    prediction[2][_square(20, 20, 10)] = 0
+    cases["empty_prediction"] = (truth, prediction)
+    # 3. The object leaves in frame 3: a false positive there, nothing predicted (correctly) in frame 4.
+    truth = np.stack([_paint((_disk(90, 120, 30), 1)) if t < 3 else np.zeros((H, W), np.uint8) for t in range(6)])
+    prediction = np.stack([_paint((_disk(90, 122, 29), 1)) if t < 4 else np.zeros((H, W), np.uint8) for t in range(6)])
+    cases["empty_truth"] = (truth, prediction)
+    # 4. Void (255) over part of the object's border and some background; the prediction reaches into it.
+    void = np.zeros((H, W), bool)
+    void[70:110, 100:200] = True
+    truth = np.stack([_paint((_disk(90, 120, 35 + t), 1), (void, 255)) for t in range(5)])
+    prediction = np.stack([_paint((_disk(90, 126, 35 + t) | _square(75, 170, 20), 1)) for t in range(5)])
+    cases["void_regions"] = (truth, prediction)
+    # 5. Fourteen frames, three moving objects (one crossing the right and bottom borders), swaps and drift.
+    rng = np.random.default_rng(0)
+    truth, prediction = [], []
+    for t in range(14):
+        a, b = _disk(50 + 2 * t, 40 + 5 * t, 25), _square(120, 150 + 7 * t, 45)
+        c = _disk(150 + 3 * t, 60, 20 + t)
+        truth.append(_paint((a, 1), (b, 2), (c, 3)))
+        drift = t // 3
+        noise = rng.random((H, W)) < 0.02
+        pa = _disk(50 + 2 * t + drift, 40 + 5 * t, 25 - drift) ^ (noise & _disk(50 + 2 * t, 40 + 5 * t, 30))
+        pb, pc = _square(120 + drift, 150 + 7 * t, 45), _disk(150 + 3 * t, 60 + drift, 20 + t)
+        if t in (6, 7):  # objects 2 and 3 swapped
+            pb, pc = pc, pb
+        prediction.append(_paint((pa, 1), (pb, 2), (pc, 3) if t < 11 else (pc & False, 3)))
+    cases["multi_frame"] = (np.stack(truth), np.stack(prediction))
+    # 6. Ids 1 and 3 in the first frame, 2 only from frame 2 on: the toolkit still scores object 2.
+    truth = np.stack([_paint((_square(30, 30, 40), 1), (_square(30, 150, 40), 3),
+                             *(((_square(110, 90, 40), 2),) if t >= 2 else ())) for t in range(5)])
+    prediction = truth.copy()
+    prediction[prediction == 2] = 0
+    cases["id_gap"] = (truth, prediction)
+    return cases
+
+
+# The official toolkit's numbers on toolkit_cases(). How they were obtained: the toolkit
+# (github.com/davisvideochallenge/davis2017-evaluation, commit ac7c43f) ran in a scratch virtualenv
+# outside this repo (numpy 2.4.6, scipy 1.17.1, opencv-python-headless 5.0.0, scikit-image 0.26.0,
+# pillow 13.0.0). Each case was written as a DAVIS folder (DAVIS/JPEGImages/480p/<case>/*.jpg, its
+# truth as palette PNGs in DAVIS/Annotations/480p/<case>/, ImageSets/2017/val.txt listing the
+# cases) and its prediction as palette PNGs in results/<case>/; then
+# DAVISEvaluation(davis_root, task="semi-supervised", gt_set="val", sequences=<case or all>)
+# .evaluate(results) and evaluation_method.py's global table (J&F-Mean = (mean J-M + mean F-M) / 2),
+# and the per-object rows J["M_per_object"], F["M_per_object"]. Values are fractions, not percent.
+TOOLKIT = {
+    "shifted_squares": (
+        {"J&F-Mean": 0.828651517154624, "J-Mean": 0.8989697009759147, "J-Recall": 1.0, "J-Decay": 0.10475758377001099,
+         "F-Mean": 0.7583333333333333, "F-Recall": 1.0, "F-Decay": 0.4833333333333334},
+        {"shifted_squares_1": (0.8989697009759147, 0.7583333333333333)}),
+    "empty_prediction": (
+        {"J&F-Mean": 0.32458333333333333, "J-Mean": 0.32666666666666666, "J-Recall": 0.3333333333333333, "J-Decay": 0.49,
+         "F-Mean": 0.3225, "F-Recall": 0.3333333333333333, "F-Decay": 0.48375},
+        {"empty_prediction_1": (0.6533333333333333, 0.645), "empty_prediction_2": (0.0, 0.0)}),
+    "empty_truth": (
+        {"J&F-Mean": 0.7257031738215161, "J-Mean": 0.7034639608117566, "J-Recall": 0.75, "J-Decay": 0.406927921623513,
+         "F-Mean": 0.7479423868312757, "F-Recall": 0.75, "F-Decay": 0.49588477366255135},
+        {"empty_truth_1": (0.7034639608117566, 0.7479423868312757)}),
+    "void_regions": (
+        {"J&F-Mean": 0.31200637163709355, "J-Mean": 0.31644006747277564, "J-Recall": 0.0, "J-Decay": -0.028322191428301557,
+         "F-Mean": 0.3075726758014114, "F-Recall": 0.0, "F-Decay": 0.004506221823944501},
+        {"void_regions_1": (0.31644006747277564, 0.3075726758014114)}),
+    "multi_frame": (
+        {"J&F-Mean": 0.7356235780286743, "J-Mean": 0.7446883640189327, "J-Recall": 0.8333333333333334, "J-Decay": 0.2812966706858586,
+         "F-Mean": 0.7265587920384159, "F-Recall": 0.8055555555555555, "F-Decay": 0.2635986322932391},
+        {"multi_frame_1": (0.8364257300338359, 0.6940441922072017), "multi_frame_2": (0.770516127357511, 0.8189655172413793),
+         "multi_frame_3": (0.6271232346654512, 0.6666666666666666)}),
+    "id_gap": (
+        {"J&F-Mean": 0.7777777777777777, "J-Mean": 0.7777777777777777, "J-Recall": 0.7777777777777777, "J-Decay": 0.16666666666666666,
+         "F-Mean": 0.7777777777777777, "F-Recall": 0.7777777777777777, "F-Decay": 0.16666666666666666},
+        {"id_gap_1": (1.0, 1.0), "id_gap_2": (0.3333333333333333, 0.3333333333333333), "id_gap_3": (1.0, 1.0)}),
+    "all": (
+        {"J&F-Mean": 0.641430163336296, "J-Mean": 0.6490550443621738, "J-Recall": 0.6590909090909091, "J-Decay": 0.2552048478202544,
+         "F-Mean": 0.6338052823104182, "F-Recall": 0.6515151515151515, "F-Decay": 0.29472911142723146},
+        {}),
+}
+# The same toolkit's davis2017.metrics.db_eval_iou / db_eval_boundary with void_pixels = (truth == 255),
+# on frames 1-3 of "void_regions": J and F with void pixels left out (our exclude_void=True).
+VOID_EXCLUDED = {"J": [0.7012609117361784, 0.7181858212241303, 0.7304100690215185],
+                 "F": [0.6810282151642815, 0.6892804291527931, 0.6747681023944775]}
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return toolkit_cases()
+
+
+@pytest.mark.parametrize("case", list(TOOLKIT))
+def test_jf_equals_the_official_toolkit(cases, case):
+    meter = video.JFMeter()
+    for name in (cases if case == "all" else [case]):
+        meter.update(name, *cases[name])
+    expected, per_object = TOOLKIT[case]
+    assert meter.summary() == pytest.approx(expected, abs=1e-6)
+    for name, (j_mean, f_mean) in per_object.items():
+        assert meter.per_object[name]["J"][0] == pytest.approx(j_mean, abs=1e-6)
+        assert meter.per_object[name]["F"][0] == pytest.approx(f_mean, abs=1e-6)
+
+
+def test_void_excluded_equals_the_toolkit_metric_functions(cases):
+    truth, prediction = cases["void_regions"]
+    j, f = video.score_sequence(truth, prediction, exclude_void=True)
+    assert j[0] == pytest.approx(VOID_EXCLUDED["J"], abs=1e-6)
+    assert f[0] == pytest.approx(VOID_EXCLUDED["F"], abs=1e-6)
+    # and the toolkit's own semi-supervised evaluation reads void as background: lower here
+    assert j[0].mean() > TOOLKIT["void_regions"][0]["J-Mean"]
+
+
+def test_boundary_tolerance_is_a_disk_dilation():
+    """The distance transform counts exactly the pixels a disk dilation (the toolkit's) would cover."""
+    rng = np.random.default_rng(0)
+    for radius in (1, 3, 8):
+        points = rng.random((40, 60)) < 0.05
+        reference = rng.random((40, 60)) < 0.05
+        offsets = np.arange(-radius, radius + 1)
+        disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2
+        dilated = ndimage.binary_dilation(reference, structure=disk)
+        assert video._within(points, reference, radius) == (points & dilated).sum()
+
+
+def test_boundary_map_of_a_square_by_hand():
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:6] = True  # rows 2-4, cols 3-5
+    boundary = video.boundary_map(mask)
+    # every pixel that differs from its right, lower or lower-right neighbour: the square's own
+    # outline (minus its interior) plus the background pixels just above-left of it
+    expected = np.zeros((8, 8), bool)
+    expected[1, 2:6] = expected[2:5, 2] = True  # background row above and column left
+    expected[2:5, 5] = expected[4, 3:6] = True  # the square's right column and bottom row
+    assert np.array_equal(boundary, expected)
