@@ -3,6 +3,7 @@
     python evaluate.py --shots 5                       # every run under runs/, 5-shot
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
+    python evaluate.py --dataset davis2017 --checkpoint PATH   # video, Table 16: handed to video.py
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")
     group.add_argument("--checkpoint", action="append", default=[], metavar="FOLD=PATH",
                        help="use this checkpoint for a fold instead of searching --runs (repeatable)")
-    group.add_argument("--dataset", choices=data.DATASETS, default=None, help="default: the dataset of the runs found")
+    group.add_argument("--dataset", choices=data.DATASETS, default=None,
+                       help="default: the dataset of the runs found (davis2017 and synthetic-video: see video.py, Table 16)")
     group.add_argument("--label", default="mask", help="label kind(s) of the references: one, a comma list, or 'all' (Table 12)")
     group.add_argument("--shots", default="1", help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model")
     group.add_argument("--folds", default="0,1,2,3")
@@ -271,12 +273,23 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    import video  # Table 16: video datasets have their own protocol and flags, in video.py
+
+    if any(value in video.VIDEO_DATASETS for value in _dataset_values(argv)):
+        return video.main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return evaluate(args)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
         sys.exit(f"evaluate.py: error: {error}")
+
+
+def _dataset_values(argv: list[str]) -> list[str]:
+    """The values given to --dataset in argv (as `--dataset X` or `--dataset=X`)."""
+    return [arg.partition("=")[2] if arg.startswith("--dataset=") else argv[i + 1]
+            for i, arg in enumerate(argv) if arg.startswith("--dataset=") or (arg == "--dataset" and i + 1 < len(argv))]
 
 
 def evaluate(args: argparse.Namespace) -> dict:

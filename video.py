@@ -41,7 +41,9 @@ from tqdm import tqdm
 
 import data
 import prompts
+from evaluate import autocast, write_json
 from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, sam_image_embeddings, upsample_logits
+from synthetic import SyntheticVideos
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +210,248 @@ def write_palette_png(path: Path, ids: np.ndarray) -> None:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data.write_atomic(Path(path), buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol: first-frame references, every later frame a target, objects merged per pixel.
+# ---------------------------------------------------------------------------------------------
+
+def _reference_mask(annotation: np.ndarray, object_id: int, size: int) -> np.ndarray:
+    """(S, S) uint8 {0, 1, 255}: the object at the network's size, as data.py sizes references
+    (nearest neighbour; an object that resizing would erase keeps every cell it touches)."""
+    mask = data._resize_mask(data._object_mask(annotation, object_id), size)
+    if not (mask == 1).any():
+        mask[data._resize_soft(annotation == object_id, size) > 0] = 1
+    return mask
+
+
+def merge_objects(logits: torch.Tensor, object_ids) -> np.ndarray:
+    """Logits (n, H, W) of n objects -> (H, W) uint8 ids: per pixel the object with the highest
+    logit if that logit is above 0, else background (0)."""
+    if len(object_ids) == 0:
+        return np.zeros(tuple(logits.shape[-2:]), np.uint8)
+    best, which = logits.float().max(dim=0)
+    ids = torch.as_tensor(list(object_ids), dtype=torch.uint8, device=logits.device)[which]
+    return torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy()
+
+
+@torch.no_grad()
+def segment_sequence(model, source, sequence: str, *, label: str = "mask", propagate: bool = False,
+                     image_size: int, cache: EmbeddingCache | None = None, seed: int = 0,
+                     sequence_index: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Segment every object of a sequence from its first-frame annotation.
+
+    Returns truth and prediction, (T, H, W) uint8 id maps (the prediction's frame 0 is the given
+    annotation), and the ids of 1..n (n the first frame's largest id) absent from the first frame:
+    they have no reference and are predicted nowhere.
+    label: the first-frame reference is this simulated label of each object (prompts.py), drawn
+        from episode_rng(seed, sequence_index, object_id).
+    propagate: from frame 2 on, frame t-1 with the object's predicted mask is a second reference
+        (k = 2, the prompts concatenated as in Table 7); an object predicted nowhere in t-1 keeps
+        only its first-frame reference. Not in the paper.
+    The frame's SAM embedding is computed once (or read from `cache`) and shared by its objects.
+    """
+    device = next(model.learnable_parameters()).device
+    model.eval()
+    image, first = source.load_frame(sequence, 0)
+    num_objects = int(first[first != data.IGNORE].max(initial=0))
+    present = [i for i in range(1, num_objects + 1) if (first == i).any()]
+    missing = [i for i in range(1, num_objects + 1) if i not in present]
+    first_image = torch.from_numpy(data._image_array(image, image_size))  # (3, S, S)
+    first_labels = torch.from_numpy(np.stack([
+        prompts.simulate_annotation(_reference_mask(first, i, image_size), label,
+                                    prompts.episode_rng(seed, sequence_index, i)).mask
+        for i in present]).astype(np.float32)) if present else None  # (n, S, S)
+    truths = [first]
+    predictions = [np.where(np.isin(first, present), first, 0).astype(np.uint8)]
+    previous_image = None
+    for t in range(1, len(source.frame_ids(sequence))):
+        image, annotation = source.load_frame(sequence, t)
+        if annotation.shape != first.shape:
+            raise ValueError(f"sequence {sequence}: frame {source.frame_ids(sequence)[t]} is {annotation.shape[1]}x"
+                             f"{annotation.shape[0]} but its first frame is {first.shape[1]}x{first.shape[0]}; "
+                             "all frames of a sequence must have one size")
+        target = torch.from_numpy(data._image_array(image, image_size))
+        logits = torch.full((len(present), *first.shape), -torch.inf)
+        if present:
+            with autocast(device):
+                batch = target[None].to(device)
+                if cache is None:
+                    embedding = sam_image_embeddings(model.sam, batch)
+                else:
+                    embedding = cache.embed(model.sam, batch, [source.image_id(sequence, t)])
+            # The references of each object: the first frame, plus (propagate) frame t-1 with its prediction.
+            groups: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {1: [], 2: []}
+            for k, object_id in enumerate(present):
+                images, labels = [first_image], [first_labels[k]]
+                if propagate and previous_image is not None:
+                    mask = _reference_mask(predictions[-1], object_id, image_size) == 1
+                    if mask.any():
+                        images.append(previous_image)
+                        labels.append(torch.from_numpy(mask.astype(np.float32)))
+                groups[len(images)].append((k, torch.stack(images), torch.stack(labels)))
+            for members in groups.values():
+                if not members:
+                    continue
+                rows = [k for k, _, _ in members]
+                with autocast(device):
+                    low = model(batch.expand(len(rows), -1, -1, -1),
+                                torch.stack([m[1] for m in members]).to(device),
+                                torch.stack([m[2] for m in members]).to(device),
+                                image_embeddings=embedding.expand(len(rows), -1, -1, -1))  # (m, S, S)
+                logits[rows] = upsample_logits(low.float()[:, None], first.shape)[:, 0].cpu()
+        truths.append(annotation)
+        predictions.append(merge_objects(logits, present))
+        previous_image = target
+    return np.stack(truths), np.stack(predictions), missing
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse to write into a non-empty folder that this script did not make (no results.json)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a folder for the result PNGs")
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_FILE).is_file():
+        raise FileExistsError(f"--out {out} already holds files that are not results of video.py (no {RESULTS_FILE}); "
+                              "pass an empty or new folder")
+
+
+def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False, image_size: int,
+                    cache: EmbeddingCache | None = None, seed: int = 0, desc: str = "video") -> dict:
+    """Segment every sequence of `source`, write its palette PNGs under out/<sequence>/<frame>.png
+    and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes."""
+    check_output_folder(out)
+    for stale in list(out.glob("global_results-*.csv")) + list(out.glob("per-sequence_results-*.csv")):
+        stale.unlink()  # the toolkit would read these instead of scoring the new PNGs
+    meter, notes = JFMeter(), []
+    seconds, target_frames = 0.0, 0
+    for index, sequence in enumerate(tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True)):
+        start = time.perf_counter()
+        truth, prediction, missing = segment_sequence(model, source, sequence, label=label, propagate=propagate,
+                                                      image_size=image_size, cache=cache, seed=seed,
+                                                      sequence_index=index)
+        seconds += time.perf_counter() - start
+        target_frames += len(truth) - 1
+        if missing:
+            notes.append(f"{sequence}: object id(s) {', '.join(map(str, missing))} absent from the first frame have no "
+                         "reference and are predicted nowhere (the toolkit still scores them)")
+        for frame, ids in zip(source.frame_ids(sequence), prediction):
+            write_palette_png(out / sequence / f"{frame}.png", ids)
+        meter.update(sequence, truth, prediction)
+    return {"summary": meter.summary(), "per_object": meter.per_object, "sequences": len(source.sequences),
+            "objects": len(meter.per_object), "target_frames": target_frames,
+            "seconds_per_frame": seconds / max(target_frames, 1), "notes": notes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_SYNTHETIC_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    group = parser.add_argument_group("what to evaluate")
+    group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video")
+    group.add_argument("--checkpoint", type=Path, default=None,
+                       help=f"a train.py checkpoint (default for synthetic-video: {DEFAULT_SYNTHETIC_CHECKPOINT}; "
+                            "required for davis2017, e.g. a COCO-20i model)")
+    group.add_argument("--label", choices=prompts.LABEL_KINDS, default="mask",
+                       help="what the first frame gives of each object: its mask, or a point / scribble / box simulated from it")
+    group.add_argument("--propagate", action="store_true",
+                       help="not in the paper: also use the previous frame and its prediction as a second reference")
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", type=Path, default=Path("data"), help="davis2017: the folder holding DAVIS/")
+    group.add_argument("--split", default="val", help="davis2017: the ImageSets/2017 list (Table 16: val)")
+    group.add_argument("--sequences", default=None, help="davis2017: a comma list of sequences (default: the whole list)")
+    group.add_argument("--videos", type=int, default=30, help="synthetic-video: number of videos")
+    group.add_argument("--frames", default="10-20", help="synthetic-video: frames per video, LOW-HIGH")
+    group.add_argument("--fold", type=int, default=None,
+                       help="synthetic-video: objects of this fold's test classes (default: the checkpoint's fold, unseen in its training)")
+    group.add_argument("--seed", type=int, default=0, help="the simulated labels (and the synthetic videos)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--sam-checkpoint", type=Path, default=None, help="default: the run's")
+    group.add_argument("--image-size", type=int, default=None, help="network input size S (default: the run's)")
+    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
+    group.add_argument("--no-cache", action="store_true")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", type=Path, default=None,
+                       help="folder of the result PNGs (<out>/<sequence>/<frame>.png) and results.json "
+                            "(default: beside the checkpoint, video-<dataset>-<label>[-propagate])")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
+        sys.exit(f"video.py: error: {error}")
+
+
+def build_source(args: argparse.Namespace, run_args: dict):
+    if args.dataset == "davis2017":
+        sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+        return data.DavisVideos(args.data_root, split=args.split, sequences=sequences)
+    fold = run_args.get("fold", 0) if args.fold is None else args.fold
+    low, _, high = args.frames.partition("-")
+    if not (low.isdigit() and high.isdigit() and 3 <= int(low) <= int(high)):
+        raise ValueError(f"--frames {args.frames}: expected LOW-HIGH with 3 <= LOW <= HIGH, e.g. 10-20")
+    return SyntheticVideos(classes=data.fold_classes("synthetic", fold, "test"), seed=args.seed, num_videos=args.videos,
+                           num_frames=(int(low), int(high)))
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.checkpoint is None:
+        if args.dataset == "davis2017":
+            raise ValueError("--dataset davis2017 needs --checkpoint PATH: a model trained by train.py "
+                             "(e.g. python train.py --dataset coco --fold 0)")
+        args.checkpoint = DEFAULT_SYNTHETIC_CHECKPOINT
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(f"{args.checkpoint} not found: train it with `python train.py --dataset synthetic` "
+                                    "or pass --checkpoint PATH")
+    if args.videos < 1:
+        raise ValueError(f"--videos {args.videos}: must be at least 1")
+    state = load_checkpoint(args.checkpoint)
+    run_args = state.get("args", {})
+    source = build_source(args, run_args)  # checks the data before the model is built
+    tag = f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
+    out = args.out or args.checkpoint.parent / tag
+    check_output_folder(out)
+    image_size = args.image_size or run_args.get("image_size") or 512
+    config = VRPConfig(**state["config"])
+    sam_checkpoint = args.sam_checkpoint or run_args.get("sam_checkpoint")
+    device = torch.device(args.device)
+    model = build_vrp_sam(config, sam_checkpoint=sam_checkpoint, backbone_weights=run_args.get("backbone_weights")).to(device)
+    model.load_learnable_state_dict(state["model"])
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, config.sam, image_size)
+
+    result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,
+                             cache=cache, seed=args.seed, desc=f"{args.dataset} {args.label}")
+    result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
+                  label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
+                  image_size=image_size, device=str(device))
+    write_json(out / RESULTS_FILE, result)
+    for note in result["notes"]:
+        print(note)
+    print(format_table(result, out))
+    return result
+
+
+def format_table(result: dict, out: Path) -> str:
+    name = f"{result['dataset']} {result['split']}" if result["split"] else result["dataset"]
+    reference = f"{result['label']} of the first frame" + (" + previous frame's prediction (--propagate)" if result["propagate"] else "")
+    lines = [f"VRP-SAM video object segmentation on {name} (Table 16's protocol), reference: {reference}",
+             "".join(f"{m:>10}" for m in MEASURES),
+             "".join(f"{100 * result['summary'][m]:10.1f}" for m in MEASURES),
+             f"{result['sequences']} sequences, {result['objects']} objects, {result['target_frames']} target frames, "
+             f"{result['seconds_per_frame']:.3f} s per frame ({result['device']}); PNGs and {RESULTS_FILE} in {out}"]
+    if result["dataset"] == "davis2017":
+        lines.append(PAPER_TABLE16)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

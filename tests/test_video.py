@@ -4,11 +4,22 @@ the embedded synthetic videos."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from scipy import ndimage
 
+import data
+import evaluate
+import model
 import video
+from synthetic import SyntheticVideos
+
+REPO = Path(__file__).resolve().parents[1]
 
 H, W = 180, 240  # diagonal 300 px: the boundary tolerance is ceil(0.008 * 300) = 3 px
 
@@ -174,3 +185,202 @@ def test_boundary_map_of_a_square_by_hand():
     expected[1, 2:6] = expected[2:5, 2] = True  # background row above and column left
     expected[2:5, 5] = expected[4, 3:6] = True  # the square's right column and bottom row
     assert np.array_equal(boundary, expected)
+
+
+# --- the DAVIS 2017 loader, on a fabricated folder in the real formats -------------------------------
+
+FRAME_H, FRAME_W = 60, 90
+
+
+def _write_davis(root: Path, sequences: dict[str, np.ndarray]) -> Path:
+    """DAVIS/{JPEGImages,Annotations}/480p/<seq>/<frame> (JPEG frames, palette PNGs) and ImageSets/2017/val.txt."""
+    davis = root / "DAVIS"
+    for name, annotations in sequences.items():
+        rng = np.random.default_rng(len(name))
+        for t, ids in enumerate(annotations):
+            frame = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
+            frame[ids == 1] = (200, 30, 30)
+            frame[ids == 2] = (30, 30, 200)
+            (davis / "JPEGImages/480p" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame).save(davis / "JPEGImages/480p" / name / f"{t:05d}.jpg", quality=90)
+            video.write_palette_png(davis / "Annotations/480p" / name / f"{t:05d}.png", ids)
+    (davis / "ImageSets/2017").mkdir(parents=True, exist_ok=True)
+    (davis / "ImageSets/2017/val.txt").write_text("\n".join(sequences) + "\n")
+    return root
+
+
+def _two_objects(frames: int = 5, gap: bool = False) -> np.ndarray:
+    """Two squares moving right (ids 1, 2), a void (255) ring around the first; with gap, ids 1 and 3."""
+    out = []
+    for t in range(frames):
+        ids = np.zeros((FRAME_H, FRAME_W), np.uint8)
+        ids[8:31, 5 + 3 * t:29 + 3 * t] = 255
+        ids[10:29, 7 + 3 * t:27 + 3 * t] = 1
+        ids[35:55, 50 + 2 * t:70 + 2 * t] = 3 if gap else 2
+        out.append(ids)
+    return np.stack(out)
+
+
+@pytest.fixture
+def davis_root(tmp_path):
+    return _write_davis(tmp_path / "data", {"bear": _two_objects(), "car-turn": _two_objects(4)})
+
+
+def test_davis_loader_reads_jpeg_frames_and_palette_annotations(davis_root):
+    videos = data.DavisVideos(davis_root)
+    assert videos.sequences == ("bear", "car-turn")
+    assert videos.frame_ids("bear") == ("00000", "00001", "00002", "00003", "00004")
+    image, annotation = videos.load_frame("bear", 2)
+    assert image.shape == (FRAME_H, FRAME_W, 3) and image.dtype == np.uint8
+    assert np.array_equal(annotation, _two_objects()[2])  # ids 0, 1, 2 and void 255 as written
+    assert data.DavisVideos(davis_root, sequences=["car-turn"]).sequences == ("car-turn",)
+
+
+def test_an_rgb_annotation_in_davis_colours_is_converted_else_refused(davis_root):
+    path = davis_root / "DAVIS/Annotations/480p/bear/00001.png"
+    ids = _two_objects()[1]
+    Image.fromarray(data.davis_palette()[ids]).save(path)  # what an image editor's "save as RGB" makes
+    assert np.array_equal(data.DavisVideos(davis_root).load_frame("bear", 1)[1], ids)
+    rgb = data.davis_palette()[ids]
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(path)
+    with pytest.raises(ValueError, match=r"00001.png is an RGB PNG with colour \(1, 2, 3\).*not in DAVIS's palette"):
+        data.DavisVideos(davis_root).load_frame("bear", 1)
+
+
+def test_bad_davis_folders_are_one_clear_line(davis_root, tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path)
+    base = ["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(checkpoint),
+            "--out", str(tmp_path / "out"), "--no-cache"]
+    davis = davis_root / "DAVIS"
+
+    def error() -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(base)
+        return str(exit_info.value)
+
+    (davis / "ImageSets/2017/val.txt").write_text("bear\nghost\n")
+    assert "sequence ghost is listed in" in error() and "holds no .jpg frames" in error()
+    (davis / "ImageSets/2017/val.txt").write_text("bear\n")
+    (davis / "Annotations/480p/bear/00003.png").unlink()
+    message = error()
+    assert "sequence bear: 5 frames" in message and "4 annotations" in message and "first unmatched: 00003" in message
+    video.write_palette_png(davis / "Annotations/480p/bear/00003.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8))
+    assert "00003.jpg is 90x60 but its annotation" in error()
+    assert not (tmp_path / "out").exists()  # nothing written for a bad dataset
+
+
+def test_the_output_folder_of_someone_else_is_refused_before_anything_runs(davis_root, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="already holds files that are not results of video.py"):
+        video.main(["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+                    "--out", str(out)])
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+# --- the protocol end to end ------------------------------------------------------------------------
+
+def _checkpoint(folder: Path) -> Path:
+    """A checkpoint like train.py's, for the tiny synthetic configuration (an untrained encoder)."""
+    path = folder / "run" / "best.pt"
+    if not path.exists():
+        vrp = model.build_vrp_sam(model.VRPConfig(backbone="tiny", sam="tiny"), seed=0)
+        model.save_checkpoint(path, vrp, args={"dataset": "synthetic", "fold": 0, "label": "mask", "image_size": 128,
+                                               "sam_checkpoint": str(REPO / "checkpoints/sam_tiny_synthetic.pth")})
+    return path
+
+
+def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_path, monkeypatch):
+    calls = []
+    real_forward = model.VRPSAM.forward
+    monkeypatch.setattr(model.VRPSAM, "forward",  # records (k references, objects) of each call
+                        lambda self, t, r, l, **kw: calls.append(tuple(r.shape[1::-1])) or real_forward(self, t, r, l, **kw))
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    result = evaluate.main(["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+                            "--out", str(out), "--cache-dir", str(cache), "--label", "point"])
+    videos = data.DavisVideos(davis_root)
+    meter = video.JFMeter()
+    for sequence in videos.sequences:
+        truth = np.stack([videos.load_frame(sequence, t)[1] for t in range(len(videos.frame_ids(sequence)))])
+        written = []
+        for frame in videos.frame_ids(sequence):
+            with Image.open(out / sequence / f"{frame}.png") as png:
+                assert png.mode == "P" and png.size == (FRAME_W, FRAME_H)  # the original resolution
+                assert np.array_equal(np.array(png.getpalette()[:768]).reshape(256, 3), data.davis_palette())
+                written.append(np.array(png))
+        written = np.stack(written)
+        assert set(np.unique(written)) <= {0, 1, 2}
+        assert np.array_equal(written[0], np.where(truth[0] == 255, 0, truth[0]))  # frame 0 is the given annotation
+        meter.update(sequence, truth, written)
+    # the PNGs on disk score exactly what the run reported, the toolkit's table
+    assert result["summary"] == pytest.approx(meter.summary(), abs=1e-12)
+    assert json.loads((out / "results.json").read_text())["objects"] == 4 == len(meter.per_object)
+    # one SAM embedding per target frame, shared by both objects; one forward per frame, all objects in it
+    assert len(list(cache.rglob("*.pt"))) == 4 + 3 == result["target_frames"]
+    assert calls == [(1, 2)] * 7
+    calls.clear()
+    propagated = video.main(["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+                             "--out", str(tmp_path / "propagated"), "--cache-dir", str(cache), "--propagate", "--label", "point"])
+    assert len(list(cache.rglob("*.pt"))) == 7  # the cache served every frame
+    # frame 1 has only the first-frame reference (frame 0's full mask would leak past --label point);
+    # later frames add frame t-1 with its prediction, for the objects predicted there (k = 2)
+    starts, rows = [], 0  # the call at each frame 1: bear's after 0 rows, car-turn's after 4 x 2
+    for k, objects in calls:
+        if rows in (0, 8):
+            starts.append((k, objects))
+        rows += objects
+    assert starts == [(1, 2), (1, 2)] and rows == 14 and any(k == 2 for k, _ in calls)
+    assert propagated["target_frames"] == 7
+
+
+def test_an_object_missing_from_the_first_frame_is_noted_and_predicted_nowhere(tmp_path, capsys):
+    root = _write_davis(tmp_path / "data", {"gap": _two_objects(gap=True)})
+    out = tmp_path / "out"
+    result = video.main(["--dataset", "davis2017", "--data-root", str(root), "--checkpoint", str(_checkpoint(tmp_path)),
+                         "--out", str(out), "--no-cache"])
+    assert "gap: object id(s) 2 absent from the first frame" in capsys.readouterr().out
+    assert set(result["per_object"]) == {"gap_1", "gap_2", "gap_3"}  # scored like the toolkit scores it
+    assert result["per_object"]["gap_2"]["J"][0] == 1.0  # never in the truth, never predicted
+    assert all(2 not in np.array(Image.open(p)) for p in (out / "gap").glob("*.png"))
+
+
+def test_merge_takes_the_highest_logit_above_zero():
+    logits = torch.tensor([[[2.0, -1.0, 0.5, -3.0]], [[1.0, -0.5, 3.0, -2.0]]])  # 2 objects, 1 x 4 pixels
+    assert video.merge_objects(logits, [1, 3]).tolist() == [[1, 0, 3, 0]]
+
+
+# --- the synthetic videos ---------------------------------------------------------------------------
+
+def test_synthetic_videos_are_seeded_and_have_what_davis_has():
+    videos = SyntheticVideos(classes=[1, 2, 3, 4, 5], seed=0, num_videos=20)
+    again = SyntheticVideos(classes=[1, 2, 3, 4, 5], seed=0, num_videos=3)
+    for a, b in zip(videos.load_frame("video001", 5), again.load_frame("video001", 5)):
+        assert np.array_equal(a, b)  # a video does not depend on how many were asked for
+    repeated_class = 0
+    for sequence in videos.sequences:
+        layout = videos.layout(sequence)
+        assert 10 <= layout.num_frames <= 20 and len(videos.frame_ids(sequence)) == layout.num_frames
+        instances = [o for o in layout.objects if o.object_id]
+        assert 2 <= len(instances) <= 3 and any(o.object_id == 0 for o in layout.objects)  # distractors
+        repeated_class += len({o.class_id for o in instances}) < len(instances)
+        image0, first = videos.load_frame(sequence, 0)
+        assert image0.shape == (128, 128, 3)
+        assert set(np.unique(first)) == {0, *range(1, len(instances) + 1)}  # every object seen in frame 0
+        last = videos.load_frame(sequence, layout.num_frames - 1)[1]
+        assert not np.array_equal(first, last)  # they move
+    assert repeated_class >= 2  # two instances of one class, as in DAVIS
+
+
+def test_synthetic_video_benchmark_end_to_end(tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path)
+    args = ["--checkpoint", str(checkpoint), "--videos", "2", "--frames", "6-8", "--cache-dir", str(tmp_path / "cache")]
+    result = video.main(args)
+    printed = capsys.readouterr().out
+    assert "J&F-Mean" in printed and "s per frame" in printed
+    out = checkpoint.parent / "video-synthetic-video-mask"
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "video000", "video001"]
+    assert 0 <= result["summary"]["J&F-Mean"] <= 1 and result["objects"] >= 4
+    again = video.main(args)  # a rerun rewrites its own results, and the same seed gives the same numbers
+    assert again["summary"] == result["summary"]
