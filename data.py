@@ -54,6 +54,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+import cli
 import prompts
 from synthetic import SYNTHETIC_CLASS_NAMES, SyntheticImages
 
@@ -166,6 +167,35 @@ COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO20
 COCO 2014 images and annotations: https://cocodataset.org/#download"""
 
 
+def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[str] = SPLITS) -> list[str]:
+    """Every file or folder benchmark `name` needs for `splits` that is absent under data_root, each
+    as "<path>: what it is; where to get it" (empty when all is there). Checks the layout only;
+    the files themselves are checked when read."""
+    if name == "synthetic":
+        return []
+    root = Path(data_root if data_root is not None else "data")
+    missing = []
+    for split in splits:
+        if name == "pascal" or (name == "coco2pascal" and split == "test"):
+            voc = root / "VOC2012"
+            wanted = [(voc / "JPEGImages", "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
+                       "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/)"),
+                      (voc / "SegmentationClassAug", "SBD-augmented labels, SegmentationClassAug.zip (see README, "
+                       "'Reproducing the paper')"),
+                      (voc / "ImageSets" / "Segmentation" / "val.txt", "the 1,449 test image names, in the VOC 2012 tar")]
+        else:
+            coco = root if (root / "annotations").is_dir() or not (root / "COCO2014").is_dir() else root / "COCO2014"
+            folder = "train2014" if split == "train" else "val2014"
+            annotations = coco / "annotations"
+            wanted = [(coco / folder, f"COCO {folder} images, {folder}.zip from https://cocodataset.org/#download")]
+            if not (annotations / folder).is_dir() and not (annotations / f"instances_{folder}.json").is_file():
+                wanted.append((annotations / f"instances_{folder}.json", "COCO 2014 instance annotations, "
+                               f"annotations_trainval2014.zip from https://cocodataset.org/#download "
+                               f"(or HSNet's semantic PNGs in {annotations / folder})"))
+        missing += [f"{path}: {what}" for path, what in wanted if not path.exists()]
+    return list(dict.fromkeys(missing))
+
+
 class PascalImages:
     """PASCAL VOC 2012 images with SBD-augmented labels (§5.1; Appendix B).
 
@@ -192,7 +222,7 @@ class PascalImages:
 
         label_names = _listdir(self.label_dir, ".png")
         index = _cached_index(
-            cache_dir, "pascal", source=self.label_dir, signature={"count": len(label_names)},
+            cache_dir, "pascal", source=self.label_dir, signature=_files_signature(self.label_dir, label_names, ".png"),
             build=lambda: _index_label_pngs(self.label_dir, label_names, num_classes=20, progress=progress),
         )
         missing = [n for n in val_names if n not in index]
@@ -209,7 +239,7 @@ class PascalImages:
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map."""
         name = image_id.split("/", 1)[1]
-        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png")
+        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=20)
 
 
 class CocoImages:
@@ -245,7 +275,7 @@ class CocoImages:
             self.label_dir = png_dir
             label_names = _listdir(png_dir, ".png")
             index = _cached_index(
-                cache_dir, f"coco-{folder}-png", source=png_dir, signature={"count": len(label_names)},
+                cache_dir, f"coco-{folder}-png", source=png_dir, signature=_files_signature(png_dir, label_names, ".png"),
                 build=lambda: _index_label_pngs(png_dir, label_names, num_classes=80, progress=progress),
             )
         else:
@@ -266,20 +296,36 @@ class CocoImages:
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and its (H, W) uint8 label map (0..80)."""
         name = image_id.rsplit("/", 1)[1]
-        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png")
+        return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=80)
 
 
 def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dict[str, list[list[int]]]:
     """Render instances_*.json into one semantic PNG per image; returns {file stem: [[class, pixels], ...]}."""
     from pycocotools.coco import COCO  # only this route needs it
 
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        try:
-            coco = COCO(str(json_path))
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{json_path} could not be read as COCO instance annotations: {error!r}") from error
+    not_coco = f"{json_path} is not COCO instance annotations (instances_*2014.json: an object with lists " \
+               "'images', 'annotations' and 'categories')"
+    try:
+        with open(json_path, "rb") as f:
+            dataset = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{json_path} could not be read as JSON ({error}); re-download it") from error
+    if not isinstance(dataset, dict):
+        raise ValueError(f"{not_coco}; it holds a JSON {type(dataset).__name__}")
+    absent = [key for key in ("images", "annotations", "categories") if not isinstance(dataset.get(key), list)]
+    if absent:
+        raise ValueError(f"{not_coco}; it has no {absent[0]!r} list")
+    coco = COCO()  # from the dict read above: pycocotools' own reader asserts instead of explaining
+    coco.dataset = dataset
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco.createIndex()
+        if not all(isinstance(category, dict) and "id" in category for category in dataset["categories"]):
+            raise KeyError("a category without an 'id'")
+    except (KeyError, TypeError, ValueError, AssertionError) as error:
+        raise ValueError(f"{not_coco}; an entry lacks a field ({type(error).__name__}: {error})") from error
     class_of = {}
-    for category in coco.dataset.get("categories", []):
+    for category in dataset["categories"]:
         if category["id"] not in COCO_CATEGORY_IDS:
             raise ValueError(f"{json_path}: category id {category['id']} ({category.get('name')}) is not one of "
                              "COCO's 80 detection categories; COCO-20i needs instances_*2014.json")
@@ -288,6 +334,10 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
             raise ValueError(f"{json_path}: category id {category['id']} is named {category.get('name')!r}, "
                              f"COCO calls it {COCO_CLASSES[class_id - 1]!r}; is this COCO 2014?")
         class_of[category["id"]] = class_id
+    unknown = sorted({ann["category_id"] for ann in dataset["annotations"]} - set(class_of), key=str)
+    if unknown:
+        raise ValueError(f"{json_path}: annotations use category id {unknown[0]!r}, which its 'categories' list "
+                         "does not define; is the file complete (re-download it)?")
 
     index: dict[str, list[list[int]]] = {}
     with warnings.catch_warnings():
@@ -296,10 +346,14 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
         for image_id in tqdm(sorted(coco.imgs), desc=f"rendering {json_path.name}", disable=not progress):
             info = coco.imgs[image_id]
             objects = []
-            for ann in coco.imgToAnns.get(image_id, []):
-                mask = coco.annToMask(ann).astype(bool)
-                objects.append((-int(mask.sum()), ann["id"], class_of[ann["category_id"]], mask))
-            label = np.zeros((info["height"], info["width"]), np.uint8)
+            try:
+                label = np.zeros((info["height"], info["width"]), np.uint8)
+                for ann in coco.imgToAnns.get(image_id, []):
+                    mask = coco.annToMask(ann).astype(bool)
+                    objects.append((-int(mask.sum()), ann["id"], class_of[ann["category_id"]], mask))
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                raise ValueError(f"{json_path}: image {image_id} or one of its annotations is malformed "
+                                 f"({type(error).__name__}: {error}); re-download the file") from error
             for _, _, class_id, mask in sorted(objects, key=lambda o: o[:2]):  # largest first
                 label[mask] = class_id
             if label.any():
@@ -379,14 +433,24 @@ class EpisodeDataset(Dataset):
                 chosen.append(image_id)
         return tuple(chosen)
 
+    def _check_label_holds(self, label: np.ndarray, class_id: int, image_id: str) -> None:
+        # The class index was built from the labels; one edited since then must not be scored with it.
+        if not (label == class_id).any():
+            raise ValueError(
+                f"the label of {image_id} (in {self.images.location}) has no pixel of class {class_id} "
+                f"({self.class_names[class_id - 1]}), but the class index built from it lists the class: the "
+                "label changed after the index was built; run again to rebuild the index")
+
     def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator]) -> dict:
         size, c = self.image_size, episode.class_id
         image, label = self.images.load(episode.target_id)
+        self._check_label_holds(label, c, episode.target_id)
         item = {"target_image": _image_tensor(image, size),
                 "target_mask": torch.from_numpy(_resize_mask(_object_mask(label, c), size).astype(np.int64))}
         reference_images, reference_masks, reference_labels = [], [], []  # numpy until stacked (_image_array)
         for reference_id, rng in zip(episode.reference_ids, annotation_rngs):
             ref_image, ref_label = self.images.load(reference_id)
+            self._check_label_holds(ref_label, c, reference_id)
             mask = _resize_mask(_object_mask(ref_label, c), size)
             if not (mask == 1).any():
                 # Nearest-neighbour downscaling can miss a thin or tiny object entirely; a
@@ -669,8 +733,8 @@ def build_dataset(
     classes = fold_classes(name, fold, split)  # validates name, split, fold
     if name == "synthetic":
         images = SyntheticImages(seed=seed, split=split, scene_size=scene_size,
-                                 num_images=num_images or (2000 if split == "train" else 1000))
-        image_size = image_size or scene_size
+                                 num_images=num_images if num_images is not None else (2000 if split == "train" else 1000))
+        image_size = image_size if image_size is not None else scene_size
         sampling = "image"
     else:
         if data_root is None:
@@ -688,7 +752,7 @@ def build_dataset(
             images = CocoImages(data_root, split=split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,
                                 progress=progress)
             sampling = "class"
-        image_size = image_size or 512
+        image_size = image_size if image_size is not None else 512
     common = dict(name=name, split=split, fold=fold, classes=classes, sampling=sampling, shots=shots, label=label,
                   image_size=image_size, seed=seed, original_size=original_size)
     if split == "train":
@@ -755,8 +819,9 @@ def _resize_soft(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.BILINEAR))
 
 
-def _read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(image_path: Path, label_path: Path, *, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     image, label = _read_image(image_path), _read_label(label_path)
+    _check_label_values(label, label_path, num_classes)
     if image.shape[:2] != label.shape:
         raise ValueError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
@@ -808,12 +873,16 @@ def _index_label_pngs(label_dir: Path, names: Sequence[str], *, num_classes: int
     for name in tqdm(names, desc=f"indexing {label_dir}", disable=not progress):
         path = label_dir / f"{name}.png"
         label = _read_label(path)
-        bad = [v for v in np.unique(label) if num_classes < v < IGNORE]
-        if bad:
-            raise ValueError(f"label {path} has pixel value {bad[0]}: expected 0 background, 1..{num_classes} "
-                             f"classes and {IGNORE} ignore")
+        _check_label_values(label, path, num_classes)
         index[name] = _class_pixels(label, num_classes)
     return index
+
+
+def _check_label_values(label: np.ndarray, path: Path, num_classes: int) -> None:
+    bad = (label > num_classes) & (label != IGNORE)
+    if bad.any():
+        raise ValueError(f"label {path} has pixel value {int(label[bad][0])}: expected 0 background, 1..{num_classes} "
+                         f"classes and {IGNORE} ignore")
 
 
 def _class_pixels(label: np.ndarray, num_classes: int) -> list[list[int]]:
@@ -826,19 +895,30 @@ def _classes_with(class_pixels: Sequence[Sequence[int]], min_pixels: int) -> tup
     return tuple(c for c, n in class_pixels if n >= min_pixels)
 
 
+def _files_signature(folder: Path, names: Sequence[str], suffix: str) -> dict:
+    """What identifies a folder of label files without reading them: how many, and a hash of each
+    one's name, size and modification time, so a label replaced or edited in place changes it."""
+    digest = hashlib.sha256()
+    for name in names:
+        stat = (folder / f"{name}{suffix}").stat()
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"count": len(names), "files_sha256": digest.hexdigest()}
+
+
 def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
                   build: Callable[[], dict]) -> dict[str, list[list[int]]]:
     """The {image: [[class, pixels], ...]} index of `source` from cache_dir if it was built from the same files
-    (same `signature`: file count, or size and time of the annotation file), else built and cached."""
+    (same `signature`: the label files' names, sizes and times, or those of the annotation file),
+    else built and cached. Items re-check their labels when read (EpisodeDataset._item)."""
     signature = {"source": str(Path(source).resolve()), **signature}
     path = cache_dir / f"{kind}-index-{_short_hash(signature['source'])}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         cached = json.loads(path.read_text())
-        if cached["format"] == 2 and cached["signature"] == signature:
+        if cached["format"] == 3 and cached["signature"] == signature:
             return cached["classes"]
     log.info("building %s class index into %s", kind, path)
     index = build()
-    write_atomic(path, json.dumps({"format": 2, "signature": signature, "classes": index}).encode())
+    write_atomic(path, json.dumps({"format": 3, "signature": signature, "classes": index}).encode())
     return index
 
 
@@ -858,14 +938,19 @@ def _short_hash(text: str) -> str:
 
 def write_atomic(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder and rename, so readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise cli.write_error(path, error) from error
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise cli.write_error(path, error) from error
         raise

@@ -31,8 +31,9 @@ from scipy import ndimage
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import cli
 import data
-from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
+from model import BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
 from prompts import LABEL_KINDS
 
 IGNORE = 255
@@ -45,23 +46,29 @@ class IoUMeter:
         self.class_ids = list(class_ids)
         self.intersection = {c: np.zeros(2) for c in self.class_ids}
         self.union = {c: np.zeros(2) for c in self.class_ids}
+        self.episodes = {c: 0 for c in self.class_ids}
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor, class_ids) -> None:
         """prediction (B, H, W) bool; target (B, H, W) in {0, 1, 255}; class_ids: B ints."""
         valid = target != IGNORE
         truth = target == 1
         for b, class_id in enumerate(class_ids):
+            self.episodes[int(class_id)] += 1
             for value, (p, t) in enumerate(((~prediction[b], ~truth[b]), (prediction[b], truth[b]))):
                 self.intersection[int(class_id)][value] += (p & t & valid[b]).sum().item()
                 self.union[int(class_id)][value] += ((p | t) & valid[b]).sum().item()
 
     def class_iou(self) -> dict[int, float]:
-        """Foreground IoU (%) of each class that had at least one episode."""
-        return {c: 100 * self.intersection[c][1] / max(self.union[c][1], 1) for c in self.class_ids if self.union[c][1] > 0}
+        """Foreground IoU (%) of each class; 0 for a class that had no episode (see miou)."""
+        return {c: 100 * self.intersection[c][1] / max(self.union[c][1], 1) for c in self.class_ids}
+
+    def classes_without_episodes(self) -> list[int]:
+        return [c for c in self.class_ids if self.episodes[c] == 0]
 
     def miou(self) -> float:
-        per_class = self.class_iou()
-        return float(np.mean(list(per_class.values()))) if per_class else math.nan
+        """Mean foreground IoU over ALL the fold's classes: one without an episode counts as 0, as in
+        HSNet's and the authors' code (with 1000 episodes every class has some)."""
+        return float(np.mean(list(self.class_iou().values()))) if self.class_ids else math.nan
 
     def fbiou(self) -> float:
         intersection = sum(self.intersection.values())
@@ -101,7 +108,8 @@ def evaluate_episodes(
     vis_dir: Path | None = None,
     desc: str = "evaluate",
 ) -> dict:
-    """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes"}.
+    """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes",
+    "classes_without_episodes"} (mIoU counts those as 0, see IoUMeter.miou).
 
     class_ids: the fold's test classes (data.fold_classes), over which mIoU averages.
 
@@ -125,7 +133,8 @@ def evaluate_episodes(
         for b in range(min(save_vis - saved, len(logits))):
             save_visualisation(vis_dir / f"episode{int(batch['episode'][b]):05d}.png", batch, b, logits[b] > 0)
             saved += 1
-    return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset)}
+    return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset),
+            "classes_without_episodes": meter.classes_without_episodes()}
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, colour) -> np.ndarray:
@@ -165,35 +174,66 @@ def write_json(path: Path, obj) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
+                                     formatter_class=cli.HelpFormatter)
     group = parser.add_argument_group("what to evaluate")
     group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")
-    group.add_argument("--checkpoint", action="append", default=[], metavar="FOLD=PATH",
-                       help="use this checkpoint for a fold instead of searching --runs (repeatable)")
+    group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="FOLD=PATH",
+                       help="use this checkpoint for a fold instead of searching --runs (repeatable; default: none)")
     group.add_argument("--dataset", choices=data.DATASETS, default=None,
-                       help="default: the dataset of the runs found (davis2017 and synthetic-video: see video.py, Table 16)")
-    group.add_argument("--label", default="mask", help="label kind(s) of the references: one, a comma list, or 'all' (Table 12)")
-    group.add_argument("--shots", default="1", help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model")
-    group.add_argument("--folds", default="0,1,2,3")
-    group.add_argument("--backbone", default=None, help="only runs with this backbone")
+                       help="benchmark (default: the dataset of the runs found; davis2017 and synthetic-video: video.py, Table 16)")
+    group.add_argument("--label", type=cli.choice_list(LABEL_KINDS), default=["mask"],
+                       help="label kind(s) of the references: one, a comma list, or 'all' (Table 12) (default: mask)")
+    group.add_argument("--shots", type=cli.int_list(low=1), default=[1],
+                       help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model (default: 1)")
+    group.add_argument("--folds", type=cli.int_list(range(data.NUM_FOLDS)), default=list(range(data.NUM_FOLDS)),
+                       help="folds to evaluate, a comma list (default: 0,1,2,3)")
+    group.add_argument("--backbone", choices=BACKBONES, default=None, help="only runs with this backbone (default: any)")
     group.add_argument("--untrained", action="store_true",
                        help="evaluate a freshly initialised encoder with the runs' frozen parts (a baseline)")
     group = parser.add_argument_group("protocol")
-    group.add_argument("--episodes", type=int, default=1000, help="fixed episodes per fold (paper: 1000)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the episode list (train.py validates on the same)")
+    group.add_argument("--episodes", type=cli.positive_int, default=1000, help="fixed episodes per fold (paper: 1000)")
+    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)")
     group.add_argument("--original-size", action="store_true",
                        help="score at each image's original resolution instead of the network's input size")
-    group.add_argument("--data-root", type=Path, default=None, help="default: the run's")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="default: the run's")
-    group.add_argument("--batch-size", type=int, default=8)
-    group.add_argument("--workers", type=int, default=min(4, torch.get_num_threads()))
+    group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per forward pass (results do not depend on it)")
+    group.add_argument("--workers", type=cli.nonnegative_int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
     group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
-    group.add_argument("--no-cache", action="store_true")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
+    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     group = parser.add_argument_group("output")
-    group.add_argument("--save-vis", type=int, default=0, metavar="K", help="write K overlay images per fold (Figs. 4-5)")
+    group.add_argument("--save-vis", type=cli.nonnegative_int, default=0, metavar="K", help="write K overlay images per fold (Figs. 4-5)")
     return parser
+
+
+def fold_checkpoint(text: str) -> tuple[int, Path]:
+    """argparse type of --checkpoint: FOLD=PATH -> (fold, path); the file is checked when used."""
+    fold, _, path = text.partition("=")
+    if not fold.isdigit() or int(fold) >= data.NUM_FOLDS or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FOLD=PATH with FOLD in 0..{data.NUM_FOLDS - 1}, "
+                                         "e.g. --checkpoint 1=runs/pascal-fold1-mask-resnet50/best.pt")
+    return int(fold), Path(path)
+
+
+def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: bool = False,
+                original_size: bool = False, sam: str | None = None) -> str:
+    """The stem of a result's files beside its checkpoint (eval-<stem>.json, vis-<stem>/): everything
+    that defines the result is in it, so a result of another protocol is never replaced. Extend
+    it (keyword arguments, appended parts) when a new flag changes what is measured.
+
+    sam: the SAM checkpoint's file stem when it is not the one the run was trained with.
+    """
+    parts = [label, f"{shots}shot", f"{episodes}ep", f"seed{seed}"]
+    if untrained:
+        parts.append("untrained")
+    if original_size:
+        parts.append("original")
+    if sam is not None:
+        parts.append(f"sam-{sam}")
+    return "-".join(parts)
 
 
 def find_runs(runs: Path) -> list[tuple[Path, dict]]:
@@ -217,13 +257,10 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     """{(label, fold): checkpoint path}. Explicit --checkpoint FOLD=PATH wins over runs found under --runs."""
     chosen: dict[tuple[str, int], Path] = {}
     explicit = {}
-    for item in args.checkpoint:
-        fold, _, path = item.partition("=")
-        if not fold.isdigit() or not path:
-            raise ValueError(f"--checkpoint {item!r}: expected FOLD=PATH, e.g. --checkpoint 1=runs/pascal-fold1-mask-resnet50/best.pt")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"--checkpoint {item}: {path} not found")
-        explicit[int(fold)] = Path(path)
+    for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint
+        if not path.is_file():
+            raise FileNotFoundError(f"--checkpoint {fold}={path}: {path} not found")
+        explicit[fold] = path
     runs = find_runs(args.runs) if args.runs.exists() else []
     if not explicit and not runs:
         raise FileNotFoundError(f"no runs under {args.runs}: train one (python train.py --dataset synthetic) "
@@ -278,12 +315,11 @@ def main(argv=None) -> dict:
 
     if any(value in video.VIDEO_DATASETS for value in _dataset_values(argv)):
         return video.main(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return evaluate(args)
-    except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
-        sys.exit(f"evaluate.py: error: {error}")
+    except (OSError, ImportError, ValueError) as error:  # OSError: missing, unreadable or unwritable files
+        sys.exit(f"evaluate.py: error: {cli.error_message(error)}")
 
 
 def _dataset_values(argv: list[str]) -> list[str]:
@@ -293,58 +329,96 @@ def _dataset_values(argv: list[str]) -> list[str]:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    labels = list(LABEL_KINDS) if args.label == "all" else args.label.split(",")
-    unknown = [label for label in labels if label not in LABEL_KINDS]
-    if unknown:
-        raise ValueError(f"--label {args.label}: unknown kind {unknown[0]!r}; use one of {', '.join(LABEL_KINDS)}, a comma list, or all")
-    shots_list = [int(s) for s in args.shots.split(",")]
-    folds = [int(f) for f in args.folds.split(",")]
+    from train import check_prerequisites, default_sam_checkpoint  # train.py imports this module
+
+    labels, shots_list, folds = args.label, args.shots, args.folds
     device = torch.device(args.device)
     chosen = select_checkpoints(args, labels, folds)
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
     if missing:
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
 
-    models: dict[VRPConfig, object] = {}  # one frozen SAM per configuration, shared by the folds
+    # Every checkpoint, its run's frozen parts and data are checked before any episode is scored.
+    states = {key: load_checkpoint(path) for key, path in chosen.items()}
+    runs = {(label, fold): check_checkpoint(chosen[(label, fold)], state, dataset=args.dataset, fold=fold,
+                                            label=label, backbone=args.backbone)
+            for (label, fold), state in states.items()}
+    frozen = {key: argparse.Namespace(
+        backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
+        sam=states[key]["config"]["sam"],
+        sam_checkpoint=args.sam_checkpoint or Path(run.get("sam_checkpoint") or default_sam_checkpoint(states[key]["config"]["sam"])),
+        dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=("test",))
+        for key, run in runs.items()}
+    check_prerequisites(*frozen.values())
+    names = {(label, shots, fold): _result_name(args, label, shots, runs[(label, fold)])
+             for (label, fold) in chosen for shots in shots_list}
+    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
+        for (label, shots, fold), name in names.items():
+            (chosen[(label, fold)].parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
+
+    models: dict[tuple, tuple] = {}  # (config, image size) -> (model, cache): one frozen SAM at a time
     rows: dict[tuple[str, int], dict[int, dict]] = {}
+    outputs: list[tuple[Path, dict]] = []
     for label in labels:
         for shots in shots_list:
             rows[(label, shots)] = {}
             for fold in folds:
                 if (label, fold) not in chosen:
                     continue
-                path = chosen[(label, fold)]
-                state = load_checkpoint(path)
-                run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=label, backbone=args.backbone)
+                path, state, run, parts = chosen[(label, fold)], states[(label, fold)], runs[(label, fold)], frozen[(label, fold)]
                 config = VRPConfig(**state["config"])
-                if config not in models:
+                key = (config, run.get("image_size"), str(parts.sam_checkpoint), parts.backbone_weights)
+                if key not in models:
                     models.clear()  # keep one SAM in memory at a time
-                    models[config] = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint or Path(run["sam_checkpoint"]),
-                                                   backbone_weights=run.get("backbone_weights")).to(device)
-                model = models[config]
+                    model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
+                                          backbone_weights=parts.backbone_weights).to(device)
+                    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, run.get("image_size"))
+                    models[key] = (model, cache)
+                model, cache = models[key]
                 if args.untrained:
                     model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
                 else:
                     model.load_learnable_state_dict(state["model"])
                 dataset = data.build_dataset(args.dataset, split="test", fold=fold, shots=shots, label=label,
-                                             data_root=args.data_root or Path(run.get("data_root", "data")),
-                                             image_size=run.get("image_size"), num_episodes=args.episodes,
-                                             seed=args.seed, original_size=args.original_size,
-                                             cache_dir=args.cache_dir, progress=True)
-                cache = None if args.no_cache else EmbeddingCache(args.cache_dir, config.sam, run.get("image_size"))
-                tag = f"{label}-{shots}shot{'-untrained' if args.untrained else ''}{'-original' if args.original_size else ''}"
+                                             data_root=parts.data_root, image_size=run.get("image_size"),
+                                             num_episodes=args.episodes, seed=args.seed,
+                                             original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
+                name = names[(label, shots, fold)]
                 result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, "test"),
                                            batch_size=args.batch_size, workers=args.workers, cache=cache,
                                            original_size=args.original_size, save_vis=args.save_vis,
-                                           vis_dir=path.parent / f"vis-{tag}", desc=f"{label} {shots}-shot fold {fold}")
+                                           vis_dir=path.parent / f"vis-{name}", desc=f"{label} {shots}-shot fold {fold}")
+                if result["classes_without_episodes"]:
+                    print(no_episode_warning(result, args.dataset, f"{label} {shots}-shot fold {fold}"))
                 result.update(checkpoint=str(path), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
                               untrained=args.untrained, original_size=args.original_size,
                               class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
-                write_json(path.parent / f"eval-{tag}.json", result)
+                outputs.append((path.parent / f"eval-{name}.json", result))
                 rows[(label, shots)][fold] = result
     title = args.dataset + (" (untrained encoder)" if args.untrained else "")
-    print(format_table(title, rows, folds, args.episodes))
+    print(format_table(title, rows, folds, args.episodes))  # the results first: a failed write cannot lose them
+    failed = []
+    for json_path, result in outputs:
+        try:
+            write_json(json_path, result)
+        except OSError as error:
+            failed.append(str(error))
+    if failed:
+        more = f" (and {len(failed) - 1} more result file(s))" if len(failed) > 1 else ""
+        raise OSError(f"{failed[0]}{more}; the table above holds the results")
     return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
+
+
+def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict) -> str:
+    other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != run.get("sam_checkpoint")
+    return result_name(label=label, shots=shots, episodes=args.episodes, seed=args.seed, untrained=args.untrained,
+                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None)
+
+
+def no_episode_warning(result: dict, dataset: str, what: str) -> str:
+    names = ", ".join(f"{c} ({data.class_names(dataset)[c - 1]})" for c in result["classes_without_episodes"])
+    return (f"warning: {what}: no episode of class {names} among {result['episodes']}; counted as IoU 0 in the "
+            "mIoU, as HSNet and the authors do: use more episodes (--episodes / --val-episodes)")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,11 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import tempfile
 import urllib.error
-from contextlib import contextmanager, nullcontext
+import weakref
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -46,6 +48,8 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
+
+import cli
 
 BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny")
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
@@ -115,18 +119,29 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a temp file in the same directory + os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """torch.save through a temp file in the same directory + os.replace: readers never see half a
+    file. Mode 0644 like every file the scripts write (data.write_atomic); a failure (full disk,
+    read-only folder) is an OSError naming the path, in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise cli.write_error(path, error) from error
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        free = None
+        with suppress(OSError):
+            free = shutil.disk_usage(path.parent).free  # before the partial file is removed
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, (OSError, RuntimeError)):
+            raise cli.write_error(path, error, free_bytes=free) from error
         raise
 
 
@@ -275,6 +290,21 @@ def _imagenet_state_dict(weights: torchvision.models.WeightsEnum, name: str) -> 
             f"copy {filename} there, or pass a local state_dict file with --backbone-weights PATH") from e
 
 
+# The published weights `--backbone-weights imagenet` loads (torchvision's, DINOv2's own).
+IMAGENET_WEIGHTS = {
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+    "vgg16": torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1,
+}
+DINOV2_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"
+
+
+def imagenet_weights_file(name: str) -> Path | None:
+    """Where torch.hub keeps backbone `name`'s published weights once downloaded (None: it has none)."""
+    url = IMAGENET_WEIGHTS[name].url if name in IMAGENET_WEIGHTS else DINOV2_WEIGHTS_URL if name == "dinov2_vitb14" else None
+    return None if url is None else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
 def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     """Build the frozen backbone `name` (one of BACKBONES), in eval mode with requires_grad False.
 
@@ -298,7 +328,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             del net.fc
             blocks = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
             channels = (512, 1024, 2048)
-            imagenet = (torchvision.models.ResNet50_Weights if name == "resnet50" else torchvision.models.ResNet101_Weights).IMAGENET1K_V1
+            imagenet = IMAGENET_WEIGHTS[name]
         elif name == "vgg16":
             # VGG-16-BN's convolutional part only (its classifier is 120M parameters the paper never uses).
             net = nn.Module()
@@ -306,7 +336,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             f = net.features
             blocks = [f[0:7], f[7:14], f[14:24], f[24:34], f[34:43]]  # the authors' five stages; the last pool is unused
             channels = (256, 512, 512)
-            imagenet = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1
+            imagenet = IMAGENET_WEIGHTS[name]
         else:
             net = nn.Module()  # keys as in CNNBackbone.state_dict(), so a saved tiny backbone loads back
             net.blocks = nn.ModuleList(_tiny_blocks())
@@ -806,19 +836,48 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
     return ckpt
 
 
+# What sam_image_embeddings does to an image before SAM's encoder sees it. Part of the embedding
+# cache's key: change it whenever that preprocessing changes, so no old embedding is served.
+SAM_PREPROCESSING = "imagenet-normalised; bilinear align_corners=True to image_encoder.img_size"
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """sha1 (16 hex digits) of a module's state: every tensor's name, dtype, shape and bytes.
+
+    Identifies frozen weights whatever file (or seed) they came from; ViT-H's 2.5 GB take a few
+    seconds, once per run.
+    """
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tensor.numel()};".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
 class EmbeddingCache:
     """On-disk cache of frozen SAM image embeddings, one fp16 .pt file per image.
 
-    Files live under root/sam_type/image_size/. Writes go through a temp file + os.replace, so
-    several DataLoader workers or processes can share the cache. image_id must identify the exact
-    pixels (include any flip or crop in it). An unreadable file counts as a miss and is rewritten.
+    Files live under root/sam_type/image_size/<fingerprint>/, the fingerprint being that of the
+    SAM image encoder's weights and of SAM_PREPROCESSING: another checkpoint of the same SAM
+    type (or a random one) never reads these embeddings. Writes go through a temp file +
+    os.replace, so several DataLoader workers or processes can share the cache. image_id must
+    identify the exact pixels (include any flip or crop in it). A file that cannot be read, or
+    holds anything but a (256, h, w) fp16 tensor of this SAM's grid, is a miss and is rewritten.
     """
 
-    def __init__(self, root: str | Path, sam_type: str, image_size: int) -> None:
-        if sam_type not in SAM_TYPES:
-            raise ValueError(f"unknown SAM type {sam_type!r}: choose one of {SAM_TYPES}")
+    def __init__(self, root: str | Path, sam: Sam, image_size: int) -> None:
+        if not isinstance(sam, Sam):
+            raise TypeError(f"EmbeddingCache needs the SAM model itself (its weights key the cache), got {type(sam).__name__}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         self.image_size = image_size
-        self.directory = Path(root) / sam_type / str(image_size)
+        self.sam_type = _sam_type_of_model(sam)
+        self.embedding_shape = (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
+        digest = hashlib.sha1(f"{module_fingerprint(sam.image_encoder)}|{SAM_PREPROCESSING}".encode())
+        self.fingerprint = digest.hexdigest()[:16]
+        self.directory = Path(root) / str(self.sam_type) / str(image_size) / self.fingerprint
+        self._sam = weakref.ref(sam)
 
     def path(self, image_id: str) -> Path:
         # Readable prefix + hash of the full id: distinct ids never share a file.
@@ -835,7 +894,9 @@ class EmbeddingCache:
             embedding = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             return None
-        return embedding if isinstance(embedding, Tensor) else None
+        valid = (isinstance(embedding, Tensor) and tuple(embedding.shape) == self.embedding_shape
+                 and embedding.dtype == torch.float16)
+        return embedding if valid else None
 
     def put(self, image_id: str, embedding: Tensor) -> None:
         """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
@@ -848,6 +909,8 @@ class EmbeddingCache:
         Cached rows are read; only the missing ones go through SAM, then are stored. Every row is
         returned at fp16 precision, so results do not depend on whether the cache was warm.
         """
+        if sam is not self._sam():
+            raise ValueError("EmbeddingCache.embed: this cache was made for another SAM model; make one per SAM")
         if len(image_ids) != images.shape[0]:
             raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:

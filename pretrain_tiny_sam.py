@@ -18,6 +18,7 @@ like the official checkpoints.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import cli
 import data
 import synthetic
 from model import atomic_save, build_sam, decode_masks, sam_image_embeddings, upsample_logits, vrp_loss
@@ -100,14 +102,18 @@ def save_fp16(sam, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500, help="AdamW steps (the shipped checkpoint: 1500)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (cosine decay after 30 warm-up steps)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-scenes", type=int, default=256, help="held-out scenes for the final point-prompt IoU")
+    parser = argparse.ArgumentParser(prog="pretrain_tiny_sam.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("--steps", type=cli.positive_int, default=1500, help="AdamW steps (the shipped checkpoint: 1500)")
+    parser.add_argument("--batch-size", type=cli.int_range(2), default=16, help="scenes per step, half point- and half box-prompted")
+    parser.add_argument("--lr", type=cli.positive_float, default=3e-4, help="peak learning rate (cosine decay after 30 warm-up steps)")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation and the scenes")
+    parser.add_argument("--eval-scenes", type=cli.positive_int, default=256, help="held-out scenes for the final point-prompt IoU")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out.is_dir() or not os.access(args.out.parent if args.out.parent.exists() else Path.cwd(), os.W_OK):
+        parser.error(f"argument --out: cannot write {args.out}; pass a file path in a writable folder")
+    return args
 
 
 def main(argv=None) -> float:

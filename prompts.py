@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+import cli
+
 LABEL_KINDS = ("point", "scribble", "box", "mask")
 MAX_POINTS = 20
 MAX_STROKES = 20
@@ -265,8 +267,9 @@ def _draw_stroke(draw: ImageDraw.ImageDraw, vertices: np.ndarray, brush: int) ->
     """Draw a polyline with a round brush of ``brush`` pixels: curved joints, disc at each vertex."""
     xy = [tuple(v) for v in vertices.tolist()]
     draw.line(xy, fill=1, width=brush, joint="curve")
-    # Discs at the vertices give round caps and cover sharp turns the joint leaves open.
-    radius = (brush - 1) / 2.0
+    # Discs at the vertices give round caps and cover sharp turns the joint leaves open; their
+    # radius is the authors' (SEEM's) brush // 2 - 1, a pixel under the line's half width.
+    radius = max(brush // 2 - 1, 0)
     for vx, vy in xy:
         draw.ellipse((vx - radius, vy - radius, vx + radius, vy + radius), fill=1)
 
@@ -325,8 +328,13 @@ def demo_object_mask(height: int = 384, width: int = 512) -> np.ndarray:
     return mask
 
 
-def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id: int | None) -> np.ndarray:
-    """(H, W) uint8 0/1/255 object mask from a palette or grayscale label PNG (VOC style)."""
+def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id: int | None) -> tuple[np.ndarray, str]:
+    """(H, W) uint8 0/1/255 object mask from a label PNG, and how the file was read.
+
+    A palette PNG (VOC style) or a grayscale one with class ids is a label map: 0 background,
+    255 ignore. A non-palette PNG whose only values are 0 and 255 is an ordinary binary mask, its
+    255 pixels the object (without --class-id; with it, the file is read as a label map).
+    """
     if not path.is_file():
         parser.error(f"--mask {path}: file not found (expected a label PNG such as "
                      "VOC2012/SegmentationClass/2007_000032.png; or use --demo)")
@@ -335,9 +343,15 @@ def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id:
             if image.mode not in ("P", "L", "1", "I", "I;16"):
                 parser.error(f"--mask {path}: image mode {image.mode} is not a label map; expected a "
                              "palette (P) or grayscale (L) PNG of class ids, 255 = ignore")
+            palette = image.mode == "P"
             labels = np.asarray(image).astype(np.int64)
     except OSError as error:
         parser.error(f"--mask {path}: cannot read it as an image ({error})")
+    if not palette and class_id is None and set(np.unique(labels).tolist()) == {0, IGNORE_VALUE}:
+        reading = f"a binary mask (0 background, {IGNORE_VALUE} object)"
+        return (labels == IGNORE_VALUE).astype(np.uint8), reading
+    target = f"class {class_id}" if class_id is not None else "every other value"
+    reading = f"a label map (0 background, {target} object, {IGNORE_VALUE} ignore)"
     ignore = labels == IGNORE_VALUE
     if class_id is None:
         obj = (labels != 0) & ~ignore
@@ -352,30 +366,29 @@ def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id:
     mask = np.zeros(labels.shape, dtype=np.uint8)
     mask[ignore] = IGNORE_VALUE
     mask[obj] = 1
-    return mask
+    return mask, reading
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Draw one simulated user label (point / scribble / box / mask) over a label PNG.")
+        prog="prompts.py", description="Draw one simulated user label (point / scribble / box / mask) over a label PNG.",
+        formatter_class=cli.HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mask", type=Path, help="label PNG: 0 background, class ids, 255 ignore")
     source.add_argument("--demo", action="store_true", help="use a built-in ellipse object with a 255 border")
-    parser.add_argument("--class-id", type=int, default=None,
-                        help="object = pixels of this class (default: every non-zero, non-255 pixel)")
-    parser.add_argument("--kind", choices=LABEL_KINDS, default="scribble")
-    parser.add_argument("--seed", type=int, default=0, help="non-negative; same seed, same label")
+    parser.add_argument("--class-id", type=cli.int_range(1, IGNORE_VALUE - 1), default=None,
+                        help="object = pixels of this class (default: every non-zero, non-255 pixel; "
+                             "in a plain 0/255 mask, the 255 pixels)")
+    parser.add_argument("--kind", choices=LABEL_KINDS, default="scribble", help="simulated label kind")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="same seed, same label")
     parser.add_argument("--out", type=Path, default=Path("overlay.png"), help="RGB overlay PNG to write")
     args = parser.parse_args(argv)
-    if args.class_id is not None and not 0 < args.class_id < IGNORE_VALUE:
-        parser.error(f"--class-id {args.class_id}: expected a class id in 1..{IGNORE_VALUE - 1}")
-    if args.seed < 0:
-        parser.error(f"--seed {args.seed}: expected a non-negative integer")
 
     if args.demo:
-        object_mask = demo_object_mask()
+        object_mask, reading = demo_object_mask(), "the demo ellipse (1 object, 255 ignore border)"
     else:
-        object_mask = _object_mask_from_png(parser, args.mask, args.class_id)
+        object_mask, reading = _object_mask_from_png(parser, args.mask, args.class_id)
+        print(f"{args.mask}: read as {reading}")
     annotation = simulate_annotation(object_mask, args.kind, episode_rng(args.seed))
     Image.fromarray(render_overlay(object_mask, annotation)).save(args.out)
 

@@ -29,9 +29,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import cli
 import data
-from evaluate import evaluate_episodes, predict, write_json
-from model import SAM_CHECKPOINT_FILES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, save_checkpoint, vrp_loss
+from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
+from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig, build_vrp_sam,
+                   imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
 from prompts import LABEL_KINDS
 
 ROOT = Path(__file__).resolve().parent
@@ -43,8 +45,15 @@ DATASET_DEFAULTS = {
     "coco2pascal": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300),
 }
-# Arguments that must not change when a run is resumed: they define its schedule and its episodes.
-RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size", "steps_per_epoch", "seed")
+# Arguments that must not change when a run is resumed: they define its schedule, its training and
+# validation episodes (best.pt is chosen across epochs, so all must be scored on the same ones), and
+# its frozen parts. The frozen weights and the validation episode list are also compared by
+# fingerprint (FROZEN_KEYS), so a file replaced under the same name is caught too.
+RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr", "weight_decay", "batch_size",
+               "steps_per_epoch", "seed", "val_episodes", "backbone", "sam")
+# Compared after the model and data are built; the weights by content, not by path, so a run can move.
+FROZEN_KEYS = ("sam_fingerprint", "backbone_fingerprint", "val_episodes_hash")
+MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
 
 
 def default_sam_checkpoint(sam: str) -> Path:
@@ -52,42 +61,47 @@ def default_sam_checkpoint(sam: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
+    parser = argparse.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
+                                     formatter_class=cli.HelpFormatter)
+    defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=data.DATASETS, default="pascal")
-    group.add_argument("--fold", type=int, choices=range(4), default=0)
+    group.add_argument("--dataset", choices=data.DATASETS, default="pascal", help="benchmark whose base classes train the encoder")
+    group.add_argument("--fold", type=int, choices=range(data.NUM_FOLDS), default=0, help="fold whose test (novel) classes are held out")
     group.add_argument("--label", choices=LABEL_KINDS, default="mask", help="simulated annotation of the references")
-    group.add_argument("--shots", type=int, default=1, help="references per training episode")
+    group.add_argument("--shots", type=cli.positive_int, default=1, help="references per training episode")
     group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
-    group.add_argument("--image-size", type=int, default=None, help="side of the square network input (default: 512; synthetic 128)")
-    group.add_argument("--workers", type=int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
+    group.add_argument("--image-size", type=cli.int_range(MIN_IMAGE_SIZE), default=None,
+                       help=f"side of the square network input, at least {MIN_IMAGE_SIZE} ({defaults('image_size')})")
+    group.add_argument("--workers", type=cli.nonnegative_int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
     group = parser.add_argument_group("model")
-    group.add_argument("--backbone", choices=("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny"), default=None,
-                       help="frozen semantic-aware encoder (default: resnet50; synthetic tiny)")
+    group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')})")
     group.add_argument("--backbone-weights", default=None,
                        help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
-    group.add_argument("--sam", choices=("vit_h", "vit_l", "vit_b", "tiny"), default=None, help="frozen SAM (default: vit_h; synthetic tiny)")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: checkpoints/<official file name>)")
-    group.add_argument("--num-queries", type=int, default=50, help="learnable queries per reference (Table 6)")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)")
+    group.add_argument("--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Table 6)")
     group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
                        help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
     group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
                        help="pseudo mask normalisation (App. A): 'none' = authors' code, 'minmax' = the paper's text")
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=None, help="default: pascal 100, coco 50, synthetic 6")
-    group.add_argument("--lr", type=float, default=None, help="default: pascal 2e-4, coco 1e-4, synthetic 1e-3")
-    group.add_argument("--weight-decay", type=float, default=1e-6)
-    group.add_argument("--batch-size", type=int, default=8)
-    group.add_argument("--steps-per-epoch", type=int, default=None, help="cap on iterations per epoch (default: one pass over the training targets)")
-    group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, training episodes and validation episodes")
+    group.add_argument("--epochs", type=cli.positive_int, default=None, help=f"training epochs ({defaults('epochs')})")
+    group.add_argument("--lr", type=cli.positive_float, default=None, help=f"AdamW learning rate, cosine-decayed ({defaults('lr')})")
+    group.add_argument("--weight-decay", type=cli.nonnegative_float, default=1e-6, help="AdamW weight decay (§5.1)")
+    group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per iteration (§5.1: 8 in all)")
+    group.add_argument("--steps-per-epoch", type=cli.positive_int, default=None,
+                       help="cap on iterations per epoch (default: no cap, one pass over the training targets)")
+    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation, training episodes and validation episodes")
     group = parser.add_argument_group("validation and output")
-    group.add_argument("--val-episodes", type=int, default=None, help="fixed test episodes scored after each epoch (default 1000; synthetic 300)")
+    group.add_argument("--val-episodes", type=cli.positive_int, default=None,
+                       help=f"fixed test episodes scored after each epoch ({defaults('val_episodes')})")
     group.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
     group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     return parser
 
 
@@ -103,6 +117,48 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.out is None:
         args.out = Path("runs") / f"{args.dataset}-fold{args.fold}-{args.label}-{args.backbone}"
     return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parsed, resolved and checked arguments; a bad value or combination exits with one line."""
+    parser = build_parser()
+    args = resolve_args(parser.parse_args(argv))
+    if args.backbone == "tiny" and args.backbone_weights == "imagenet":
+        parser.error("argument --backbone-weights: the tiny backbone has no ImageNet weights; pass a state-dict file or leave it unset")
+    return args
+
+
+def check_prerequisites(*runs: argparse.Namespace) -> None:
+    """Refuse to start, in one message listing EVERY missing file or folder with where to get it,
+    when something a run needs is absent: backbone weights, the SAM checkpoint, the dataset.
+
+    Each namespace needs backbone, backbone_weights, sam, sam_checkpoint, dataset, data_root and
+    optionally splits (default both; evaluate.py checks "test" only). Weights torchvision or
+    torch.hub would download are listed only next to something else missing (they may be fetched).
+    """
+    missing, downloadable = [], []
+    for args in runs:
+        weights = args.backbone_weights
+        if weights == "imagenet":
+            cached = imagenet_weights_file(args.backbone)
+            if cached is not None and not cached.is_file():
+                downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
+                                    f"else copy the file there or pass a state-dict file with --backbone-weights")
+        elif weights is not None and not Path(weights).is_file():
+            missing.append(f"{weights}: --backbone-weights file for {args.backbone}; pass an existing state-dict file "
+                           "(or 'imagenet')")
+        checkpoint = Path(args.sam_checkpoint)
+        if not checkpoint.is_file():
+            if args.sam == "tiny":
+                how = "make it with `python pretrain_tiny_sam.py` (README), or pass --sam-checkpoint"
+            else:
+                how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
+            missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")
+        missing += data.missing_data(args.dataset, args.data_root, splits=getattr(args, "splits", data.SPLITS))
+    missing = list(dict.fromkeys(missing))
+    if missing:
+        lines = list(dict.fromkeys(downloadable)) + missing
+        raise FileNotFoundError(f"{len(lines)} prerequisite(s) missing:\n" + "\n".join(f"  - {line}" for line in lines))
 
 
 def model_config(args: argparse.Namespace) -> VRPConfig:
@@ -136,6 +192,21 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
     return state
 
 
+def check_frozen_parts(args: argparse.Namespace, resume: dict | None) -> None:
+    """On resume, refuse other SAM or backbone weights, or another validation episode list, than
+    the run's (args holds FROZEN_KEYS; runs saved before these were recorded are not compared)."""
+    if resume is None:
+        return
+    saved = resume.get("args", {})
+    what = {"sam_fingerprint": f"SAM weights ({args.sam_checkpoint})",
+            "backbone_fingerprint": f"backbone weights ({args.backbone_weights})",
+            "val_episodes_hash": "validation episodes (data under --data-root changed?)"}
+    changed = [what[k] for k in FROZEN_KEYS if k in saved and saved[k] != getattr(args, k)]
+    if changed:
+        raise ValueError(f"--resume: {args.out} was trained with other {' and other '.join(changed)}; "
+                         "resume with the run's own files, or start a new run with --out elsewhere")
+
+
 def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: EmbeddingCache | None, device: torch.device) -> float:
     """One iteration on a batch of episodes; returns the loss (Eq. 6)."""
     logits = predict(model, batch, cache, device)
@@ -149,19 +220,20 @@ def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: Embed
 
 
 def main(argv=None) -> dict:
-    args = resolve_args(build_parser().parse_args(argv))
+    args = parse_args(argv)
     try:
         return train(args)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing, existing or unreadable files
-        sys.exit(f"train.py: error: {error}")
+        sys.exit(f"train.py: error: {cli.error_message(error)}")
 
 
 def train(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     config = model_config(args)
+    check_prerequisites(args)  # everything missing, in one message, before anything is built
     resume = load_resume_state(args, config)
 
-    # The model first: a missing SAM or backbone file is reported before any dataset indexing.
+    # The model first: a bad SAM or backbone file is reported before any dataset indexing.
     model = build_vrp_sam(config, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
                           seed=args.seed).to(device)
     dataset_args = dict(fold=args.fold, data_root=args.data_root, shots=args.shots, label=args.label,
@@ -169,10 +241,15 @@ def train(args: argparse.Namespace) -> dict:
     train_set = data.build_dataset(args.dataset, split="train", **dataset_args)
     val_set = data.build_dataset(args.dataset, split="test", num_episodes=args.val_episodes, **dataset_args)
     class_ids = data.fold_classes(args.dataset, args.fold, "test")
+    args.sam_fingerprint, args.backbone_fingerprint = module_fingerprint(model.sam), module_fingerprint(model.backbone)
+    args.val_episodes_hash = data.episodes_hash(val_set)
+    check_frozen_parts(args, resume)
 
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, args.sam, args.image_size)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, args.image_size)
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
-    steps_per_epoch = min(len(train_set) // args.batch_size, args.steps_per_epoch or len(train_set))
+    steps_per_epoch = len(train_set) // args.batch_size
+    if args.steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images of fold {args.fold}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
@@ -187,7 +264,8 @@ def train(args: argparse.Namespace) -> dict:
         start_epoch, best_miou = resume["epoch"] + 1, resume["best_miou"]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "config.json", jsonable(args))
+    if resume is None:  # a resumed run keeps the config.json it started with
+        write_json(args.out / "config.json", jsonable(args))
     metrics_path = args.out / "metrics.jsonl"
     # Drop log lines of epochs after the last checkpoint: they are about to be redone.
     kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
@@ -219,6 +297,8 @@ def train(args: argparse.Namespace) -> dict:
         train_time = time.time() - start
         result = evaluate_episodes(model, val_set, class_ids=class_ids, batch_size=args.batch_size,
                                    workers=args.workers, cache=cache, desc=f"validate {epoch}")
+        if result["classes_without_episodes"] and epoch == start_epoch:  # the same episodes every epoch
+            print(no_episode_warning(result, args.dataset, f"validation of fold {args.fold}"))
         is_best = result["miou"] > best_miou
         best_miou = max(best_miou, result["miou"])
         state = dict(epoch=epoch, best_miou=best_miou, args=jsonable(args), optimizer=optimizer.state_dict(),
@@ -227,8 +307,11 @@ def train(args: argparse.Namespace) -> dict:
                     lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
                     steps_per_s=round(len(losses) / train_time, 3))
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        try:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as error:
+            raise cli.write_error(metrics_path, error) from error
         if is_best:
             save_checkpoint(args.out / "best.pt", model, **state)
         save_checkpoint(args.out / "last.pt", model, **state)

@@ -68,8 +68,8 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # "cold" computes and stores every embedding; "warm" (the same folder) only reads them back.
-        for setting, cache in (("off", None), ("cold", EmbeddingCache(tmp, config.sam, image_size)),
-                               ("warm", EmbeddingCache(tmp, config.sam, image_size))):
+        for setting, cache in (("off", None), ("cold", EmbeddingCache(tmp, model.sam, image_size)),
+                               ("warm", EmbeddingCache(tmp, model.sam, image_size))):
             model.train()
             batch_iter = iter(batches)
             step = timed(lambda: train.train_step(model, next(batch_iter), optimizer=optimizer, scheduler=scheduler,

@@ -350,7 +350,7 @@ def test_embedding_cache_stores_fp16_and_computes_only_missing_rows(tmp_path):
         direct = model.sam_image_embeddings(sam, images[[0, 2]])
     computed_rows = []
     sam.image_encoder.register_forward_hook(lambda module, inputs, output: computed_rows.append(inputs[0].shape[0]))
-    cache = model.EmbeddingCache(tmp_path, "tiny", S)
+    cache = model.EmbeddingCache(tmp_path, sam, S)
     ids = ["2007_000032", "COCO/train2014/000000000009.jpg", "2007_000032|flip"]
 
     stored = torch.randn(256, 16, 16, generator=g)

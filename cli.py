@@ -1,0 +1,203 @@
+"""Command-line plumbing shared by the scripts (train.py, evaluate.py, prompts.py, ...).
+
+Every value a user types is checked by argparse itself, at parse time, before any model or data
+is built and before anything is written: `--batch-size 0` or `--folds a` ends in one line that
+names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
+
+- argparse `type=` functions: `positive_int`, `nonnegative_int`, `positive_float`,
+  `nonnegative_float`, `int_range(low, high)`, `int_list(allowed)`, `choice_list(choices)`, `device`.
+- `HelpFormatter`: shows each flag's default, but never "(default: None)" for defaults that are
+  resolved later (say them in the help text, e.g. with `per_dataset`).
+- `error_message(error)`: one line for an exception, also one re-raised from a DataLoader worker
+  (whose text holds the worker's whole traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Callable, Iterable, Sequence
+
+
+def _typed(name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
+    parse.__name__ = name  # argparse names the type in some of its messages
+    return parse
+
+
+def int_range(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (either bound may be None = open)."""
+    if low is not None and high is not None:
+        wanted = f"an integer from {low} to {high}"
+    elif low == 1:
+        wanted = "a positive integer"
+    elif low == 0:
+        wanted = "a non-negative integer"
+    elif low is not None:
+        wanted = f"an integer >= {low}"
+    else:
+        wanted = f"an integer <= {high}" if high is not None else "an integer"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return _typed("int", parse)
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+
+
+def _float_above(low: float, inclusive: bool) -> Callable[[str], float]:
+    wanted = "a non-negative number" if inclusive else "a positive number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not value == value or value in (float("inf"), float("-inf")) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+        return value
+
+    return _typed("float", parse)
+
+
+positive_float = _float_above(0.0, inclusive=False)
+nonnegative_float = _float_above(0.0, inclusive=True)
+
+
+def int_list(allowed: Iterable[int] | None = None, *, low: int | None = None) -> Callable[[str], list[int]]:
+    """An argparse type: a comma list of integers ("1,5"), each in `allowed` (or >= low);
+    duplicates are dropped, order kept."""
+    allowed = None if allowed is None else list(allowed)
+    element = int_range(low)
+    example = ",".join(map(str, allowed[:2])) if allowed else "1,5"
+
+    def parse(text: str) -> list[int]:
+        values = []
+        for item in text.split(","):
+            try:
+                value = element(item.strip())
+            except argparse.ArgumentTypeError as error:
+                raise argparse.ArgumentTypeError(f"{error} (in {text!r}: a comma list, e.g. {example})") from None
+            if allowed is not None and value not in allowed:
+                shown = ", ".join(map(str, allowed))
+                raise argparse.ArgumentTypeError(f"{value} is not one of {shown} (a comma list of them, e.g. {allowed[0]})")
+            if value not in values:
+                values.append(value)
+        return values
+
+    return _typed("int list", parse)
+
+
+def choice_list(choices: Sequence[str], *, all_word: str | None = "all") -> Callable[[str], list[str]]:
+    """An argparse type: one of `choices`, a comma list of them, or `all_word` for every one."""
+    choices = list(choices)
+
+    def parse(text: str) -> list[str]:
+        if all_word is not None and text == all_word:
+            return choices
+        values = []
+        for item in text.split(","):
+            if item not in choices:
+                also = f", or {all_word}" if all_word else ""
+                raise argparse.ArgumentTypeError(f"unknown {item!r}: use one of {', '.join(choices)}, a comma list{also}")
+            if item not in values:
+                values.append(item)
+        return values
+
+    return _typed("list", parse)
+
+
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has ("cpu", "cuda", "cuda:1", "mps")."""
+    import torch  # only the scripts that run a model take --device
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda or cuda:N")
+    return text
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default after its help, except where there is nothing to show (None, a
+    store_true's False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if action.default is None or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return help
+        if "default" in help.lower():
+            return help
+        return super()._get_help_string(action)
+
+
+def per_dataset(defaults: dict[str, dict], key: str, fmt: Callable[[object], str] = str) -> str:
+    """'default: pascal 100, coco 50, ...' from a {dataset: {key: value}} table, values merged
+    where datasets agree, so a flag's help shows the defaults that are really used."""
+    groups: dict[str, list[str]] = {}
+    for dataset, values in defaults.items():
+        groups.setdefault(fmt(values[key]), []).append(dataset)
+    return "default: " + ", ".join(f"{'/'.join(names)} {value}" for value, names in groups.items())
+
+
+_WORKER_HEADER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback \(most recent call last\):\n")
+
+
+def error_message(error: BaseException) -> str:
+    """The message of `error` for a one-line report.
+
+    A DataLoader worker's exception reaches the main process with the worker's traceback inside
+    its text ("Caught OSError in DataLoader worker process 0. Original Traceback ..."); only the
+    original exception's own message is kept.
+    """
+    text = str(error)
+    if not _WORKER_HEADER.search(text):
+        return text
+    # The last exception of the (possibly chained) traceback, after its indented frame lines.
+    last = text.rsplit("Traceback (most recent call last):\n", 1)[-1]
+    lines = last.splitlines()
+    start = next((i for i, line in enumerate(lines) if line and not line.startswith(" ")), len(lines))
+    message = "\n".join(lines[start:]).strip()
+    # "OSError: image ... could not be read" -> the message after the exception's (qualified) name
+    return re.sub(r"^[\w.]+: ", "", message, count=1) or text
+
+
+def write_error(path, error: BaseException, *, free_bytes: int | None = None) -> OSError:
+    """An OSError saying in one line why `path` could not be written ("no space left on device",
+    "permission denied", ...). torch.save reports a full disk as a RuntimeError of its zip writer;
+    free_bytes (measured while the partial file still exists) tells that case apart."""
+    import errno as errno_codes
+    import os
+
+    code = getattr(error, "errno", None)
+    if code is not None:
+        reason = os.strerror(code).lower()
+    elif free_bytes is not None and free_bytes < 2**20:
+        reason, code = "no space left on device", errno_codes.ENOSPC
+    else:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    fix = {errno_codes.ENOSPC: "free some space or write elsewhere",
+           errno_codes.EDQUOT: "free some space or write elsewhere",
+           errno_codes.EACCES: "make the folder writable or write elsewhere",
+           errno_codes.EPERM: "make the folder writable or write elsewhere",
+           errno_codes.EROFS: "write elsewhere"}.get(code, "check the disk and the folder's permissions")
+    failure = OSError(f"could not write {path}: {reason}; {fix}")  # str() without an "[Errno N]" prefix
+    failure.errno = code or errno_codes.EIO
+    return failure
