@@ -39,11 +39,13 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+import cli
 import data
 import prompts
 from evaluate import autocast, write_json
 from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, sam_image_embeddings, upsample_logits
 from synthetic import SyntheticVideos
+from train import default_sam_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +278,8 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
         if present:
             with autocast(device):
                 batch = target[None].to(device)
-                if cache is None:
-                    embedding = sam_image_embeddings(model.sam, batch)
+                if cache is None:  # rounded like cached ones, so the cache never changes a number
+                    embedding = sam_image_embeddings(model.sam, batch).half().float()
                 else:
                     embedding = cache.embed(model.sam, batch, [source.image_id(sequence, t)])
             # The references of each object: the first frame, plus (propagate) frame t-1 with its prediction.
@@ -350,10 +352,12 @@ DEFAULT_SYNTHETIC_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
+    parser = argparse.ArgumentParser(prog="video.py", formatter_class=cli.HelpFormatter,
+                                     description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.")
     group = parser.add_argument_group("what to evaluate")
-    group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video")
+    group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video",
+                       help="davis2017 (Table 16) or the embedded synthetic videos")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"a train.py checkpoint (default for synthetic-video: {DEFAULT_SYNTHETIC_CHECKPOINT}; "
                             "required for davis2017, e.g. a COCO-20i model)")
@@ -365,17 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data-root", type=Path, default=Path("data"), help="davis2017: the folder holding DAVIS/")
     group.add_argument("--split", default="val", help="davis2017: the ImageSets/2017 list (Table 16: val)")
     group.add_argument("--sequences", default=None, help="davis2017: a comma list of sequences (default: the whole list)")
-    group.add_argument("--videos", type=int, default=30, help="synthetic-video: number of videos")
-    group.add_argument("--frames", default="10-20", help="synthetic-video: frames per video, LOW-HIGH")
-    group.add_argument("--fold", type=int, default=None,
+    group.add_argument("--videos", type=cli.positive_int, default=30, help="synthetic-video: number of videos")
+    group.add_argument("--frames", type=frame_range, default=(10, 20), help="synthetic-video: frames per video, LOW-HIGH (default: 10-20)")
+    group.add_argument("--fold", type=cli.int_range(0, data.NUM_FOLDS - 1), default=None,
                        help="synthetic-video: objects of this fold's test classes (default: the checkpoint's fold, unseen in its training)")
-    group.add_argument("--seed", type=int, default=0, help="the simulated labels (and the synthetic videos)")
+    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)")
     group = parser.add_argument_group("model")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="default: the run's")
-    group.add_argument("--image-size", type=int, default=None, help="network input size S (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)")
     group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
-    group.add_argument("--no-cache", action="store_true")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
+    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     group = parser.add_argument_group("output")
     group.add_argument("--out", type=Path, default=None,
                        help="folder of the result PNGs (<out>/<sequence>/<frame>.png) and results.json "
@@ -383,12 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def frame_range(text: str) -> tuple[int, int]:
+    """An argparse type: "LOW-HIGH" frames per synthetic video, 3 <= LOW <= HIGH."""
+    low, _, high = text.partition("-")
+    if not (low.isdigit() and high.isdigit() and 3 <= int(low) <= int(high)):
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH with 3 <= LOW <= HIGH, e.g. 10-20, got {text!r}")
+    return int(low), int(high)
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
-        sys.exit(f"video.py: error: {error}")
+        sys.exit(f"video.py: error: {cli.error_message(error)}")
 
 
 def build_source(args: argparse.Namespace, run_args: dict):
@@ -396,11 +408,8 @@ def build_source(args: argparse.Namespace, run_args: dict):
         sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
         return data.DavisVideos(args.data_root, split=args.split, sequences=sequences)
     fold = run_args.get("fold", 0) if args.fold is None else args.fold
-    low, _, high = args.frames.partition("-")
-    if not (low.isdigit() and high.isdigit() and 3 <= int(low) <= int(high)):
-        raise ValueError(f"--frames {args.frames}: expected LOW-HIGH with 3 <= LOW <= HIGH, e.g. 10-20")
     return SyntheticVideos(classes=data.fold_classes("synthetic", fold, "test"), seed=args.seed, num_videos=args.videos,
-                           num_frames=(int(low), int(high)))
+                           num_frames=args.frames)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -412,8 +421,6 @@ def run(args: argparse.Namespace) -> dict:
         if not args.checkpoint.is_file():
             raise FileNotFoundError(f"{args.checkpoint} not found: train it with `python train.py --dataset synthetic` "
                                     "or pass --checkpoint PATH")
-    if args.videos < 1:
-        raise ValueError(f"--videos {args.videos}: must be at least 1")
     state = load_checkpoint(args.checkpoint)
     run_args = state.get("args", {})
     source = build_source(args, run_args)  # checks the data before the model is built
@@ -422,11 +429,11 @@ def run(args: argparse.Namespace) -> dict:
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
     config = VRPConfig(**state["config"])
-    sam_checkpoint = args.sam_checkpoint or run_args.get("sam_checkpoint")
+    sam_checkpoint = args.sam_checkpoint or Path(run_args.get("sam_checkpoint") or default_sam_checkpoint(config.sam))
     device = torch.device(args.device)
     model = build_vrp_sam(config, sam_checkpoint=sam_checkpoint, backbone_weights=run_args.get("backbone_weights")).to(device)
     model.load_learnable_state_dict(state["model"])
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, config.sam, image_size)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,
                              cache=cache, seed=args.seed, desc=f"{args.dataset} {args.label}")

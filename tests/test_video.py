@@ -384,3 +384,19 @@ def test_synthetic_video_benchmark_end_to_end(tmp_path, capsys):
     assert 0 <= result["summary"]["J&F-Mean"] <= 1 and result["objects"] >= 4
     again = video.main(args)  # a rerun rewrites its own results, and the same seed gives the same numbers
     assert again["summary"] == result["summary"]
+
+
+@pytest.mark.parametrize("flag, value", [("--videos", "0"), ("--frames", "2-1"), ("--frames", "ten"), ("--fold", "9"),
+                                         ("--seed", "-1"), ("--label", "polygon"), ("--image-size", "0")])
+def test_bad_values_are_refused_at_parse_time_naming_the_flag(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--dataset", "synthetic-video", "--out", str(tmp_path / "out"), flag, value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("video.py: error: argument " + flag)
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_gives_every_flag_a_line():
+    parser = video.build_parser()
+    assert all(action.help for action in parser._actions)
+    assert "default: None" not in parser.format_help()
