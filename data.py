@@ -674,8 +674,11 @@ class DavisVideos:
         return self._frames[sequence]
 
     def image_id(self, sequence: str, index: int) -> str:
-        """The frame's id in the SAM embedding cache."""
-        return f"davis2017/{self.resolution}/{sequence}/{self._frames[sequence][index]}"
+        """The frame's id in the SAM embedding cache; the JPEG's size and time are part of it, so
+        another copy of DAVIS (or a re-encoded frame) never reads this one's embedding."""
+        frame = self._frames[sequence][index]
+        stat = (self.image_dir / sequence / f"{frame}.jpg").stat()
+        return f"davis2017/{self.resolution}/{sequence}/{frame}-{stat.st_size}-{stat.st_mtime_ns}"
 
     def load_frame(self, sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame `index` of `sequence` and its annotation: (H, W, 3) uint8, (H, W) uint8."""

@@ -234,6 +234,10 @@ def test_davis_loader_reads_jpeg_frames_and_palette_annotations(davis_root):
     assert image.shape == (FRAME_H, FRAME_W, 3) and image.dtype == np.uint8
     assert np.array_equal(annotation, _two_objects()[2])  # ids 0, 1, 2 and void 255 as written
     assert data.DavisVideos(davis_root, sequences=["car-turn"]).sequences == ("car-turn",)
+    # the cache key changes when the frame file does (another copy of DAVIS, a re-encoded frame)
+    key = videos.image_id("bear", 2)
+    Image.fromarray(image[::-1].copy()).save(davis_root / "DAVIS/JPEGImages/480p/bear/00002.jpg", quality=80)
+    assert videos.image_id("bear", 2) != key
 
 
 def test_an_rgb_annotation_in_davis_colours_is_converted_else_refused(davis_root):
