@@ -25,6 +25,7 @@ Exposes the metric (``region_similarity``, ``boundary_map``, ``boundary_f_measur
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import logging
 import math
@@ -227,6 +228,11 @@ def _reference_mask(annotation: np.ndarray, object_id: int, size: int) -> np.nda
     return mask
 
 
+def sequence_key(sequence: str) -> int:
+    """A number for a sequence name, to key its random draws (stable across runs and subsets)."""
+    return int(hashlib.sha256(sequence.encode()).hexdigest()[:12], 16)
+
+
 def merge_objects(logits: torch.Tensor, object_ids) -> np.ndarray:
     """Logits (n, H, W) of n objects -> (H, W) uint8 ids: per pixel the object with the highest
     logit if that logit is above 0, else background (0)."""
@@ -239,15 +245,16 @@ def merge_objects(logits: torch.Tensor, object_ids) -> np.ndarray:
 
 @torch.no_grad()
 def segment_sequence(model, source, sequence: str, *, label: str = "mask", propagate: bool = False,
-                     image_size: int, cache: EmbeddingCache | None = None, seed: int = 0,
-                     sequence_index: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+                     image_size: int, cache: EmbeddingCache | None = None,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Segment every object of a sequence from its first-frame annotation.
 
     Returns truth and prediction, (T, H, W) uint8 id maps (the prediction's frame 0 is the given
     annotation), and the ids of 1..n (n the first frame's largest id) absent from the first frame:
     they have no reference and are predicted nowhere.
     label: the first-frame reference is this simulated label of each object (prompts.py), drawn
-        from episode_rng(seed, sequence_index, object_id).
+        from episode_rng(seed, sequence_key(sequence), object_id): the same label whichever
+        sequences run with it.
     propagate: from frame 2 on, frame t-1 with the object's predicted mask is a second reference
         (k = 2, the prompts concatenated as in Table 7); an object predicted nowhere in t-1 keeps
         only its first-frame reference. Not in the paper.
@@ -262,7 +269,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     first_image = torch.from_numpy(data._image_array(image, image_size))  # (3, S, S)
     first_labels = torch.from_numpy(np.stack([
         prompts.simulate_annotation(_reference_mask(first, i, image_size), label,
-                                    prompts.episode_rng(seed, sequence_index, i)).mask
+                                    prompts.episode_rng(seed, sequence_key(sequence), i)).mask
         for i in present]).astype(np.float32)) if present else None  # (n, S, S)
     truths = [first]
     predictions = [np.where(np.isin(first, present), first, 0).astype(np.uint8)]
@@ -326,11 +333,10 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
         stale.unlink()  # the toolkit would read these instead of scoring the new PNGs
     meter, notes = JFMeter(), []
     seconds, target_frames = 0.0, 0
-    for index, sequence in enumerate(tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True)):
+    for sequence in tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True):
         start = time.perf_counter()
         truth, prediction, missing = segment_sequence(model, source, sequence, label=label, propagate=propagate,
-                                                      image_size=image_size, cache=cache, seed=seed,
-                                                      sequence_index=index)
+                                                      image_size=image_size, cache=cache, seed=seed)
         seconds += time.perf_counter() - start
         target_frames += len(truth) - 1
         if missing:

@@ -47,9 +47,8 @@ class ScaledVideos:
 
 def seconds_per_frame(vrp, source, *, image_size: int, propagate: bool, device: torch.device) -> float:
     frames, start = 0, time.perf_counter()
-    for index, sequence in enumerate(source.sequences):
-        truth, _, _ = video.segment_sequence(vrp, source, sequence, propagate=propagate, image_size=image_size,
-                                             sequence_index=index)
+    for sequence in source.sequences:
+        truth, _, _ = video.segment_sequence(vrp, source, sequence, propagate=propagate, image_size=image_size)
         frames += len(truth) - 1
     if device.type == "cuda":
         torch.cuda.synchronize(device)

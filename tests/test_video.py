@@ -337,6 +337,12 @@ def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_pa
         rows += objects
     assert starts == [(1, 2), (1, 2)] and rows == 14 and any(k == 2 for k, _ in calls)
     assert propagated["target_frames"] == 7
+    # a sequence's simulated labels are keyed by its name: run alone, it gets the same PNGs
+    alone = tmp_path / "alone"
+    video.main(["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+                "--out", str(alone), "--cache-dir", str(cache), "--label", "point", "--sequences", "car-turn"])
+    for png in (out / "car-turn").glob("*.png"):
+        assert np.array_equal(np.array(Image.open(png)), np.array(Image.open(alone / "car-turn" / png.name)))
 
 
 def test_an_object_missing_from_the_first_frame_is_noted_and_predicted_nowhere(tmp_path, capsys):
