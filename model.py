@@ -62,6 +62,7 @@ SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
 TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see README)"
+TINY_BACKBONE_REMAKE = "remake it with `python pretrain_tiny_backbone.py` (about 2 min on 2 CPU cores, see README)"
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
 
 
@@ -308,12 +309,19 @@ def imagenet_weights_file(name: str) -> Path | None:
 def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     """Build the frozen backbone `name` (one of BACKBONES), in eval mode with requires_grad False.
 
-    weights: None = random initialisation from a fixed seed (identical on every build; tests and
-    the tiny synthetic benchmark); "imagenet" = torchvision's ImageNet weights (or DINOv2's
-    published weights), read from the torch hub cache or downloaded; a path = a local state_dict.
+    weights: None or "random" = random initialisation from a fixed seed (identical on every build;
+    tests, and the tiny backbone before pretrain_tiny_backbone.py); "imagenet" = torchvision's
+    ImageNet weights (or DINOv2's published weights), read from the torch hub cache or downloaded;
+    a path = a local state_dict (the synthetic benchmark: checkpoints/tiny_backbone_synthetic.pth).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: choose one of {BACKBONES} (--backbone)")
+    if weights == "random":
+        weights = None
+    if name == "tiny" and weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"tiny backbone weights {weights} not found: the synthetic benchmark's tiny backbone is "
+                                f"made by `python pretrain_tiny_backbone.py` (README) as checkpoints/tiny_backbone_synthetic.pth; "
+                                "pass its path with --backbone-weights, or --backbone-weights random for a random one")
     if name == "dinov2_vitb14":
         return _build_dinov2(weights)
     if weights == "imagenet" and name == "tiny":
@@ -348,7 +356,15 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
         if weights == "imagenet":
             state, source = _imagenet_state_dict(imagenet, name), f"ImageNet weights {os.path.basename(imagenet.url)}"
         else:
-            state, source = _read_state_dict(Path(weights), f"{name} backbone weights", "--backbone-weights"), str(weights)
+            if name == "tiny":
+                fix = TINY_BACKBONE_REMAKE
+                state = _load_file(Path(weights), "tiny backbone weights", fix=fix)
+                if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+                    raise ValueError(f"{weights} does not hold a state_dict (a dict of tensors): {fix}")
+                state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            else:
+                state = _read_state_dict(Path(weights), f"{name} backbone weights", "--backbone-weights")
+            source = str(weights)
         # Keys of the torchvision classifier head (fc / classifier) are not part of the backbone.
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
         missing, unexpected = net.load_state_dict(state, strict=False)

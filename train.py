@@ -43,7 +43,9 @@ DATASET_DEFAULTS = {
     "pascal": dict(epochs=100, lr=2e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "coco": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "coco2pascal": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
-    "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300),
+    "synthetic": dict(epochs=6, lr=1e-3, backbone="tiny", sam="tiny", image_size=128, val_episodes=300,
+                      # the tiny backbone pre-trained like an ImageNet one (pretrain_tiny_backbone.py)
+                      backbone_weights=str(ROOT / "checkpoints" / "tiny_backbone_synthetic.pth")),
 }
 # Arguments that must not change when a run is resumed: they define its schedule, its training and
 # validation episodes (best.pt is chosen across epochs, so all must be scored on the same ones), and
@@ -77,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')})")
     group.add_argument("--backbone-weights", default=None,
-                       help="'imagenet' (torchvision's weights) or a local state-dict file (default: imagenet; none for tiny)")
+                       help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
+                            "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)")
     group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
                        help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)")
@@ -107,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the per-dataset defaults (§5.1) and the derived paths."""
-    for key, value in DATASET_DEFAULTS[args.dataset].items():
+    defaults = DATASET_DEFAULTS[args.dataset]
+    for key, value in defaults.items():
+        if key == "backbone_weights" and args.backbone != defaults["backbone"]:
+            continue  # the dataset's weights are for its default backbone only
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.backbone_weights is None and args.backbone != "tiny":
@@ -144,9 +150,10 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
             if cached is not None and not cached.is_file():
                 downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
                                     f"else copy the file there or pass a state-dict file with --backbone-weights")
-        elif weights is not None and not Path(weights).is_file():
-            missing.append(f"{weights}: --backbone-weights file for {args.backbone}; pass an existing state-dict file "
-                           "(or 'imagenet')")
+        elif weights not in (None, "random") and not Path(weights).is_file():
+            how = ("make it with `python pretrain_tiny_backbone.py` (README)" if args.backbone == "tiny"
+                   else "pass an existing state-dict file (or 'imagenet')")
+            missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
         checkpoint = Path(args.sam_checkpoint)
         if not checkpoint.is_file():
             if args.sam == "tiny":
