@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import logging
 import math
 import sys
@@ -324,13 +325,34 @@ def check_output_folder(out: Path) -> None:
                               "pass an empty or new folder")
 
 
+def clear_previous_results(out: Path) -> None:
+    """Remove what an earlier run wrote to `out` (its sequence folders, named in its results.json)
+    and the toolkit's CSVs (it would show them instead of scoring the new PNGs), so the folder
+    never mixes two runs. Other files are left alone."""
+    previous = out / RESULTS_FILE
+    if previous.is_file():
+        try:
+            names = json.loads(previous.read_text()).get("sequence_names", [])
+        except ValueError:
+            names = []
+        for name in names:
+            folder = out / name
+            if folder.is_dir() and folder.parent == out:
+                for png in folder.glob("*.png"):
+                    png.unlink()
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        previous.unlink()
+    for stale in list(out.glob("global_results-*.csv")) + list(out.glob("per-sequence_results-*.csv")):
+        stale.unlink()
+
+
 def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False, image_size: int,
                     cache: EmbeddingCache | None = None, seed: int = 0, desc: str = "video") -> dict:
     """Segment every sequence of `source`, write its palette PNGs under out/<sequence>/<frame>.png
     and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes."""
     check_output_folder(out)
-    for stale in list(out.glob("global_results-*.csv")) + list(out.glob("per-sequence_results-*.csv")):
-        stale.unlink()  # the toolkit would read these instead of scoring the new PNGs
+    clear_previous_results(out)
     meter, notes = JFMeter(), []
     seconds, target_frames = 0.0, 0
     for sequence in tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True):
@@ -346,6 +368,7 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
             write_palette_png(out / sequence / f"{frame}.png", ids)
         meter.update(sequence, truth, prediction)
     return {"summary": meter.summary(), "per_object": meter.per_object, "sequences": len(source.sequences),
+            "sequence_names": list(source.sequences),
             "objects": len(meter.per_object), "target_frames": target_frames,
             "seconds_per_frame": seconds / max(target_frames, 1), "notes": notes}
 

@@ -394,6 +394,10 @@ def test_synthetic_video_benchmark_end_to_end(tmp_path, capsys):
     assert 0 <= result["summary"]["J&F-Mean"] <= 1 and result["objects"] >= 4
     again = video.main(args)  # a rerun rewrites its own results, and the same seed gives the same numbers
     assert again["summary"] == result["summary"]
+    (out / "global_results-val.csv").write_text("stale")  # the toolkit's own cache of an earlier scoring
+    fewer = video.main(args[:3] + ["1"] + args[4:])  # --videos 1 into the same folder
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "video000"]  # no PNGs of the earlier run left
+    assert fewer["sequences"] == 1
 
 
 @pytest.mark.parametrize("flag, value", [("--videos", "0"), ("--frames", "2-1"), ("--frames", "ten"), ("--fold", "9"),
