@@ -343,6 +343,10 @@ def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_pa
                 "--out", str(alone), "--cache-dir", str(cache), "--label", "point", "--sequences", "car-turn"])
     for png in (out / "car-turn").glob("*.png"):
         assert np.array_equal(np.array(Image.open(png)), np.array(Image.open(alone / "car-turn" / png.name)))
+    # without the cache, the same numbers (fresh embeddings are rounded like cached ones)
+    uncached = video.main(["--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+                           "--out", str(tmp_path / "uncached"), "--no-cache", "--label", "point"])
+    assert uncached["per_object"] == result["per_object"]
 
 
 def test_an_object_missing_from_the_first_frame_is_noted_and_predicted_nowhere(tmp_path, capsys):
