@@ -614,7 +614,9 @@ def read_davis_annotation(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"annotation {path} not found; is the dataset complete?") from None
     except OSError as error:
         raise OSError(f"annotation {path} could not be read ({error}); re-download or re-extract it") from error
-    code = lambda colours: (colours[..., 0].astype(np.int64) << 16) | (colours[..., 1].astype(np.int64) << 8) | colours[..., 2]
+    def code(colours: np.ndarray) -> np.ndarray:  # (..., 3) uint8 RGB -> one int per colour
+        return (colours[..., 0].astype(np.int64) << 16) | (colours[..., 1].astype(np.int64) << 8) | colours[..., 2]
+
     lookup = dict(zip(code(davis_palette()).tolist(), range(256)))
     colours, inverse = np.unique(code(rgb).ravel(), return_inverse=True)
     unknown = [c for c in colours.tolist() if c not in lookup]
