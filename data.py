@@ -25,24 +25,32 @@ runs used the same pairs). Every item is a dict:
     reference_masks   (k, S, S) int64 in {0, 1, 255}
     reference_labels  (k, S, S) float32 in {0, 1}: the simulated user label (prompts.py)
     class_id          int, the dataset's own 1-based class id
+    label             str, the references' label kind (label="any" draws one per episode)
     target_id, reference_ids, episode
     target_mask_original  (H, W) int64, only with original_size=True
 
 Exposes ``build_dataset``, ``fold_classes``, ``class_names``, ``collate_episodes``,
-``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables; and, for video object
+``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables; for video object
 segmentation (Table 16, run by video.py), ``DavisVideos`` (DAVIS 2017's semi-supervised layout),
-``read_davis_annotation`` and ``davis_palette``.
+``read_davis_annotation`` and ``davis_palette``. As a script it
+prepares the label layouts from the official downloads, once (``prepare_pascal``, ``prepare_coco``):
+
+    python data.py prepare-pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset   # SegmentationClassAug
+    python data.py prepare-coco --coco COCO2014        # annotations/{train,val}2014/*.png (HSNet)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +106,11 @@ COCO2PASCAL_FOLDS = (
 
 # Seed-sequence key of the evaluation episode lists (synthetic.py keeps the other streams' keys apart).
 _EPISODE_LIST_STREAM = 5_000_003
+_LABEL_KIND_STREAM = 5_000_004  # the per-episode label kinds of label="any" evaluation lists
+# label="any": each episode draws its references' label kind uniformly from prompts.LABEL_KINDS,
+# so one encoder learns all four (the authors' code has this draw, commented out, per batch).
+ANY_LABEL = "any"
+LABEL_CHOICES = (*prompts.LABEL_KINDS, ANY_LABEL)
 
 
 def fold_classes(name: str, fold: int, split: str) -> list[int]:
@@ -157,6 +170,8 @@ VOC2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (VOCtrainval_11-May-201
 SegmentationClassAug: VOC labels augmented with SBD (Hariharan et al. 2011,
 http://home.bharathh.info/pubs/codes/SBD/download.html), distributed ready-made as
 SegmentationClassAug.zip with the DeepLab / PFENet / HSNet code."""
+
+COCO_RENDER_MARKER = ".rendered-from.json"  # names the instances JSON a folder of rendered masks came from
 
 COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO2014):
   train2014/COCO_train2014_<id>.jpg, val2014/COCO_val2014_<id>.jpg
@@ -299,8 +314,17 @@ class CocoImages:
         return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=80)
 
 
-def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dict[str, list[list[int]]]:
-    """Render instances_*.json into one semantic PNG per image; returns {file stem: [[class, pixels], ...]}."""
+def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
+                       overwrite: bool = True) -> dict[str, list[list[int]]]:
+    """Render instances_*.json into one semantic PNG per labelled image (pixel = 1-based class in
+    COCO's 80-class order, 0 background; the HSNet layout); returns {file stem: [[class, pixels], ...]}.
+
+    The one renderer of both routes: CocoImages' cache on first use and `python data.py
+    prepare-coco`. Resumable: out_dir carries a marker naming the JSON (path, size, time) its PNGs
+    come from; PNGs are written atomically, so with a matching marker every PNG present is complete
+    and is read back instead of rendered again. PNGs in out_dir that were not rendered from this
+    JSON are replaced only with `overwrite` (the cache always; prepare-coco only when asked).
+    """
     from pycocotools.coco import COCO  # only this route needs it
 
     not_coco = f"{json_path} is not COCO instance annotations (instances_*2014.json: an object with lists " \
@@ -339,12 +363,33 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
         raise ValueError(f"{json_path}: annotations use category id {unknown[0]!r}, which its 'categories' list "
                          "does not define; is the file complete (re-download it)?")
 
+    stat = json_path.stat()
+    source = {"source": str(json_path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    marker = out_dir / COCO_RENDER_MARKER
+    try:
+        resume = json.loads(marker.read_text()) == source
+    except (OSError, ValueError):
+        resume = False
+    present = set(_listdir(out_dir, ".png")) if out_dir.is_dir() else set()
+    if not resume:
+        if present and not overwrite:
+            made_by = "were rendered from another version of it" if marker.exists() else "were not rendered from it"
+            raise FileExistsError(f"{out_dir} already holds {len(present)} PNGs that {made_by} (the HSNet masks?); data.py "
+                                  f"reads them as they are; pass --overwrite to render {json_path.name} over them")
+        write_atomic(marker, json.dumps(source).encode())
+        present = set()  # nothing there is trusted: render every image
+
     index: dict[str, list[list[int]]] = {}
     with warnings.catch_warnings():
         # pycocotools 2.0 warns on every decode under numpy 2 (its __array__ lacks `copy`); harmless.
         warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
-        for image_id in tqdm(sorted(coco.imgs), desc=f"rendering {json_path.name}", disable=not progress):
+        for image_id in tqdm(sorted(coco.imgs), desc=f"rendering {json_path.name}", unit="image",
+                             disable=not progress, dynamic_ncols=True):
             info = coco.imgs[image_id]
+            stem = Path(info["file_name"]).stem
+            if stem in present:  # rendered by an earlier, interrupted run from this very file
+                index[stem] = _class_pixels(_read_label(out_dir / f"{stem}.png"), 80)
+                continue
             objects = []
             try:
                 label = np.zeros((info["height"], info["width"]), np.uint8)
@@ -357,13 +402,14 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool) -> dic
             for _, _, class_id, mask in sorted(objects, key=lambda o: o[:2]):  # largest first
                 label[mask] = class_id
             if label.any():
-                stem = Path(info["file_name"]).stem
                 buffer = io.BytesIO()
                 Image.fromarray(label).save(buffer, format="PNG")
                 write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
                 index[stem] = _class_pixels(label, 80)
+    # What is left is not this JSON's: a previous version's, or files `overwrite` allowed us to replace.
+    for stem in sorted(present - set(index)) if resume else sorted(set(_listdir(out_dir, ".png")) - set(index)):
+        (out_dir / f"{stem}.png").unlink()
     return index
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +434,8 @@ class EpisodeDataset(Dataset):
     sampling: "image" draws a target image, then one of its classes (the authors' PASCAL);
         "class" draws a class uniformly, then a target image of it (the authors' COCO).
     shots: k, the number of distinct references per episode.
-    label: the simulated reference label, one of prompts.LABEL_KINDS.
+    label: the simulated reference label, one of prompts.LABEL_KINDS, or "any": a kind drawn per
+        episode (all k references of an episode share it); items name theirs under "label".
     image_size: S; images are resized bilinearly, masks with nearest neighbour.
     original_size: also return the target mask at the image's own size.
     """
@@ -396,7 +443,7 @@ class EpisodeDataset(Dataset):
     def __init__(self, images, *, name: str, split: str, fold: int, classes: Sequence[int], sampling: str,
                  shots: int = 1, label: str = "mask", image_size: int = 512, seed: int = 0,
                  original_size: bool = False):
-        _check_choice("label kind", label, prompts.LABEL_KINDS)
+        _check_choice("label kind", label, LABEL_CHOICES)
         _check_choice("sampling", sampling, ("image", "class"))
         if shots < 1:
             raise ValueError(f"shots must be at least 1, got {shots}")
@@ -433,6 +480,12 @@ class EpisodeDataset(Dataset):
                 chosen.append(image_id)
         return tuple(chosen)
 
+    def _label_kind(self, rng: np.random.Generator) -> str:
+        """The label kind of one episode: the dataset's, or under "any" one drawn uniformly from `rng`."""
+        if self.label != ANY_LABEL:
+            return self.label
+        return prompts.LABEL_KINDS[int(rng.integers(len(prompts.LABEL_KINDS)))]
+
     def _check_label_holds(self, label: np.ndarray, class_id: int, image_id: str) -> None:
         # The class index was built from the labels; one edited since then must not be scored with it.
         if not (label == class_id).any():
@@ -441,7 +494,7 @@ class EpisodeDataset(Dataset):
                 f"({self.class_names[class_id - 1]}), but the class index built from it lists the class: the "
                 "label changed after the index was built; run again to rebuild the index")
 
-    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator]) -> dict:
+    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str) -> dict:
         size, c = self.image_size, episode.class_id
         image, label = self.images.load(episode.target_id)
         self._check_label_holds(label, c, episode.target_id)
@@ -456,14 +509,15 @@ class EpisodeDataset(Dataset):
                 # Nearest-neighbour downscaling can miss a thin or tiny object entirely; a
                 # reference must show its object, so mark every cell the object touches.
                 mask[_resize_soft(ref_label == c, size) > 0] = 1
-            annotation = prompts.simulate_annotation(mask, self.label, rng)
+            annotation = prompts.simulate_annotation(mask, kind, rng)
             reference_images.append(_image_array(ref_image, size))
             reference_masks.append(mask)
             reference_labels.append(annotation.mask)
         item.update(reference_images=torch.from_numpy(np.stack(reference_images)),
                     reference_masks=torch.from_numpy(np.stack(reference_masks).astype(np.int64)),
                     reference_labels=torch.from_numpy(np.stack(reference_labels).astype(np.float32)),
-                    class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index)
+                    class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index,
+                    label=kind)
         if self.original_size:
             item["target_mask_original"] = torch.from_numpy(_object_mask(label, c).astype(np.int64))
         return item
@@ -509,7 +563,8 @@ class TrainingEpisodes(EpisodeDataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         episode = self.episode(index, rng)
-        return self._item(index, episode, [rng] * self.shots)
+        kind = self._label_kind(rng)  # from the episode's own stream: exact under resume and workers
+        return self._item(index, episode, [rng] * self.shots, kind)
 
 
 class EvaluationEpisodes(EpisodeDataset):
@@ -543,13 +598,16 @@ class EvaluationEpisodes(EpisodeDataset):
                 c = self.class_ids[int(rng.integers(len(self.class_ids)))]
                 targets.append((self.images_of[c][int(rng.integers(len(self.images_of[c])))], c))
         self.episodes = tuple(Episode(t, c, self._draw_references(rng, c, t)) for t, c in targets)
+        # A stream of their own, so label="any" lists hold the same episodes as every other kind's.
+        kinds = np.random.default_rng([self.seed, _LABEL_KIND_STREAM])
+        self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def __getitem__(self, index: int) -> dict:
         rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
-        return self._item(index, self.episodes[index], rngs)
+        return self._item(index, self.episodes[index], rngs, self.label_kinds[index])
 
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
@@ -721,7 +779,8 @@ def build_dataset(
 
     data_root: the dataset folder (see PASCAL_LAYOUT, COCO_LAYOUT); coco2pascal reads COCO for
         "train" and VOC2012/ for "test", so one folder holding both serves it. Unused by synthetic.
-    shots, label: k references, each with a simulated label of this kind (prompts.LABEL_KINDS).
+    shots, label: k references, each with a simulated label of this kind (prompts.LABEL_KINDS), or
+        "any": a kind drawn per episode, from the episode's own seed.
     image_size: S (default 512; synthetic: scene_size).
     num_episodes: evaluation episodes per fold (the paper: 1000); unused for "train".
     seed: fixes the evaluation list, the training episodes, and the synthetic scenes.
@@ -959,3 +1018,201 @@ def write_atomic(path: Path, payload: bytes) -> None:
         if isinstance(error, OSError):
             raise cli.write_error(path, error) from error
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing the data (`python data.py prepare-pascal` / `prepare-coco`): the label layouts above,
+# written once from the files VOC, SBD and COCO ship. Atomic per file, resumable, idempotent.
+# ---------------------------------------------------------------------------------------------
+
+SBD_SOURCE = ("SBD (Hariharan et al. 2011): benchmark.tgz from http://home.bharathh.info/pubs/codes/SBD/download.html, "
+              "whose benchmark_RELEASE/dataset/ holds cls/*.mat")
+# A complete VOC2012 + SBD: 2,913 VOC labels and 11,355 SBD ones, 12,031 images in all, of which
+# 10,582 are outside VOC's val.txt (the PASCAL-5i training pool) and 1,449 in it.
+PASCAL_AUG_TOTAL, PASCAL_AUG_TRAIN = 12_031, 10_582
+
+
+def voc_palette() -> list[int]:
+    """The 256-colour palette of VOC's label PNGs (the devkit's bit-interleaved colour map): class 1
+    is (128, 0, 0), 255 (the boundary) is (224, 224, 192). Flat [r0, g0, b0, r1, ...]."""
+    palette = []
+    for i in range(256):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((i >> (3 * bit + channel)) & 1) << (7 - bit)
+        palette += rgb
+    return palette
+
+
+def read_sbd_label(path: Path) -> np.ndarray:
+    """(H, W) uint8 class map of an SBD cls/*.mat file: struct GTcls, field Segmentation (0 background,
+    1-20 the VOC classes; SBD marks no boundaries). Boundaries and CategoriesPresent are not needed."""
+    import scipy.io  # only preparing PASCAL needs it
+
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except Exception as error:  # scipy raises MatReadError, ValueError, OSError... for a bad file
+        raise ValueError(f"{path} could not be read as a MATLAB file ({error}); re-extract {SBD_SOURCE}") from error
+    if "GTcls" not in mat:
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"{path} holds no GTcls struct (it holds {keys}): expected an SBD cls/*.mat file "
+                         "(inst/*.mat hold GTinst, the instance labels)")
+    segmentation = getattr(mat["GTcls"], "Segmentation", None)
+    label = None if segmentation is None else np.asarray(segmentation)
+    if label is None or label.ndim != 2 or label.dtype.kind not in "ui":
+        raise ValueError(f"{path}: GTcls.Segmentation is missing or not a 2-D integer class map; is this an SBD cls/*.mat file?")
+    bad = [int(v) for v in np.unique(label) if not 0 <= v <= len(PASCAL_CLASSES)]
+    if bad:
+        raise ValueError(f"{path}: GTcls.Segmentation has value {bad[0]}: expected 0 background and 1-20 classes")
+    return label.astype(np.uint8)
+
+
+def _read_voc_class_label(path: Path) -> np.ndarray:
+    label = _read_label(path)  # a palette PNG: its pixels are the class indices
+    bad = [int(v) for v in np.unique(label) if len(PASCAL_CLASSES) < v < IGNORE]
+    if bad:
+        raise ValueError(f"label {path} has pixel value {bad[0]}: expected 0 background, 1-20 classes and 255 boundary")
+    return label
+
+
+def _palette_png(label: np.ndarray, palette: Sequence[int]) -> bytes:
+    image = Image.fromarray(label)
+    image.putpalette(palette)  # an "L" image becomes "P": the same indices, now coloured like VOC's
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
+    """The first of root/candidate that is a folder; else one line naming where we looked and what it is."""
+    for candidate in candidates:
+        if (root / candidate).is_dir():
+            return root / candidate
+    looked = " nor ".join(str(root / c) for c in candidates)
+    raise FileNotFoundError(f"neither {looked} exists: {what}" if len(candidates) > 1 else f"{looked} not found: {what}")
+
+
+def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
+                   progress: bool = True) -> dict:
+    """Build SegmentationClassAug (PASCAL_LAYOUT) from SBD's cls/*.mat and VOC's SegmentationClass.
+
+    voc: the VOC2012 folder (or the VOCdevkit holding it), with SegmentationClass/*.png.
+    sbd: SBD's dataset folder holding cls/*.mat (or benchmark_RELEASE above it).
+    out: default voc/SegmentationClassAug, where PascalImages reads.
+    Each image gets one palette PNG (VOC's palette): VOC's own label where it has one (it marks
+    object boundaries 255, kept), else SBD's. A file already there with the same class map is
+    left as it is (so a second run writes nothing, and an interrupted run resumes); one that
+    differs is replaced only with `overwrite`. Returns the counts the command prints.
+    """
+    voc, sbd = Path(voc), Path(sbd)
+    if not voc.is_dir():
+        raise FileNotFoundError(f"VOC folder {voc} not found: --voc is the VOC2012 folder of VOCtrainval_11-May-2012.tar")
+    if not (voc / "SegmentationClass").is_dir() and (voc / "VOC2012").is_dir():
+        voc = voc / "VOC2012"
+    voc_dir = _find_dir(voc, ["SegmentationClass"], "--voc is the VOC2012 folder holding SegmentationClass/*.png "
+                        "(VOCtrainval_11-May-2012.tar)")
+    if not sbd.is_dir():
+        raise FileNotFoundError(f"SBD folder {sbd} not found: --sbd is the folder holding cls/*.mat, from {SBD_SOURCE}")
+    cls_dir = _find_dir(sbd, ["cls", "dataset/cls", "benchmark_RELEASE/dataset/cls"],
+                        f"--sbd is the folder holding SBD's cls/*.mat, from {SBD_SOURCE}")
+    out = Path(out) if out is not None else voc / "SegmentationClassAug"
+
+    sources = {name: cls_dir / f"{name}.mat" for name in _listdir(cls_dir, ".mat")}
+    if not sources:
+        raise FileNotFoundError(f"{cls_dir} holds no .mat files: expected SBD's 11,355 cls/*.mat, from {SBD_SOURCE}")
+    from_voc = _listdir(voc_dir, ".png")
+    if not from_voc:
+        raise FileNotFoundError(f"{voc_dir} holds no .png labels: expected VOC2012's 2,913 SegmentationClass PNGs")
+    sources.update({name: voc_dir / f"{name}.png" for name in from_voc})  # VOC's labels take precedence
+
+    palette = voc_palette()
+    written = unchanged = 0
+    for name in tqdm(sorted(sources), desc=f"writing {out}", unit="label", disable=not progress, dynamic_ncols=True):
+        source = sources[name]
+        label = _read_voc_class_label(source) if source.suffix == ".png" else read_sbd_label(source)
+        target = out / f"{name}.png"
+        if target.exists():
+            if np.array_equal(_read_label(target), label):
+                unchanged += 1
+                continue
+            if not overwrite:
+                raise FileExistsError(f"{target} exists and differs from the label {source} gives: pass --overwrite "
+                                      "to replace such files, or --out to write elsewhere")
+        write_atomic(target, _palette_png(label, palette))
+        written += 1
+
+    val_list = voc / "ImageSets" / "Segmentation" / "val.txt"
+    val = set(val_list.read_text().split()) if val_list.is_file() else None
+    images = set(_listdir(voc / "JPEGImages", ".jpg")) if (voc / "JPEGImages").is_dir() else None
+    return {"out": str(out), "labels": len(sources), "written": written, "unchanged": unchanged,
+            "from_voc": len(from_voc), "from_sbd": len(sources) - len(from_voc),
+            "outside_val": None if val is None else len(set(sources) - val),
+            "without_image": None if images is None else len(set(sources) - images)}
+
+
+def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val2014"), overwrite: bool = False,
+                 progress: bool = True) -> dict:
+    """Render annotations/instances_<split>.json into annotations/<split>/*.png (COCO_LAYOUT, HSNet's
+    masks) under `coco`, with the renderer CocoImages uses for its cache (_render_coco_masks):
+    resumable, and never over PNGs it did not render from the same JSON unless `overwrite`.
+    Returns {split: {"labelled": images with a mask written, "seconds"}}."""
+    coco = Path(coco)
+    if not (coco / "annotations").is_dir() and (coco / "COCO2014" / "annotations").is_dir():
+        coco = coco / "COCO2014"
+    bad = [s for s in splits if s not in ("train2014", "val2014")]
+    if bad:
+        raise ValueError(f"unknown COCO split {bad[0]!r} (--splits): expected train2014 and/or val2014")
+    for split in splits:  # every input is checked before anything is written
+        path = coco / "annotations" / f"instances_{split}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: --coco is the folder holding annotations/instances_{{train,val}}2014.json "
+                                    "(annotations_trainval2014.zip from https://cocodataset.org/#download)")
+    summary = {}
+    for split in splits:
+        start = time.perf_counter()
+        json_path = coco / "annotations" / f"instances_{split}.json"
+        index = _render_coco_masks(json_path, coco / "annotations" / split, progress=progress, overwrite=overwrite)
+        summary[split] = {"labelled": len(index), "seconds": round(time.perf_counter() - start, 1)}
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """`python data.py prepare-pascal --voc VOC2012 --sbd SBD` / `python data.py prepare-coco --coco COCO2014`."""
+    parser = argparse.ArgumentParser(prog="data.py", description="Prepare the label layouts data.py reads (README, 'Preparing the data').")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pascal = commands.add_parser("prepare-pascal", help="SegmentationClassAug from VOC2012 + SBD",
+                                 description="Write VOC2012/SegmentationClassAug/*.png (palette PNGs: 0 background, 1-20, "
+                                             "255 boundary) from SBD's cls/*.mat and VOC's SegmentationClass/*.png (VOC's win).")
+    pascal.add_argument("--voc", type=Path, required=True, help="the VOC2012 folder (holding SegmentationClass/, JPEGImages/, ImageSets/)")
+    pascal.add_argument("--sbd", type=Path, required=True, help="SBD's folder holding cls/*.mat (benchmark_RELEASE/dataset)")
+    pascal.add_argument("--out", type=Path, default=None, help="default: VOC2012/SegmentationClassAug")
+    pascal.add_argument("--overwrite", action="store_true", help="replace label PNGs already there that differ")
+    coco = commands.add_parser("prepare-coco", help="HSNet's annotations/{train,val}2014/*.png from the instances JSON",
+                               description="Render annotations/instances_{train,val}2014.json into annotations/train2014/*.png "
+                                           "and annotations/val2014/*.png (pixel = 1-based class in COCO's 80-class order).")
+    coco.add_argument("--coco", type=Path, required=True, help="the COCO 2014 folder holding annotations/")
+    coco.add_argument("--splits", default="train2014,val2014", help="comma list of train2014, val2014")
+    coco.add_argument("--overwrite", action="store_true", help="render over PNGs that did not come from the same JSON")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare-pascal":
+            summary = prepare_pascal(args.voc, args.sbd, args.out, overwrite=args.overwrite)
+            outside = "" if summary["outside_val"] is None else f"; {summary['outside_val']:,} outside val.txt (the training pool)"
+            print(f"{summary['labels']:,} label images in {summary['out']} ({summary['written']:,} written, "
+                  f"{summary['unchanged']:,} already there): {summary['from_voc']:,} from VOC SegmentationClass, "
+                  f"{summary['from_sbd']:,} from SBD{outside}. A complete VOC2012 + SBD gives "
+                  f"{PASCAL_AUG_TOTAL:,} and {PASCAL_AUG_TRAIN:,}.")
+            if summary["without_image"]:
+                print(f"warning: {summary['without_image']:,} of them have no JPEGImages/<id>.jpg; is VOC2012 complete?")
+        else:
+            summary = prepare_coco(args.coco, splits=args.splits.split(","), overwrite=args.overwrite)
+            for split, counts in summary.items():
+                print(f"{split}: {counts['labelled']:,} labelled images in annotations/{split}/ ({counts['seconds']:.0f} s)")
+    except (OSError, ValueError) as error:
+        sys.exit(f"data.py: error: {error}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
     python evaluate.py --dataset davis2017 --checkpoint PATH   # video, Table 16: handed to video.py
+    python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
@@ -23,6 +24,7 @@ import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -173,6 +175,14 @@ def write_json(path: Path, obj) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+_label_kinds = cli.choice_list(data.LABEL_CHOICES, all_word=None)
+
+
+def label_list(text: str) -> list[str]:
+    """--label: a kind, a comma list of kinds ('any': a kind drawn per episode), or 'all': the four kinds (Table 12)."""
+    return list(LABEL_KINDS) if text == "all" else _label_kinds(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
     parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
@@ -183,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use this checkpoint for a fold instead of searching --runs (repeatable; default: none)")
     group.add_argument("--dataset", choices=data.DATASETS, default=None,
                        help="benchmark (default: the dataset of the runs found; davis2017 and synthetic-video: video.py, Table 16)")
-    group.add_argument("--label", type=cli.choice_list(LABEL_KINDS), default=["mask"],
-                       help="label kind(s) of the references: one, a comma list, or 'all' (Table 12) (default: mask)")
+    group.add_argument("--label", type=label_list, default=["mask"],
+                       help="label kind(s) of the references: one, a comma list, or 'all' (Table 12); 'any' draws a "
+                            "kind per episode (default: mask)")
+    group.add_argument("--trained-label", choices=data.LABEL_CHOICES, default=None,
+                       help="evaluate the encoders trained with this label kind on every --label kind (Table 12's "
+                            "cross-kind cells) (default: each kind's own runs, else a fold's --label any run)")
     group.add_argument("--shots", type=cli.int_list(low=1), default=[1],
                        help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model (default: 1)")
     group.add_argument("--folds", type=cli.int_list(range(data.NUM_FOLDS)), default=list(range(data.NUM_FOLDS)),
@@ -275,20 +289,39 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
             if fold in explicit:
                 chosen[(label, fold)] = explicit[fold]
                 continue
-            matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
-                       and config["label"] == label and args.backbone in (None, config["backbone"])]
-            if matches:  # several runs of one setting: the most recently trained
-                chosen[(label, fold)] = run_checkpoint(max(matches, key=lambda run: run.stat().st_mtime))
+            for trained in trained_labels(args, label):
+                matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
+                           and config["label"] == trained and args.backbone in (None, config["backbone"])]
+                if matches:  # several runs of one setting: the most recently trained
+                    chosen[(label, fold)] = run_checkpoint(max(matches, key=lambda run: run.stat().st_mtime))
+                    if trained != label and args.trained_label is None:
+                        print(f"{label} fold {fold}: no run trained on {label} labels; evaluating the --label any "
+                              f"run {chosen[(label, fold)]}")
+                    break
     return chosen
 
 
-def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str, backbone: str | None) -> dict:
-    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label or backbone."""
+def trained_labels(args: argparse.Namespace, label: str) -> tuple[str, ...]:
+    """Label kinds a checkpoint evaluated with `label` may have been trained on, in order of preference:
+    --trained-label when given; else `label` itself, then "any" (one encoder for every kind)."""
+    if args.trained_label is not None:
+        return (args.trained_label,)
+    return (label,) if label == data.ANY_LABEL else (label, data.ANY_LABEL)
+
+
+def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str | Sequence[str],
+                     backbone: str | None) -> dict:
+    """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label
+    (one kind, or any of a sequence of kinds: trained_labels) or backbone."""
     run = state.get("args", {})
-    wanted = {"dataset": dataset, "fold": fold, "label": label}
+    labels = (label,) if isinstance(label, str) else tuple(label)
+    wanted = {"dataset": dataset, "fold": fold}
     if backbone is not None:
         wanted["backbone"] = backbone
     wrong = [f"{k} {run.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if run.get(k) != v]
+    if run.get("label") not in labels:
+        wrong.append(f"label {run.get('label')!r} (wanted {' or '.join(map(repr, labels))}; --trained-label "
+                     f"{run.get('label')} evaluates it with other kinds)")
     if wrong:
         raise ValueError(f"{path} was trained for {', '.join(wrong)}; pass the checkpoint of that setting")
     return run
@@ -341,7 +374,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     # Every checkpoint, its run's frozen parts and data are checked before any episode is scored.
     states = {key: load_checkpoint(path) for key, path in chosen.items()}
     runs = {(label, fold): check_checkpoint(chosen[(label, fold)], state, dataset=args.dataset, fold=fold,
-                                            label=label, backbone=args.backbone)
+                                            label=trained_labels(args, label), backbone=args.backbone)
             for (label, fold), state in states.items()}
     frozen = {key: argparse.Namespace(
         backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
@@ -390,12 +423,14 @@ def evaluate(args: argparse.Namespace) -> dict:
                                            vis_dir=path.parent / f"vis-{name}", desc=f"{label} {shots}-shot fold {fold}")
                 if result["classes_without_episodes"]:
                     print(no_episode_warning(result, args.dataset, f"{label} {shots}-shot fold {fold}"))
-                result.update(checkpoint=str(path), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
+                result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
                               untrained=args.untrained, original_size=args.original_size,
                               class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
                 outputs.append((path.parent / f"eval-{name}.json", result))
                 rows[(label, shots)][fold] = result
     title = args.dataset + (" (untrained encoder)" if args.untrained else "")
+    if args.trained_label is not None:
+        title += f", encoders trained with {args.trained_label} labels"
     print(format_table(title, rows, folds, args.episodes))  # the results first: a failed write cannot lose them
     failed = []
     for json_path, result in outputs:

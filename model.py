@@ -3,7 +3,8 @@
 Reading order follows the paper:
 
 - `VRPConfig`                 every choice that changes the learnable weights' shapes or meaning.
-- `build_backbone`, `Backbone` the frozen encoder of §4.1 (ResNet-50/101, VGG-16-BN, DINOv2, tiny):
+- `build_backbone`, `Backbone` the frozen encoder of §4.1 (ResNet-50/101, the authors' deep-stem
+                               ResNet-50/101, VGG-16-BN, DINOv2, tiny):
                                mid-level features = 3rd ⊕ 4th block, high-level = 5th block.
 - `pseudo_mask`               Appendix A: the target's pseudo mask from high-level cosine similarity.
 - `FeatureAugmenter`          §4.1, Eqs. 1–3: shared projection, prototype by masked average
@@ -22,7 +23,8 @@ Reading order follows the paper:
 Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
 labels), the pseudo mask left unnormalised (authors' code, not the paper's min-max), 255 pixels
-ignored by the loss, torchvision's ResNet stem instead of the authors' deep stem.
+ignored by the loss, torchvision's ResNet stem by default (the authors' deep stem is
+`resnet50_deepstem` with their resnet50_v2.pth, loaded strictly).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ from torchvision.ops import Conv2dNormActivation
 
 import cli
 
-BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny")
+BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet50_deepstem", "resnet101_deepstem")
+# The authors' backbone: PSPNet's deep-stem ResNet, ImageNet-pretrained by PSPNet's authors and
+# distributed as initmodel/resnet{50,101}_v2.pth with hszhao/semseg (PFENet and VRP-SAM load it).
+DEEP_STEM_FILES = {"resnet50_deepstem": "resnet50_v2.pth", "resnet101_deepstem": "resnet101_v2.pth"}
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 SAM_CHECKPOINT_FILES = {
     "vit_h": "sam_vit_h_4b8939.pth",
@@ -327,11 +332,23 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     if weights == "imagenet" and name == "tiny":
         raise ValueError("the tiny backbone has no ImageNet weights: leave --backbone-weights unset or pass a state_dict file")
 
+    if weights == "imagenet" and name in DEEP_STEM_FILES:
+        raise ValueError(f"{name} has no torchvision ImageNet weights: pass the authors' {DEEP_STEM_FILES[name]} (PSPNet's "
+                         "initmodel, hszhao/semseg) with --backbone-weights PATH, or use --backbone resnet50 (torchvision's stem)")
+
     with _seeded(0):
-        if name in ("resnet50", "resnet101"):
+        if name in DEEP_STEM_FILES:
+            net = _deep_stem_resnet(50 if name == "resnet50_deepstem" else 101)
+            del net.fc
+            stem = nn.Sequential(net.conv1, net.bn1, nn.ReLU(inplace=True), net.conv2, net.bn2, nn.ReLU(inplace=True),
+                                 net.conv3, net.bn3, nn.ReLU(inplace=True), net.maxpool)
+            blocks = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
+            channels = (512, 1024, 2048)
+            imagenet = None
+        elif name in ("resnet50", "resnet101"):
             constructor = torchvision.models.resnet50 if name == "resnet50" else torchvision.models.resnet101
-            # Output stride 8 (64×64 at 512²), as PSPNet-style few-shot backbones; the authors' deep stem is
-            # unpublished, torchvision's single-conv stem has public weights.
+            # Output stride 8 (64×64 at 512²), as PSPNet-style few-shot backbones; torchvision's single-conv
+            # stem has public weights (the authors' deep stem is resnet50_deepstem, with PSPNet's file).
             net = constructor(weights=None, replace_stride_with_dilation=[False, True, True])
             del net.fc
             blocks = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
@@ -367,14 +384,54 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             source = str(weights)
         # Keys of the torchvision classifier head (fc / classifier) are not part of the backbone.
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{source} does not fit the {name} backbone: missing {missing[:5]}, unexpected {unexpected[:5]} "
-                             "(is it a state_dict of the matching torchvision model? --backbone-weights)")
+        _check_backbone_state_dict(net, state, name=name, source=source)
+        net.load_state_dict(state, strict=False)  # strict in effect: keys and shapes were checked above
 
     backbone = CNNBackbone(name=name, blocks=blocks, block3_channels=channels[0],
                            block4_channels=channels[1], block5_channels=channels[2])
     return backbone.freeze()
+
+
+def _deep_stem_resnet(depth: int) -> nn.Module:
+    """The ResNet of PSPNet / PFENet that the authors' code builds (their model/base/resnet.py with
+    deep_stem=True): torchvision's dilated Bottleneck ResNet (output stride 8) whose 7×7 stem conv is
+    three 3×3 conv + BN + ReLU, 3→64 (stride 2) →64 →128, then the max pool; so layer1 starts from 128
+    channels. Module names give their weight files' keys: conv1-3, bn1-3, layer1-4 (and fc)."""
+    constructor = torchvision.models.resnet50 if depth == 50 else torchvision.models.resnet101
+    net = constructor(weights=None, replace_stride_with_dilation=[False, True, True])
+    for index, (cin, cout, stride) in enumerate(((3, 64, 2), (64, 64, 1), (64, 128, 1)), start=1):
+        setattr(net, f"conv{index}", nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False))
+        setattr(net, f"bn{index}", nn.BatchNorm2d(cout))
+    downsample = nn.Sequential(nn.Conv2d(128, 256, 1, bias=False), nn.BatchNorm2d(256))
+    net.layer1[0] = torchvision.models.resnet.Bottleneck(128, 64, downsample=downsample)
+    del net.relu  # the stem's three ReLUs are built in build_backbone; this one held no weights
+    return net
+
+
+def _check_backbone_state_dict(net: nn.Module, state: dict[str, Tensor], *, name: str, source: str) -> None:
+    """Every key of `net` present with its shape, nothing else: one line naming what differs.
+
+    Strict, unlike the authors' load_state_dict(strict=False), which silently keeps random weights
+    for whatever a wrong file lacks. Tolerated: BatchNorm's num_batches_tracked counters (older
+    files lack them; in eval mode they are never read)."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} (model {expected[k]})" for k in expected
+                if k in state and tuple(state[k].shape) != expected[k]]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = [f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
+                for what, found in (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
+                if found]
+    if name in DEEP_STEM_FILES:
+        stem = state.get("conv1.weight")
+        hint = (f"it looks like torchvision's ResNet (one 7×7 stem conv): load it with --backbone {name.split('_')[0]}"
+                if stem is not None and tuple(stem.shape)[-2:] == (7, 7) else
+                f"expected the authors' deep-stem {DEEP_STEM_FILES[name]} (PSPNet's initmodel, hszhao/semseg)")
+    else:
+        hint = f"is it a state_dict of torchvision's {name}? (--backbone-weights)"
+    raise ValueError(f"{source} does not fit the {name} backbone: {'; '.join(problems)}; {hint}")
 
 
 def _build_dinov2(weights: str | Path | None) -> Backbone:

@@ -34,7 +34,6 @@ import data
 from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
 from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig, build_vrp_sam,
                    imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
-from prompts import LABEL_KINDS
 
 ROOT = Path(__file__).resolve().parent
 # §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
@@ -70,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=data.DATASETS, default="pascal", help="benchmark whose base classes train the encoder")
     group.add_argument("--fold", type=int, choices=range(data.NUM_FOLDS), default=0, help="fold whose test (novel) classes are held out")
-    group.add_argument("--label", choices=LABEL_KINDS, default="mask", help="simulated annotation of the references")
+    group.add_argument("--label", choices=data.LABEL_CHOICES, default="mask",
+                       help="simulated annotation of the references; 'any' draws one kind per episode, so one model serves all four")
     group.add_argument("--shots", type=cli.positive_int, default=1, help="references per training episode")
     group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
     group.add_argument("--image-size", type=cli.int_range(MIN_IMAGE_SIZE), default=None,
                        help=f"side of the square network input, at least {MIN_IMAGE_SIZE} ({defaults('image_size')})")
     group.add_argument("--workers", type=cli.nonnegative_int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
     group = parser.add_argument_group("model")
-    group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')})")
+    group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')}); *_deepstem: the authors' PSPNet ResNet, "
+                       "with --backbone-weights resnet50_v2.pth")
     group.add_argument("--backbone-weights", default=None,
                        help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
                             "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)")
