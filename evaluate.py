@@ -4,6 +4,8 @@
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
     python evaluate.py --dataset davis2017 --checkpoint PATH   # video, Table 16: handed to video.py
+    python evaluate.py --dataset synthetic --method gp-sam            # Table 3's GP-SAM, no training
+    python evaluate.py --dataset synthetic --method every-class-object  # a reference-free yardstick
     python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
 
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
@@ -28,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
@@ -35,7 +38,9 @@ from tqdm import tqdm
 
 import cli
 import data
-from model import BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, upsample_logits
+import prompts
+from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_masks, downsample_label, load_checkpoint,
+                   pseudo_mask, sam_image_embeddings, upsample_logits)
 from prompts import LABEL_KINDS
 
 IGNORE = 255
@@ -109,6 +114,7 @@ def evaluate_episodes(
     save_vis: int = 0,
     vis_dir: Path | None = None,
     desc: str = "evaluate",
+    predictor=None,
 ) -> dict:
     """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes",
     "classes_without_episodes"} (mIoU counts those as 0, see IoUMeter.miou).
@@ -117,15 +123,18 @@ def evaluate_episodes(
 
     original_size: compare at each target's original resolution (HSNet's option) instead of
     the network's S x S (the authors' protocol, the default).
+    predictor: batch -> target logits (B, S, S); default: the VRP-SAM model (`predict`). The
+    baselines and yardsticks below (`method_predictor`) plug in here, on the same episodes.
     """
     device = next(model.learnable_parameters()).device
     model.eval()
+    predictor = predictor or (lambda batch: predict(model, batch, cache, device))
     meter = IoUMeter(class_ids)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
     saved = 0
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        logits = predict(model, batch, cache, device).float().cpu()
+        logits = predictor(batch).float().cpu()
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
                 upsampled = upsample_logits(logits[b][None, None], mask.shape)[0]
@@ -171,6 +180,147 @@ def write_json(path: Path, obj) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Baselines and yardsticks on the same fixed episodes and metric (`--method`).
+# ---------------------------------------------------------------------------------------------
+
+METHODS = ("vrp-sam", "gp-sam", "every-class-object", "every-object", "wrong-reference")
+GP_PROMPTS = ("point", "box", "box+point")
+GP_NUM_POINTS = 5  # the paper's footnote 2: five positive points
+GP_THRESHOLD = 0.5  # on the min-max normalised pseudo mask: the upper half of its range is the object
+_GP_STREAM, _WRONG_REFERENCE_STREAM = 9_000_001, 9_000_002  # seed-sequence keys no other stream uses
+
+
+@torch.no_grad()
+def reference_prior(model, target_images: torch.Tensor, reference_images: torch.Tensor,
+                    reference_labels: torch.Tensor) -> torch.Tensor:
+    """The target's pseudo mask (Appendix A; the training-free prior of PFENet, the paper's [34])
+    from the frozen backbone, min-max normalised to [0, 1] per image, at image size: (B, S, S).
+
+    The same computation as VRPSAM.prompt_embeddings (the reference's 5th block sees only its
+    annotated region); with k references each pixel keeps its largest value.
+    """
+    b, k = reference_images.shape[:2]
+    backbone = model.backbone
+    target_high = backbone.high_features(backbone.mid_features(target_images)[1])
+    reference_mid, reference_last = backbone.mid_features(reference_images.flatten(0, 1))
+    reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], model.config.label_downsample)
+    reference_high = backbone.high_features(reference_last * reference_mask)
+    if reference_high.shape[-2:] != reference_mask.shape[-2:]:
+        reference_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
+    prior = pseudo_mask(target_high.repeat_interleave(k, dim=0), reference_high, reference_mask, norm="minmax")
+    prior = prior.view(b, k, *prior.shape[-2:]).amax(dim=1, keepdim=True)
+    return upsample_logits(prior.float(), target_images.shape[-2:])[:, 0]
+
+
+def binarise_prior(prior: torch.Tensor, threshold: float = GP_THRESHOLD) -> torch.Tensor:
+    """(B, S, S) bool: prior >= threshold; a map with nothing above it (a flat map) keeps its maximum."""
+    binary = prior >= threshold
+    return binary | (prior >= prior.flatten(1).amax(1)[:, None, None])
+
+
+def geometric_prompts(binary: torch.Tensor, rng: np.random.Generator, *, num_points: int = GP_NUM_POINTS):
+    """GP-SAM's prompts from one binarised pseudo mask (S, S): `num_points` positive points drawn
+    uniformly from its pixels (without replacement while it has enough), as (x, y), and its
+    bounding box (x0, y0, x1, y1), both in pixel coordinates. Returns float tensors (n, 2), (4,)."""
+    ys, xs = torch.nonzero(binary.cpu(), as_tuple=True)
+    if len(xs) == 0:
+        raise ValueError("geometric_prompts: the binarised pseudo mask is empty")
+    pick = torch.from_numpy(rng.choice(len(xs), size=num_points, replace=len(xs) < num_points))
+    points = torch.stack([xs[pick], ys[pick]], dim=1).float()
+    box = torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
+    return points, box
+
+
+def gp_sam_predictor(model, *, prompt: str, seed: int, cache: EmbeddingCache | None, device: torch.device,
+                     threshold: float = GP_THRESHOLD):
+    """Table 3's GP-SAM: no training. The reference becomes geometric prompts for SAM's own prompt
+    encoder: 5 points sampled from the binarised pseudo mask (seeded per episode) and/or its box."""
+    if prompt not in GP_PROMPTS:
+        raise ValueError(f"--gp-prompt {prompt!r}: choose from {', '.join(GP_PROMPTS)}")
+    sam = model.sam
+
+    def run(batch: dict) -> torch.Tensor:
+        target = batch["target_image"].to(device, non_blocking=True)
+        with autocast(device):
+            prior = reference_prior(model, target, batch["reference_images"].to(device), batch["reference_labels"].to(device))
+            binary = binarise_prior(prior.float(), threshold)
+            points, boxes = zip(*(geometric_prompts(mask, np.random.default_rng([seed, _GP_STREAM, int(episode)]))
+                                  for mask, episode in zip(binary, batch["episode"])))
+            scale = sam.image_encoder.img_size / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
+            point_prompt = None
+            if "point" in prompt:
+                coords = torch.stack(points).to(device) * scale
+                point_prompt = (coords, torch.ones(coords.shape[:2], dtype=torch.int64, device=device))
+            box_prompt = torch.stack(boxes).to(device) * scale if "box" in prompt else None
+            sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=None)
+            embeddings = (cache.embed(sam, target, list(batch["target_id"])).to(device) if cache is not None
+                          else sam_image_embeddings(sam, target))
+            low_res = decode_masks(sam, embeddings, sparse, dense)
+        return upsample_logits(low_res.float(), target.shape[-2:])[:, 0]
+
+    return run
+
+
+def oracle_predictor(dataset, method: str):
+    """Reference-free yardsticks that read the target's ground truth and ignore the reference:
+    "every-class-object" predicts every object of any class (the synthetic distractors left out),
+    "every-object" every drawn object, distractors included (synthetic scenes only)."""
+    images, size = dataset.images, dataset.image_size
+    if method == "every-object" and not hasattr(images, "scene"):
+        raise ValueError("--method every-object needs scenes that list every object: use --dataset synthetic")
+
+    def run(batch: dict) -> torch.Tensor:
+        masks = []
+        for target_id in batch["target_id"]:
+            if method == "every-object":
+                mask = np.any(np.stack(images.scene(target_id).instances), axis=0)
+            else:
+                label = images.load(target_id)[1]
+                mask = (label != 0) & (label != IGNORE)
+            mask = data._resize_mask(mask.astype(np.uint8), size)
+            masks.append(torch.from_numpy(mask.astype(np.float32)) * 2 - 1)  # logits: > 0 inside
+        return torch.stack(masks)
+
+    return run
+
+
+class WrongReferenceEpisodes(torch.utils.data.Dataset):
+    """`dataset`'s episodes with each episode's references replaced by images of another class of
+    the fold (drawn per episode from a seed, among images without the episode's class), annotated
+    on that class; target and ground truth unchanged. How much the model relies on the reference."""
+
+    def __init__(self, dataset, *, seed: int):
+        self.dataset, self.others = dataset, []
+        for index, episode in enumerate(dataset.episodes):
+            rng = np.random.default_rng([seed, _WRONG_REFERENCE_STREAM, index])
+            others = [c for c in dataset.class_ids if c != episode.class_id]
+            if not others:
+                raise ValueError("--method wrong-reference needs at least two classes in the fold")
+            other = others[int(rng.integers(len(others)))]
+            candidates = [i for i in dataset.images_of[other]
+                          if i != episode.target_id and episode.class_id not in dataset.images.classes[i]]
+            if len(candidates) < dataset.shots:
+                raise ValueError(f"--method wrong-reference: class {other} has too few images without class {episode.class_id}")
+            chosen = rng.choice(len(candidates), size=dataset.shots, replace=False)
+            self.others.append(data.Episode(episode.target_id, other, tuple(candidates[j] for j in chosen)))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        rngs = [prompts.episode_rng(self.dataset.seed, index, shot) for shot in range(self.dataset.shots)]
+        other = self.others[index]
+        # Built as an episode of the other class (its first reference standing in as the target), of
+        # which only the references are kept.
+        wrong = self.dataset._item(index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
+                                   self.dataset.label_kinds[index])  # the episode's own label kind
+        for key in ("reference_images", "reference_masks", "reference_labels", "reference_ids"):
+            item[key] = wrong[key]
+        return item
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line: find the runs, evaluate each (label, shots, fold), print a table like the paper's.
 # ---------------------------------------------------------------------------------------------
 
@@ -206,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backbone", choices=BACKBONES, default=None, help="only runs with this backbone (default: any)")
     group.add_argument("--untrained", action="store_true",
                        help="evaluate a freshly initialised encoder with the runs' frozen parts (a baseline)")
+    group.add_argument("--method", choices=METHODS, default="vrp-sam",
+                       help="vrp-sam: the runs' encoders; gp-sam: Table 3's training-free geometric prompts from the "
+                            "pseudo mask; every-class-object / every-object: reference-free yardsticks from the target's "
+                            "ground truth; wrong-reference: the trained encoder given a reference of another class")
+    group.add_argument("--gp-prompt", default=None,
+                       help=f"gp-sam prompts: one of {', '.join(GP_PROMPTS)} or a comma list (default: all three, Table 3's rows)")
+    group.add_argument("--gp-threshold", type=float, default=None,
+                       help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})")
     group = parser.add_argument_group("protocol")
     group.add_argument("--episodes", type=cli.positive_int, default=1000, help="fixed episodes per fold (paper: 1000)")
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)")
@@ -233,12 +391,13 @@ def fold_checkpoint(text: str) -> tuple[int, Path]:
 
 
 def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: bool = False,
-                original_size: bool = False, sam: str | None = None) -> str:
+                original_size: bool = False, sam: str | None = None, method: str | None = None) -> str:
     """The stem of a result's files beside its checkpoint (eval-<stem>.json, vis-<stem>/): everything
     that defines the result is in it, so a result of another protocol is never replaced. Extend
     it (keyword arguments, appended parts) when a new flag changes what is measured.
 
     sam: the SAM checkpoint's file stem when it is not the one the run was trained with.
+    method: evaluate.py --method (and GP-SAM's prompt kind) when it is not the run's own encoder.
     """
     parts = [label, f"{shots}shot", f"{episodes}ep", f"seed{seed}"]
     if untrained:
@@ -247,6 +406,8 @@ def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: 
         parts.append("original")
     if sam is not None:
         parts.append(f"sam-{sam}")
+    if method is not None:
+        parts.append(method)
     return "-".join(parts)
 
 
@@ -329,14 +490,15 @@ def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label:
 
 def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> str:
     """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's result tables (per-fold mIoU, mean, FB-IoU)."""
+    width = max([9] + [len(label) + 1 for label, _ in rows])
     lines = [f"VRP-SAM on {dataset}: mIoU (%) on novel classes, {episodes} episodes per fold",
-             f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'FB-IoU':>8}"]
+             f"{'label':<{width}}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'FB-IoU':>8}"]
     for (label, shots), results in rows.items():
         cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
         done = [results[f] for f in folds if f in results]
         mean = f"{np.mean([r['miou'] for r in done]):8.1f}" if done else f"{'-':>8}"
         fb = f"{np.mean([r['fbiou'] for r in done]):8.1f}" if done else f"{'-':>8}"
-        lines.append(f"{label:<9}{shots:>5}{cells}{mean}{fb}")
+        lines.append(f"{label:<{width}}{shots:>5}{cells}{mean}{fb}")
     if any(len(results) < len(folds) for results in rows.values()):
         lines.append("mean and FB-IoU are over the folds evaluated only")
     return "\n".join(lines)
@@ -365,6 +527,18 @@ def evaluate(args: argparse.Namespace) -> dict:
     from train import check_prerequisites, default_sam_checkpoint  # train.py imports this module
 
     labels, shots_list, folds = args.label, args.shots, args.folds
+    if args.method != "vrp-sam" and args.untrained:
+        raise ValueError(f"--untrained applies to trained encoders (--method vrp-sam) only; --method {args.method} "
+                         "uses no learnable encoder weights, drop --untrained")
+    if args.method != "gp-sam" and (args.gp_prompt is not None or args.gp_threshold is not None):
+        raise ValueError(f"--gp-prompt / --gp-threshold apply to --method gp-sam only (got --method {args.method})")
+    gp_prompts = (args.gp_prompt or ",".join(GP_PROMPTS)).split(",")
+    if any(p not in GP_PROMPTS for p in gp_prompts):
+        raise ValueError(f"--gp-prompt {args.gp_prompt}: use one of {', '.join(GP_PROMPTS)} or a comma list of them")
+    threshold = GP_THRESHOLD if args.gp_threshold is None else args.gp_threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--gp-threshold {threshold}: the pseudo mask is min-max normalised, pass a value in [0, 1]")
+    variants = gp_prompts if args.method == "gp-sam" else [None]
     device = torch.device(args.device)
     chosen = select_checkpoints(args, labels, folds)
     missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
@@ -383,10 +557,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=("test",))
         for key, run in runs.items()}
     check_prerequisites(*frozen.values())
-    names = {(label, shots, fold): _result_name(args, label, shots, runs[(label, fold)])
-             for (label, fold) in chosen for shots in shots_list}
+    names = {(label, shots, fold, variant): _result_name(args, label, shots, runs[(label, fold)], variant)
+             for (label, fold) in chosen for shots in shots_list for variant in variants}
     if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
-        for (label, shots, fold), name in names.items():
+        for (label, shots, fold, _), name in names.items():
             (chosen[(label, fold)].parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
 
     models: dict[tuple, tuple] = {}  # (config, image size) -> (model, cache): one frozen SAM at a time
@@ -394,41 +568,58 @@ def evaluate(args: argparse.Namespace) -> dict:
     outputs: list[tuple[Path, dict]] = []
     for label in labels:
         for shots in shots_list:
-            rows[(label, shots)] = {}
-            for fold in folds:
-                if (label, fold) not in chosen:
-                    continue
-                path, state, run, parts = chosen[(label, fold)], states[(label, fold)], runs[(label, fold)], frozen[(label, fold)]
-                config = VRPConfig(**state["config"])
-                key = (config, run.get("image_size"), str(parts.sam_checkpoint), parts.backbone_weights)
-                if key not in models:
-                    models.clear()  # keep one SAM in memory at a time
-                    model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
-                                          backbone_weights=parts.backbone_weights).to(device)
-                    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, run.get("image_size"))
-                    models[key] = (model, cache)
-                model, cache = models[key]
-                if args.untrained:
-                    model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
-                else:
-                    model.load_learnable_state_dict(state["model"])
-                dataset = data.build_dataset(args.dataset, split="test", fold=fold, shots=shots, label=label,
-                                             data_root=parts.data_root, image_size=run.get("image_size"),
-                                             num_episodes=args.episodes, seed=args.seed,
-                                             original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
-                name = names[(label, shots, fold)]
-                result = evaluate_episodes(model, dataset, class_ids=data.fold_classes(args.dataset, fold, "test"),
-                                           batch_size=args.batch_size, workers=args.workers, cache=cache,
-                                           original_size=args.original_size, save_vis=args.save_vis,
-                                           vis_dir=path.parent / f"vis-{name}", desc=f"{label} {shots}-shot fold {fold}")
-                if result["classes_without_episodes"]:
-                    print(no_episode_warning(result, args.dataset, f"{label} {shots}-shot fold {fold}"))
-                result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
-                              untrained=args.untrained, original_size=args.original_size,
-                              class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
-                outputs.append((path.parent / f"eval-{name}.json", result))
-                rows[(label, shots)][fold] = result
-    title = args.dataset + (" (untrained encoder)" if args.untrained else "")
+            for variant in variants:  # GP-SAM's prompt kinds (Table 3's rows); one pass otherwise
+                row = label if variant is None else f"{label}/{variant}"
+                rows[(row, shots)] = {}
+                for fold in folds:
+                    if (label, fold) not in chosen:
+                        continue
+                    path, state, run, parts = chosen[(label, fold)], states[(label, fold)], runs[(label, fold)], frozen[(label, fold)]
+                    config = VRPConfig(**state["config"])
+                    key = (config, run.get("image_size"), str(parts.sam_checkpoint), parts.backbone_weights)
+                    if key not in models:
+                        models.clear()  # keep one SAM in memory at a time
+                        model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
+                                              backbone_weights=parts.backbone_weights).to(device)
+                        cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, run.get("image_size"))
+                        models[key] = (model, cache)
+                    model, cache = models[key]
+                    if args.untrained:
+                        model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
+                    else:
+                        model.load_learnable_state_dict(state["model"])
+                    dataset = data.build_dataset(args.dataset, split="test", fold=fold, shots=shots, label=label,
+                                                 data_root=parts.data_root, image_size=run.get("image_size"),
+                                                 num_episodes=args.episodes, seed=args.seed,
+                                                 original_size=args.original_size, cache_dir=args.cache_dir, progress=True)
+                    episodes, predictor = dataset, None  # the same fixed episodes and metric for every method
+                    if args.method == "gp-sam":
+                        predictor = gp_sam_predictor(model, prompt=variant, seed=args.seed, cache=cache, device=device,
+                                                     threshold=threshold)
+                    elif args.method in ("every-class-object", "every-object"):
+                        predictor = oracle_predictor(dataset, args.method)
+                    elif args.method == "wrong-reference":
+                        episodes = WrongReferenceEpisodes(dataset, seed=args.seed)
+                    name = names[(label, shots, fold, variant)]
+                    what = f"{row} {shots}-shot fold {fold}" + ("" if args.method == "vrp-sam" else f" {args.method}")
+                    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, "test"),
+                                               batch_size=args.batch_size, workers=args.workers, cache=cache,
+                                               original_size=args.original_size, save_vis=args.save_vis,
+                                               vis_dir=path.parent / f"vis-{name}", desc=what, predictor=predictor)
+                    if result["classes_without_episodes"]:
+                        print(no_episode_warning(result, args.dataset, what))
+                    result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset), seed=args.seed,
+                                  untrained=args.untrained, original_size=args.original_size, method=args.method,
+                                  class_names={c: data.class_names(args.dataset)[c - 1] for c in result["class_iou"]})
+                    if args.method == "gp-sam":
+                        result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
+                    outputs.append((path.parent / f"eval-{name}.json", result))
+                    rows[(row, shots)][fold] = result
+    title = args.dataset + {"vrp-sam": " (untrained encoder)" if args.untrained else "",
+                            "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {threshold}",
+                            "every-class-object": ", yardstick: every class object of the target, no reference",
+                            "every-object": ", yardstick: every object of the target, no reference",
+                            "wrong-reference": ", the trained encoder given a reference of another class"}[args.method]
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
     print(format_table(title, rows, folds, args.episodes))  # the results first: a failed write cannot lose them
@@ -441,13 +632,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     if failed:
         more = f" (and {len(failed) - 1} more result file(s))" if len(failed) > 1 else ""
         raise OSError(f"{failed[0]}{more}; the table above holds the results")
-    return {f"{label}/{shots}": results for (label, shots), results in rows.items()}
+    return {f"{row}/{shots}": results for (row, shots), results in rows.items()}
 
 
-def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict) -> str:
+def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict, variant: str | None = None) -> str:
     other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != run.get("sam_checkpoint")
+    method = None if args.method == "vrp-sam" else args.method + (f"-{variant}" if variant else "")
+    if args.method == "gp-sam" and args.gp_threshold not in (None, GP_THRESHOLD):
+        method += f"-t{args.gp_threshold}"  # another binarisation, another result
     return result_name(label=label, shots=shots, episodes=args.episodes, seed=args.seed, untrained=args.untrained,
-                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None)
+                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None, method=method)
 
 
 def no_episode_warning(result: dict, dataset: str, what: str) -> str:
