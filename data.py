@@ -31,7 +31,9 @@ runs used the same pairs). Every item is a dict:
     target_mask_original  (H, W) int64, only with original_size=True
 
 Exposes ``build_dataset``, ``fold_classes``, ``class_names``, ``collate_episodes``,
-``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables. As a script it
+``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables; for video object
+segmentation (Table 16, run by video.py), ``DavisVideos`` (DAVIS 2017's semi-supervised layout),
+``read_davis_annotation`` and ``davis_palette``. As a script it
 prepares the label layouts from the official downloads, once (``prepare_pascal``, ``prepare_coco``):
 
     python data.py prepare-pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset   # SegmentationClassAug
@@ -639,6 +641,123 @@ def write_episodes(dataset: EvaluationEpisodes, path: str | Path) -> str:
     payload = _episodes_json(dataset)
     write_atomic(Path(path), payload)
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Video: DAVIS 2017, semi-supervised (Table 16). A video source knows its sequences, each
+# sequence's frame ids, and loads a frame with its annotation; video.py runs the protocol on it
+# (synthetic.SyntheticVideos is the other source).
+# ---------------------------------------------------------------------------------------------
+
+DAVIS_LAYOUT = """DAVIS 2017 (semi-supervised) expects under --data-root:
+  DAVIS/JPEGImages/480p/<sequence>/00000.jpg, 00001.jpg, ...
+  DAVIS/Annotations/480p/<sequence>/00000.png, ...   palette PNGs: 0 background, 1..n objects, 255 void
+  DAVIS/ImageSets/2017/val.txt                       the 30 validation sequences, one per line
+DAVIS-2017-trainval-480p.zip from https://davischallenge.org/davis2017/code.html"""
+
+
+def davis_palette() -> np.ndarray:
+    """(256, 3) uint8: the colours of DAVIS's (and PASCAL VOC's) palette PNGs; index i's colour takes
+    bits 0, 1, 2 of i into the top bits of red, green, blue, then bits 3, 4, 5 one place lower, ..."""
+    index = np.arange(256)
+    palette = np.zeros((256, 3), np.int64)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (index >> (3 * shift + channel)) & 1
+            palette[:, channel] |= bit << (7 - shift)
+    return palette.astype(np.uint8)
+
+
+def read_davis_annotation(path: Path) -> np.ndarray:
+    """(H, W) uint8 object ids of a DAVIS annotation: a palette (or greyscale) PNG as is, an RGB
+    PNG converted back to ids when every colour in it is DAVIS's palette colour of some id."""
+    try:
+        with Image.open(path) as pil:
+            if pil.mode in ("P", "L"):
+                return np.array(pil)
+            rgb = np.array(pil.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation {path} not found; is the dataset complete?") from None
+    except OSError as error:
+        raise OSError(f"annotation {path} could not be read ({error}); re-download or re-extract it") from error
+    def code(colours: np.ndarray) -> np.ndarray:  # (..., 3) uint8 RGB -> one int per colour
+        return (colours[..., 0].astype(np.int64) << 16) | (colours[..., 1].astype(np.int64) << 8) | colours[..., 2]
+
+    lookup = dict(zip(code(davis_palette()).tolist(), range(256)))
+    colours, inverse = np.unique(code(rgb).ravel(), return_inverse=True)
+    unknown = [c for c in colours.tolist() if c not in lookup]
+    if unknown:
+        c = unknown[0]
+        raise ValueError(f"annotation {path} is an RGB PNG with colour {(c >> 16, (c >> 8) & 255, c & 255)}, which is not in "
+                         "DAVIS's palette: expected a palette PNG of object ids (0 background, 1..n objects, 255 void)")
+    return np.array([lookup[c] for c in colours.tolist()], np.uint8)[inverse].reshape(rgb.shape[:2])
+
+
+class DavisVideos:
+    """The sequences of a DAVIS 2017 split (semi-supervised task), read from the official layout.
+
+    root: the folder holding DAVIS/ (or the DAVIS folder itself). split: the ImageSets/2017 list
+    ("val" for Table 16). sequences: a subset of the list to use, default all of it.
+    Every frame must have its annotation (the val layout), of the same size as the frame.
+    Frames load as (H, W, 3) uint8 RGB, annotations as (H, W) uint8 ids (0, 1..n, 255 void).
+    """
+
+    def __init__(self, root: Path, *, split: str = "val", resolution: str = "480p", sequences: Sequence[str] | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"data root {root} not found.\n{DAVIS_LAYOUT}")
+        davis = root if (root / "JPEGImages").is_dir() and not (root / "DAVIS").is_dir() else root / "DAVIS"
+        self.image_dir = davis / "JPEGImages" / resolution
+        self.annotation_dir = davis / "Annotations" / resolution
+        split_list = davis / "ImageSets" / "2017" / f"{split}.txt"
+        for path in (self.image_dir, self.annotation_dir):
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path} not found.\n{DAVIS_LAYOUT}")
+        if not split_list.is_file():
+            raise FileNotFoundError(f"{split_list} not found.\n{DAVIS_LAYOUT}")
+        listed = [line.strip() for line in split_list.read_text().splitlines() if line.strip()]
+        if sequences is not None:
+            unknown = [s for s in sequences if s not in listed]
+            if unknown:
+                raise ValueError(f"sequence {unknown[0]!r} is not in {split_list}; choose from: {', '.join(listed)}")
+            listed = list(sequences)
+        self.name, self.resolution, self.location = f"davis2017-{split}", resolution, str(davis)
+        self._frames: dict[str, tuple[str, ...]] = {}
+        for sequence in listed:
+            frames = _listdir(self.image_dir / sequence, ".jpg") if (self.image_dir / sequence).is_dir() else []
+            if not frames:
+                raise FileNotFoundError(f"sequence {sequence} is listed in {split_list} but {self.image_dir / sequence} "
+                                        f"holds no .jpg frames: is the download complete?\n{DAVIS_LAYOUT}")
+            folder = self.annotation_dir / sequence
+            annotations = _listdir(folder, ".png") if folder.is_dir() else []
+            if annotations != frames:
+                unmatched = sorted(set(frames) ^ set(annotations))
+                raise ValueError(f"sequence {sequence}: {len(frames)} frames in {self.image_dir / sequence} but "
+                                 f"{len(annotations)} annotations in {folder} (first unmatched: {unmatched[0]}); every "
+                                 "frame needs its annotation PNG of the same name, as in DAVIS 2017 train/val")
+            self._frames[sequence] = tuple(frames)
+        self.sequences = tuple(self._frames)
+
+    def frame_ids(self, sequence: str) -> tuple[str, ...]:
+        return self._frames[sequence]
+
+    def image_id(self, sequence: str, index: int) -> str:
+        """The frame's id in the SAM embedding cache; the JPEG's size and time are part of it, so
+        another copy of DAVIS (or a re-encoded frame) never reads this one's embedding."""
+        frame = self._frames[sequence][index]
+        stat = (self.image_dir / sequence / f"{frame}.jpg").stat()
+        return f"davis2017/{self.resolution}/{sequence}/{frame}-{stat.st_size}-{stat.st_mtime_ns}"
+
+    def load_frame(self, sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `index` of `sequence` and its annotation: (H, W, 3) uint8, (H, W) uint8."""
+        frame = self._frames[sequence][index]
+        image_path = self.image_dir / sequence / f"{frame}.jpg"
+        annotation_path = self.annotation_dir / sequence / f"{frame}.png"
+        image, annotation = _read_image(image_path), read_davis_annotation(annotation_path)
+        if image.shape[:2] != annotation.shape:
+            raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its annotation {annotation_path} is "
+                             f"{annotation.shape[1]}x{annotation.shape[0]}: they must match; re-extract the dataset")
+        return image, annotation
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     python evaluate.py --shots 5                       # every run under runs/, 5-shot
     python evaluate.py --runs runs --shots 1,5 --label all
     python evaluate.py --dataset synthetic --untrained # the same frozen parts with an untrained encoder
+    python evaluate.py --dataset davis2017 --checkpoint PATH   # video, Table 16: handed to video.py
     python evaluate.py --dataset synthetic --method gp-sam            # Table 3's GP-SAM, no training
     python evaluate.py --dataset synthetic --method every-class-object  # a reference-free yardstick
     python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
@@ -351,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")
     group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="FOLD=PATH",
                        help="use this checkpoint for a fold instead of searching --runs (repeatable; default: none)")
-    group.add_argument("--dataset", choices=data.DATASETS, default=None, help="benchmark (default: the dataset of the runs found)")
+    group.add_argument("--dataset", choices=data.DATASETS, default=None,
+                       help="benchmark (default: the dataset of the runs found; davis2017 and synthetic-video: video.py, Table 16)")
     group.add_argument("--label", type=label_list, default=["mask"],
                        help="label kind(s) of the references: one, a comma list, or 'all' (Table 12); 'any' draws a "
                             "kind per episode (default: mask)")
@@ -535,12 +537,23 @@ def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: li
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    import video  # Table 16: video datasets have their own protocol and flags, in video.py
+
+    if any(value in video.VIDEO_DATASETS for value in _dataset_values(argv)):
+        return video.main(argv)
     args = build_parser().parse_args(argv)
     world = distributed.setup(args.device, args.batch_size, "evaluate.py")  # torchrun: join the other ranks
     try:
         return evaluate(args, world)
     except (OSError, ImportError, ValueError) as error:  # OSError: missing, unreadable or unwritable files
         sys.exit(f"evaluate.py: error: {cli.error_message(error)}")
+
+
+def _dataset_values(argv: list[str]) -> list[str]:
+    """The values given to --dataset in argv (as `--dataset X` or `--dataset=X`)."""
+    return [arg.partition("=")[2] if arg.startswith("--dataset=") else argv[i + 1]
+            for i, arg in enumerate(argv) if arg.startswith("--dataset=") or (arg == "--dataset" and i + 1 < len(argv))]
 
 
 def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:

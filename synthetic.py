@@ -9,7 +9,9 @@ seed stream of its own, never the benchmark's images.
 
 Exposes ``synthetic_scene`` (one scene from a generator), ``synthetic_class`` and the class tables,
 ``SyntheticScene``, and ``SyntheticImages`` (the benchmark's train / test images, an image source
-for ``data.build_dataset``).
+for ``data.build_dataset``); ``SyntheticVideos`` (moving, scaling, occluding objects over 10-20
+frames, a video source for video.py like ``data.DavisVideos``), built from
+``synthetic_video_layout`` and ``render_video_frame``.
 """
 
 from __future__ import annotations
@@ -229,3 +231,168 @@ class SyntheticImages:
         """(S, S, 3) uint8 RGB image and its (S, S) uint8 label map (0..20, 255 rings)."""
         scene = self.scene(image_id)
         return scene.image, scene.label
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic videos (for video.py, Table 16's protocol without a download): a few class objects
+# and distractors that move, bounce, scale, spin and pass in front of each other over 10-20
+# frames. Each class object is an instance with its own id (1..n), and two of them may share a
+# class, so that, as in DAVIS, following one instance is more than finding its class.
+# ---------------------------------------------------------------------------------------------
+
+SYNTHETIC_VIDEO_STREAMS = {"layout": 5_000_011, "noise": 5_000_012}
+
+
+@dataclass(frozen=True)
+class VideoObject:
+    """One moving object. Position, size and angle at frame t:
+    centre = start + t * velocity, bounced back into the middle 80% of the image;
+    radius = radius0 * (1 + scale_amplitude * sin(2π t / scale_period)); angle = angle0 + t * spin."""
+
+    object_id: int  # 1..n for class objects, 0 for distractors (background in the annotation)
+    class_id: int  # 0 for distractors
+    shape: str
+    rgb: tuple[int, int, int]
+    texture: str
+    texture_seed: int
+    start: tuple[float, float]
+    velocity: tuple[float, float]
+    radius0: float
+    scale_amplitude: float
+    scale_period: float
+    angle0: float
+    spin: float
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """A video's objects, back to front (later ones occlude earlier ones), and its frame count."""
+
+    objects: tuple[VideoObject, ...]
+    background_seed: int
+    num_frames: int
+
+
+def _bounce(x: float, low: float, high: float) -> float:
+    """x reflected into [low, high], like a ball between two walls."""
+    span = high - low
+    y = (x - low) % (2 * span)
+    return low + (y if y <= span else 2 * span - y)
+
+
+def synthetic_video_layout(rng: np.random.Generator, *, classes: Sequence[int], num_distractors: int,
+                           num_frames: int, size: int = 128) -> VideoLayout:
+    """Draw the objects of a video: one class object per entry of `classes` (repeats allowed: two
+    instances of a class) and `num_distractors` distractors, placed without overlap in frame 0 so
+    every class object is fully visible there; speeds of 1-3.5 px per frame, sizes swinging by
+    up to 30%, a random depth order."""
+    placed: list[tuple[float, float, float]] = []
+    specs = []
+
+    def place(low: float, high: float) -> tuple[float, float, float] | None:
+        for attempt in range(80):
+            r = rng.uniform(low, high) * size * (0.985 ** attempt)
+            cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+            if all(math.hypot(cx - x, cy - y) > r + rr + 2 for x, y, rr in placed):
+                return cx, cy, r
+        return None
+
+    for object_id, class_id in enumerate(classes, start=1):
+        spot = place(0.10, 0.17) or (*rng.uniform(0.3 * size, 0.7 * size, 2), 0.08 * size)
+        shape, appearance = synthetic_class(class_id)
+        _, rgb, texture = next(a for a in SYNTHETIC_APPEARANCES if a[0] == appearance)
+        specs.append((object_id, int(class_id), shape, rgb, texture, spot))
+        placed.append(spot)
+    for _ in range(num_distractors):
+        spot = place(0.07, 0.14)
+        if spot is None:
+            continue
+        shape = SYNTHETIC_SHAPES[rng.integers(len(SYNTHETIC_SHAPES))]
+        rgb = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
+        texture = ("solid", "stripes", "checker", "dots")[rng.integers(4)]
+        specs.append((0, 0, shape, rgb, texture, spot))
+        placed.append(spot)
+
+    objects = []
+    for object_id, class_id, shape, rgb, texture, (cx, cy, r) in specs:
+        speed, heading = rng.uniform(1.0, 3.5), rng.uniform(0, 2 * math.pi)
+        objects.append(VideoObject(
+            object_id=object_id, class_id=class_id, shape=shape, rgb=tuple(rgb), texture=texture,
+            texture_seed=int(rng.integers(2 ** 31)), start=(float(cx), float(cy)),
+            velocity=(speed * math.cos(heading), speed * math.sin(heading)), radius0=float(r),
+            scale_amplitude=float(rng.uniform(0, 0.3)), scale_period=float(rng.uniform(8, 20)),
+            angle0=float(rng.uniform(0, 2 * math.pi)), spin=float(rng.uniform(-0.15, 0.15))))
+    order = rng.permutation(len(objects))
+    return VideoLayout(objects=tuple(objects[i] for i in order), background_seed=int(rng.integers(2 ** 31)),
+                       num_frames=int(num_frames))
+
+
+def render_video_frame(layout: VideoLayout, t: int, *, size: int = 128,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t of a video: (S, S, 3) uint8 RGB and (S, S) uint8 annotation (0 background and
+    distractors, 1..n the visible part of each class object). rng: the frame's pixel noise."""
+    image = _background(size, np.random.default_rng(layout.background_seed))
+    annotation = np.zeros((size, size), np.uint8)
+    for obj in layout.objects:  # back to front
+        cx = _bounce(obj.start[0] + t * obj.velocity[0], 0.1 * size, 0.9 * size)
+        cy = _bounce(obj.start[1] + t * obj.velocity[1], 0.1 * size, 0.9 * size)
+        r = obj.radius0 * (1 + obj.scale_amplitude * math.sin(2 * math.pi * t / obj.scale_period))
+        mask = _shape_mask(obj.shape, size, cx, cy, r, obj.angle0 + t * obj.spin)
+        # the pattern moves with the object
+        pattern = _texture(obj.texture, obj.rgb, size, np.random.default_rng(obj.texture_seed))
+        pattern = np.roll(pattern, (round(cy - obj.start[1]), round(cx - obj.start[0])), axis=(0, 1))
+        image[mask] = pattern[mask]
+        annotation[mask] = obj.object_id
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    return image, annotation
+
+
+class SyntheticVideos:
+    """A video source like data.DavisVideos, rendered from a seed: video j is drawn from
+    default_rng([seed, layout stream, j]), its frame t's noise from default_rng([seed, noise stream, j, t]).
+
+    classes: the classes its objects are drawn from (video.py uses a fold's test classes, unseen
+    in training). Each video has 2-3 class objects (in 40% of videos the first two share a class),
+    1-3 distractors and num_frames[0]..num_frames[1] frames of size x size pixels.
+    Sequences are named "video000", ...; frames "00000", ... as in DAVIS.
+    """
+
+    def __init__(self, *, classes: Sequence[int], seed: int = 0, num_videos: int = 30,
+                 num_frames: tuple[int, int] = (10, 20), size: int = 128):
+        if num_videos < 1:
+            raise ValueError(f"num_videos must be positive, got {num_videos}")
+        if len(set(classes)) < 3 or not all(1 <= c <= SYNTHETIC_NUM_CLASSES for c in classes):
+            raise ValueError(f"classes must be at least 3 distinct synthetic class ids, got {list(classes)}")
+        if not 3 <= num_frames[0] <= num_frames[1]:
+            raise ValueError(f"num_frames must be (low, high) with 3 <= low <= high, got {num_frames}")
+        self.classes, self.seed, self.size, self.num_frames = tuple(int(c) for c in classes), int(seed), int(size), num_frames
+        self.sequences = tuple(f"video{j:03d}" for j in range(num_videos))
+        # the cache key names everything that decides the pixels (v1: this renderer)
+        self.name = f"synthetic-video-v1-s{seed}-c{'.'.join(map(str, self.classes))}-{size}px"
+        self.location = f"the synthetic videos of seed {seed}"
+        self._layouts = {s: self._layout(j) for j, s in enumerate(self.sequences)}
+
+    def _layout(self, j: int) -> VideoLayout:
+        rng = np.random.default_rng([self.seed, SYNTHETIC_VIDEO_STREAMS["layout"], j])
+        count = int(rng.integers(2, 4))
+        chosen = [int(c) for c in rng.choice(self.classes, size=count, replace=False)]
+        if rng.random() < 0.4:
+            chosen[1] = chosen[0]  # two instances of one class
+        num_frames = int(rng.integers(self.num_frames[0], self.num_frames[1] + 1))
+        return synthetic_video_layout(rng, classes=chosen, num_distractors=int(rng.integers(1, 4)),
+                                      num_frames=num_frames, size=self.size)
+
+    def layout(self, sequence: str) -> VideoLayout:
+        return self._layouts[sequence]
+
+    def frame_ids(self, sequence: str) -> tuple[str, ...]:
+        return tuple(f"{t:05d}" for t in range(self._layouts[sequence].num_frames))
+
+    def image_id(self, sequence: str, index: int) -> str:
+        return f"{self.name}/{sequence}/{index:05d}"
+
+    def load_frame(self, sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(S, S, 3) uint8 RGB frame and its (S, S) uint8 annotation (0 background, 1..n objects)."""
+        j = self.sequences.index(sequence)
+        rng = np.random.default_rng([self.seed, SYNTHETIC_VIDEO_STREAMS["noise"], j, index])
+        return render_video_frame(self._layouts[sequence], index, size=self.size, rng=rng)

@@ -1,0 +1,493 @@
+"""Video object segmentation with VRP-SAM (paper Appendix, Table 16: DAVIS 2017 val, J&F 64.8).
+
+    python video.py --dataset davis2017 --checkpoint runs/coco-fold0-mask-resnet50/best.pt --data-root data
+    python video.py                                    # the embedded synthetic videos, no download
+    python video.py --propagate                        # + the previous frame's prediction as a reference
+    python evaluate.py --dataset davis2017 ...         # the same: evaluate.py hands video datasets here
+
+The semi-supervised protocol: each object's first-frame mask (or a point, scribble or box simulated
+from it, ``--label``) is the reference, every later frame a target. Each object is segmented on
+its own; the objects are merged per pixel (the object with the highest logit above 0, else
+background). Predictions are written as palette PNGs at each frame's own resolution in DAVIS's
+results layout (``<out>/<sequence>/<frame>.png``), so the official toolkit
+(davisvideochallenge/davis2017-evaluation) can score them, and are scored here with the same
+J&F, reimplemented in numpy/scipy and checked against the toolkit's own values in
+tests/test_video.py.
+
+``--propagate`` is not in the paper: the previous frame with the object's predicted mask becomes a
+second reference (k-shot concatenation, Table 7's mechanism), as Matcher and SegGPT do for video.
+
+Exposes the metric (``region_similarity``, ``boundary_map``, ``boundary_f_measure``,
+``jf_statistics``, ``score_sequence``, ``JFMeter``), the loop (``segment_sequence``,
+``evaluate_videos``), ``write_palette_png`` and ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+import cli
+import data
+import prompts
+from evaluate import autocast, write_json
+from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, sam_image_embeddings, upsample_logits
+from synthetic import SyntheticVideos
+from train import default_sam_checkpoint
+
+log = logging.getLogger(__name__)
+
+VIDEO_DATASETS = ("davis2017", "synthetic-video")
+BOUNDARY_TOLERANCE = 0.008  # of the image diagonal: the DAVIS toolkit's default for F
+MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+PAPER_TABLE16 = "paper (Table 16, DAVIS 2017 val): J&F 64.8, J 62.1, F 67.4; PerSAM 60.3"
+RESULTS_FILE = "results.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# The DAVIS metric (Pont-Tuset et al. 2017), as the official toolkit computes it.
+# J: region similarity (Jaccard). F: boundary F-measure of 1-pixel boundary maps matched within
+# a disk of ceil(0.008 x image diagonal) pixels. Per object over all frames but the first (the
+# given one) and the last; then Mean, Recall (share of frames above 0.5) and Decay (first
+# quarter minus last quarter) per object, averaged over all objects of all sequences.
+# ---------------------------------------------------------------------------------------------
+
+def region_similarity(truth: np.ndarray, prediction: np.ndarray, void: np.ndarray | None = None) -> np.ndarray:
+    """J of binary masks (..., H, W) -> (...): |truth ∩ prediction| / |truth ∪ prediction| over the
+    pixels that are not void; 1 where both are empty (nothing to find, nothing found)."""
+    truth, prediction = truth.astype(bool), prediction.astype(bool)
+    valid = np.ones_like(truth) if void is None else ~void.astype(bool)
+    intersection = (truth & prediction & valid).sum(axis=(-2, -1))
+    union = ((truth | prediction) & valid).sum(axis=(-2, -1))
+    return np.where(union == 0, 1.0, intersection / np.maximum(union, 1))
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool, 1-pixel-wide boundaries (Martin et al.'s seg2bmap, as DAVIS uses it).
+
+    A pixel is on the boundary where the mask differs from its right, lower or lower-right
+    neighbour (outside the image counts as background), so boundaries sit half a pixel towards the
+    origin. In the last row only the right neighbour counts, in the last column only the lower
+    one, and the bottom-right pixel never does: the toolkit's convention, kept for equal numbers.
+    """
+    mask = mask.astype(bool)
+    right, below, diagonal = (np.zeros_like(mask) for _ in range(3))
+    right[:, :-1] = mask[:, 1:]
+    below[:-1, :] = mask[1:, :]
+    diagonal[:-1, :-1] = mask[1:, 1:]
+    boundary = (mask ^ right) | (mask ^ below) | (mask ^ diagonal)
+    boundary[-1, :] = mask[-1, :] ^ right[-1, :]
+    boundary[:, -1] = mask[:, -1] ^ below[:, -1]
+    boundary[-1, -1] = False
+    return boundary
+
+
+def _within(points: np.ndarray, reference: np.ndarray, radius: float) -> int:
+    """How many True pixels of `points` lie within `radius` (Euclidean) of a True pixel of
+    `reference`: the toolkit's dilation of `reference` by a disk of that radius, counted on
+    `points`. The distance transform gives the same set as the dilation (a pixel at squared
+    distance d² is inside the disk iff d² <= r²), on the boxes where both maps have pixels."""
+    rows = np.flatnonzero((points | reference).any(axis=1))
+    cols = np.flatnonzero((points | reference).any(axis=0))
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    distance = ndimage.distance_transform_edt(~reference[window])  # to the nearest reference pixel
+    return int((distance[points[window]] <= radius).sum())
+
+
+def boundary_f_measure(truth: np.ndarray, prediction: np.ndarray, void: np.ndarray | None = None,
+                       tolerance: float = BOUNDARY_TOLERANCE) -> float:
+    """F of one frame's binary masks (H, W): the harmonic mean of boundary precision (predicted
+    boundary pixels within `tolerance` of a true one) and recall (the converse).
+
+    tolerance: a fraction of the image diagonal (rounded up to whole pixels) when < 1, else pixels.
+    void: pixels removed from both masks before their boundaries are taken.
+    Both boundaries empty: F = 1; exactly one empty: F = 0.
+    """
+    truth, prediction = truth.astype(bool), prediction.astype(bool)
+    if void is not None:
+        truth, prediction = truth & ~void.astype(bool), prediction & ~void.astype(bool)
+    radius = tolerance if tolerance >= 1 else math.ceil(tolerance * np.linalg.norm(truth.shape))
+    truth_boundary, predicted_boundary = boundary_map(truth), boundary_map(prediction)
+    n_truth, n_predicted = int(truth_boundary.sum()), int(predicted_boundary.sum())
+    if n_truth == 0 or n_predicted == 0:
+        return 1.0 if n_truth == n_predicted else 0.0  # precision or recall is 0 when one is empty
+    precision = _within(predicted_boundary, truth_boundary, radius) / n_predicted
+    recall = _within(truth_boundary, predicted_boundary, radius) / n_truth
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def jf_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
+    """(mean, recall, decay) of one object's per-frame J or F, as the toolkit reports them.
+
+    recall: the share of frames scoring above 0.5. decay: the mean over the first quarter of the
+    frames minus the mean over the last quarter (quarters cut at round(linspace(1, N, 5)), each
+    holding its end frame, like the toolkit's bins).
+    """
+    per_frame = np.asarray(per_frame, dtype=np.float64)
+    with warnings.catch_warnings():  # a sequence of 2 frames has no scored frame: NaN, as the toolkit
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = float(np.nanmean(per_frame))
+        recall = float(np.nanmean(per_frame > 0.5))
+        cuts = (np.round(np.linspace(1, len(per_frame), 5) + 1e-10) - 1).astype(int)
+        first, last = per_frame[cuts[0]:cuts[1] + 1], per_frame[cuts[3]:cuts[4] + 1]
+        decay = float(np.nanmean(first) - np.nanmean(last))
+    return mean, recall, decay
+
+
+def score_sequence(truth: np.ndarray, prediction: np.ndarray, *, exclude_void: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-object, per-frame J and F of one sequence -> two (n_objects, T - 2) arrays.
+
+    truth, prediction: (T, H, W) integer id maps (0 background, 1..n objects; truth may hold 255
+    void). The objects are 1..n with n the largest id of the first frame, as in the toolkit (an id
+    missing from the first frame is an object never seen). The first and last frames are not scored.
+    exclude_void: leave 255 pixels out of J and F. The toolkit's semi-supervised evaluation does
+    not (it reads void as background), so the default keeps numbers equal to its numbers.
+    """
+    truth, prediction = np.asarray(truth), np.asarray(prediction)
+    if truth.shape != prediction.shape or truth.ndim != 3:
+        raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} must both be (T, H, W)")
+    first = truth[0]
+    num_objects = int(first[first != data.IGNORE].max(initial=0))
+    if prediction.max(initial=0) > num_objects:
+        raise ValueError(f"the prediction holds object id {int(prediction.max())} but the first frame has only "
+                         f"{num_objects} object(s); the toolkit refuses such results")
+    truth, prediction = truth[1:-1], prediction[1:-1]
+    void = (truth == data.IGNORE) if exclude_void else None
+    j = np.zeros((num_objects, len(truth)))
+    f = np.zeros((num_objects, len(truth)))
+    for k, object_id in enumerate(range(1, num_objects + 1)):
+        j[k] = region_similarity(truth == object_id, prediction == object_id, void)
+        for t in range(len(truth)):
+            f[k, t] = boundary_f_measure(truth[t] == object_id, prediction[t] == object_id,
+                                         None if void is None else void[t])
+    return j, f
+
+
+class JFMeter:
+    """Per-object J and F over sequences; `summary` gives the toolkit's global table.
+
+    Objects are named like the toolkit's per-object rows, "<sequence>_<id>".
+    """
+
+    def __init__(self, *, exclude_void: bool = False):
+        self.exclude_void = exclude_void
+        self.per_object: dict[str, dict[str, tuple[float, float, float]]] = {}
+
+    def update(self, sequence: str, truth: np.ndarray, prediction: np.ndarray) -> None:
+        j, f = score_sequence(truth, prediction, exclude_void=self.exclude_void)
+        for k in range(len(j)):
+            self.per_object[f"{sequence}_{k + 1}"] = {"J": jf_statistics(j[k]), "F": jf_statistics(f[k])}
+
+    def summary(self) -> dict[str, float]:
+        """{measure: value in [0, 1]} for MEASURES: means over all objects; J&F-Mean = (J-Mean + F-Mean) / 2."""
+        if not self.per_object:
+            return {name: math.nan for name in MEASURES}
+        stats = {m: np.array([o[m] for o in self.per_object.values()]) for m in ("J", "F")}  # (objects, 3)
+        out = {}
+        for m in ("J", "F"):
+            mean, recall, decay = stats[m].mean(axis=0)
+            out.update({f"{m}-Mean": float(mean), f"{m}-Recall": float(recall), f"{m}-Decay": float(decay)})
+        out["J&F-Mean"] = (out["J-Mean"] + out["F-Mean"]) / 2
+        return {name: out[name] for name in MEASURES}
+
+
+def write_palette_png(path: Path, ids: np.ndarray) -> None:
+    """Write an (H, W) id map as a palette PNG with DAVIS's colours (the results format), atomically."""
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > 255:
+        raise ValueError(f"object ids must be 0..255 to fit a palette PNG, got {ids.min()}..{ids.max()}")
+    image = Image.fromarray(np.asarray(ids, np.uint8), mode="P")
+    image.putpalette(data.davis_palette().ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data.write_atomic(Path(path), buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol: first-frame references, every later frame a target, objects merged per pixel.
+# ---------------------------------------------------------------------------------------------
+
+def _reference_mask(annotation: np.ndarray, object_id: int, size: int) -> np.ndarray:
+    """(S, S) uint8 {0, 1, 255}: the object at the network's size, as data.py sizes references
+    (nearest neighbour; an object that resizing would erase keeps every cell it touches)."""
+    mask = data._resize_mask(data._object_mask(annotation, object_id), size)
+    if not (mask == 1).any():
+        mask[data._resize_soft(annotation == object_id, size) > 0] = 1
+    return mask
+
+
+def sequence_key(sequence: str) -> int:
+    """A number for a sequence name, to key its random draws (stable across runs and subsets)."""
+    return int(hashlib.sha256(sequence.encode()).hexdigest()[:12], 16)
+
+
+def merge_objects(logits: torch.Tensor, object_ids) -> np.ndarray:
+    """Logits (n, H, W) of n objects -> (H, W) uint8 ids: per pixel the object with the highest
+    logit if that logit is above 0, else background (0)."""
+    if len(object_ids) == 0:
+        return np.zeros(tuple(logits.shape[-2:]), np.uint8)
+    best, which = logits.float().max(dim=0)
+    ids = torch.as_tensor(list(object_ids), dtype=torch.uint8, device=logits.device)[which]
+    return torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy()
+
+
+@torch.no_grad()
+def segment_sequence(model, source, sequence: str, *, label: str = "mask", propagate: bool = False,
+                     image_size: int, cache: EmbeddingCache | None = None,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Segment every object of a sequence from its first-frame annotation.
+
+    Returns truth and prediction, (T, H, W) uint8 id maps (the prediction's frame 0 is the given
+    annotation), and the ids of 1..n (n the first frame's largest id) absent from the first frame:
+    they have no reference and are predicted nowhere.
+    label: the first-frame reference is this simulated label of each object (prompts.py), drawn
+        from episode_rng(seed, sequence_key(sequence), object_id): the same label whichever
+        sequences run with it.
+    propagate: from frame 2 on, frame t-1 with the object's predicted mask is a second reference
+        (k = 2, the prompts concatenated as in Table 7); an object predicted nowhere in t-1 keeps
+        only its first-frame reference. Not in the paper.
+    The frame's SAM embedding is computed once (or read from `cache`) and shared by its objects.
+    """
+    device = next(model.learnable_parameters()).device
+    model.eval()
+    image, first = source.load_frame(sequence, 0)
+    num_objects = int(first[first != data.IGNORE].max(initial=0))
+    present = [i for i in range(1, num_objects + 1) if (first == i).any()]
+    missing = [i for i in range(1, num_objects + 1) if i not in present]
+    first_image = torch.from_numpy(data._image_array(image, image_size))  # (3, S, S)
+    first_labels = torch.from_numpy(np.stack([
+        prompts.simulate_annotation(_reference_mask(first, i, image_size), label,
+                                    prompts.episode_rng(seed, sequence_key(sequence), i)).mask
+        for i in present]).astype(np.float32)) if present else None  # (n, S, S)
+    truths = [first]
+    predictions = [np.where(np.isin(first, present), first, 0).astype(np.uint8)]
+    previous_image = None
+    for t in range(1, len(source.frame_ids(sequence))):
+        image, annotation = source.load_frame(sequence, t)
+        if annotation.shape != first.shape:
+            raise ValueError(f"sequence {sequence}: frame {source.frame_ids(sequence)[t]} is {annotation.shape[1]}x"
+                             f"{annotation.shape[0]} but its first frame is {first.shape[1]}x{first.shape[0]}; "
+                             "all frames of a sequence must have one size")
+        target = torch.from_numpy(data._image_array(image, image_size))
+        logits = torch.full((len(present), *first.shape), -torch.inf)
+        if present:
+            with autocast(device):
+                batch = target[None].to(device)
+                if cache is None:  # rounded like cached ones, so the cache never changes a number
+                    embedding = sam_image_embeddings(model.sam, batch).half().float()
+                else:
+                    embedding = cache.embed(model.sam, batch, [source.image_id(sequence, t)])
+            # The references of each object: the first frame, plus (propagate) frame t-1 with its prediction.
+            groups: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {1: [], 2: []}
+            for k, object_id in enumerate(present):
+                images, labels = [first_image], [first_labels[k]]
+                if propagate and previous_image is not None:
+                    mask = _reference_mask(predictions[-1], object_id, image_size) == 1
+                    if mask.any():
+                        images.append(previous_image)
+                        labels.append(torch.from_numpy(mask.astype(np.float32)))
+                groups[len(images)].append((k, torch.stack(images), torch.stack(labels)))
+            for members in groups.values():
+                if not members:
+                    continue
+                rows = [k for k, _, _ in members]
+                with autocast(device):
+                    low = model(batch.expand(len(rows), -1, -1, -1),
+                                torch.stack([m[1] for m in members]).to(device),
+                                torch.stack([m[2] for m in members]).to(device),
+                                image_embeddings=embedding.expand(len(rows), -1, -1, -1))  # (m, S, S)
+                logits[rows] = upsample_logits(low.float()[:, None], first.shape)[:, 0].cpu()
+        truths.append(annotation)
+        predictions.append(merge_objects(logits, present))
+        previous_image = target
+    return np.stack(truths), np.stack(predictions), missing
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse to write into a non-empty folder that this script did not make (no results.json)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a folder for the result PNGs")
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_FILE).is_file():
+        raise FileExistsError(f"--out {out} already holds files that are not results of video.py (no {RESULTS_FILE}); "
+                              "pass an empty or new folder")
+
+
+def clear_previous_results(out: Path) -> None:
+    """Remove what an earlier run wrote to `out` (its sequence folders, named in its results.json)
+    and the toolkit's CSVs (it would show them instead of scoring the new PNGs), so the folder
+    never mixes two runs. Other files are left alone."""
+    previous = out / RESULTS_FILE
+    if previous.is_file():
+        try:
+            names = json.loads(previous.read_text()).get("sequence_names", [])
+        except ValueError:
+            names = []
+        for name in names:
+            folder = out / name
+            if folder.is_dir() and folder.parent == out:
+                for png in folder.glob("*.png"):
+                    png.unlink()
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        previous.unlink()
+    for stale in list(out.glob("global_results-*.csv")) + list(out.glob("per-sequence_results-*.csv")):
+        stale.unlink()
+
+
+def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False, image_size: int,
+                    cache: EmbeddingCache | None = None, seed: int = 0, desc: str = "video") -> dict:
+    """Segment every sequence of `source`, write its palette PNGs under out/<sequence>/<frame>.png
+    and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes."""
+    check_output_folder(out)
+    clear_previous_results(out)
+    meter, notes = JFMeter(), []
+    seconds, target_frames = 0.0, 0
+    for sequence in tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True):
+        start = time.perf_counter()
+        truth, prediction, missing = segment_sequence(model, source, sequence, label=label, propagate=propagate,
+                                                      image_size=image_size, cache=cache, seed=seed)
+        seconds += time.perf_counter() - start
+        target_frames += len(truth) - 1
+        if missing:
+            notes.append(f"{sequence}: object id(s) {', '.join(map(str, missing))} absent from the first frame have no "
+                         "reference and are predicted nowhere (the toolkit still scores them)")
+        for frame, ids in zip(source.frame_ids(sequence), prediction):
+            write_palette_png(out / sequence / f"{frame}.png", ids)
+        meter.update(sequence, truth, prediction)
+    return {"summary": meter.summary(), "per_object": meter.per_object, "sequences": len(source.sequences),
+            "sequence_names": list(source.sequences),
+            "objects": len(meter.per_object), "target_frames": target_frames,
+            "seconds_per_frame": seconds / max(target_frames, 1), "notes": notes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_SYNTHETIC_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
+    parser = argparse.ArgumentParser(prog="video.py", formatter_class=cli.HelpFormatter,
+                                     description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.")
+    group = parser.add_argument_group("what to evaluate")
+    group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video",
+                       help="davis2017 (Table 16) or the embedded synthetic videos")
+    group.add_argument("--checkpoint", type=Path, default=None,
+                       help=f"a train.py checkpoint (default for synthetic-video: {DEFAULT_SYNTHETIC_CHECKPOINT}; "
+                            "required for davis2017, e.g. a COCO-20i model)")
+    group.add_argument("--label", choices=prompts.LABEL_KINDS, default="mask",
+                       help="what the first frame gives of each object: its mask, or a point / scribble / box simulated from it")
+    group.add_argument("--propagate", action="store_true",
+                       help="not in the paper: also use the previous frame and its prediction as a second reference")
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", type=Path, default=Path("data"), help="davis2017: the folder holding DAVIS/")
+    group.add_argument("--split", default="val", help="davis2017: the ImageSets/2017 list (Table 16: val)")
+    group.add_argument("--sequences", default=None, help="davis2017: a comma list of sequences (default: the whole list)")
+    group.add_argument("--videos", type=cli.positive_int, default=30, help="synthetic-video: number of videos")
+    group.add_argument("--frames", type=frame_range, default=(10, 20), help="synthetic-video: frames per video, LOW-HIGH (default: 10-20)")
+    group.add_argument("--fold", type=cli.int_range(0, data.NUM_FOLDS - 1), default=None,
+                       help="synthetic-video: objects of this fold's test classes (default: the checkpoint's fold, unseen in its training)")
+    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)")
+    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
+    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
+    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", type=Path, default=None,
+                       help="folder of the result PNGs (<out>/<sequence>/<frame>.png) and results.json "
+                            "(default: beside the checkpoint, video-<dataset>-<label>[-propagate])")
+    return parser
+
+
+def frame_range(text: str) -> tuple[int, int]:
+    """An argparse type: "LOW-HIGH" frames per synthetic video, 3 <= LOW <= HIGH."""
+    low, _, high = text.partition("-")
+    if not (low.isdigit() and high.isdigit() and 3 <= int(low) <= int(high)):
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH with 3 <= LOW <= HIGH, e.g. 10-20, got {text!r}")
+    return int(low), int(high)
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
+        sys.exit(f"video.py: error: {cli.error_message(error)}")
+
+
+def build_source(args: argparse.Namespace, run_args: dict):
+    if args.dataset == "davis2017":
+        sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+        return data.DavisVideos(args.data_root, split=args.split, sequences=sequences)
+    fold = run_args.get("fold", 0) if args.fold is None else args.fold
+    return SyntheticVideos(classes=data.fold_classes("synthetic", fold, "test"), seed=args.seed, num_videos=args.videos,
+                           num_frames=args.frames)
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.checkpoint is None:
+        if args.dataset == "davis2017":
+            raise ValueError("--dataset davis2017 needs --checkpoint PATH: a model trained by train.py "
+                             "(e.g. python train.py --dataset coco --fold 0)")
+        args.checkpoint = DEFAULT_SYNTHETIC_CHECKPOINT
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(f"{args.checkpoint} not found: train it with `python train.py --dataset synthetic` "
+                                    "or pass --checkpoint PATH")
+    state = load_checkpoint(args.checkpoint)
+    run_args = state.get("args", {})
+    source = build_source(args, run_args)  # checks the data before the model is built
+    tag = f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
+    out = args.out or args.checkpoint.parent / tag
+    check_output_folder(out)
+    image_size = args.image_size or run_args.get("image_size") or 512
+    config = VRPConfig(**state["config"])
+    sam_checkpoint = args.sam_checkpoint or Path(run_args.get("sam_checkpoint") or default_sam_checkpoint(config.sam))
+    device = torch.device(args.device)
+    model = build_vrp_sam(config, sam_checkpoint=sam_checkpoint, backbone_weights=run_args.get("backbone_weights")).to(device)
+    model.load_learnable_state_dict(state["model"])
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
+
+    result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,
+                             cache=cache, seed=args.seed, desc=f"{args.dataset} {args.label}")
+    result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
+                  label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
+                  image_size=image_size, device=str(device))
+    write_json(out / RESULTS_FILE, result)
+    for note in result["notes"]:
+        print(note)
+    print(format_table(result, out))
+    return result
+
+
+def format_table(result: dict, out: Path) -> str:
+    name = f"{result['dataset']} {result['split']}" if result["split"] else result["dataset"]
+    reference = f"{result['label']} of the first frame" + (" + previous frame's prediction (--propagate)" if result["propagate"] else "")
+    lines = [f"VRP-SAM video object segmentation on {name} (Table 16's protocol), reference: {reference}",
+             "".join(f"{m:>10}" for m in MEASURES),
+             "".join(f"{100 * result['summary'][m]:10.1f}" for m in MEASURES),
+             f"{result['sequences']} sequences, {result['objects']} objects, {result['target_frames']} target frames, "
+             f"{result['seconds_per_frame']:.3f} s per frame ({result['device']}); PNGs and {RESULTS_FILE} in {out}"]
+    if result["dataset"] == "davis2017":
+        lines.append(PAPER_TABLE16)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
