@@ -66,7 +66,7 @@ def table_rows(stdout: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, die_after_first_checkpoint):
     """Single-process runs here (one of them interrupted after epoch 0), then in 2 processes: the
     same training, the resumption of the interrupted run, and the evaluation of the first run."""
     root = tmp_path_factory.mktemp("ddp")
@@ -74,14 +74,7 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         no_dropout(monkeypatch)
         train.main(TRAIN + cache + ["--out", str(root / "one")])
-        real_save = train.save_checkpoint
-
-        def save_then_die(path, *a, **kw):
-            real_save(path, *a, **kw)
-            if path.name == "last.pt":
-                raise KeyboardInterrupt  # killed right after epoch 0's checkpoint
-
-        monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+        die_after_first_checkpoint(monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             train.main(TRAIN + cache + ["--out", str(root / "interrupted")])
     (root / "copy").mkdir()

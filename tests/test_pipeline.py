@@ -65,18 +65,11 @@ def test_one_tiny_training_run_writes_config_metrics_and_checkpoints(trained_run
     assert not any(k.startswith(("sam.", "backbone.")) for k in state["model"])
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(trained_run, tmp_path, monkeypatch):
+def test_resume_continues_exactly_like_an_uninterrupted_run(trained_run, tmp_path, monkeypatch, die_after_first_checkpoint):
     root, uninterrupted, _ = trained_run
     out = tmp_path / "interrupted"
     args = TINY_RUN + ["--out", str(out), "--cache-dir", str(root / "cache")]
-    real_save = train.save_checkpoint
-
-    def save_then_die(path, *a, **kw):
-        real_save(path, *a, **kw)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt  # killed right after epoch 0's checkpoint
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    real_save = die_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train.main(args)
     monkeypatch.setattr(train, "save_checkpoint", real_save)
