@@ -60,7 +60,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 import cli
@@ -536,8 +536,11 @@ class TrainingEpisodes(EpisodeDataset):
 
     len() is the number of split images holding a class of `classes`. Item `index` of epoch e is
     drawn from default_rng([seed, e, index]) (its references' labels too), so a resumed run and
-    any number of DataLoader workers see the same episodes. Call set_epoch(e) before each epoch
-    (workers copy the dataset when an epoch's iterator starts; use persistent_workers=False).
+    any number of DataLoader workers see the same episodes. An item is asked for by `index` (of
+    the epoch set by set_epoch) or by the pair `(epoch, index)`: with pairs (EpochOrder) the epoch
+    travels with each index, so DataLoader workers can persist across epochs and keep what their
+    image source cached (the synthetic renders). With plain indices, call set_epoch(e) before each
+    epoch and use persistent_workers=False (workers copy the dataset when an epoch's iterator starts).
     With sampling "image", item `index` targets the index-th image and picks one of its classes.
     """
 
@@ -554,11 +557,18 @@ class TrainingEpisodes(EpisodeDataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def episode(self, index: int, rng: np.random.Generator | None = None) -> Episode:
-        """The target, class and references of item `index` in the current epoch."""
+    def _epoch_and_index(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        epoch, index = (self.epoch, key) if np.isscalar(key) else key
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} training targets")
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if rng is None else rng
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        return int(epoch), int(index)
+
+    def episode(self, key: int | tuple[int, int], rng: np.random.Generator | None = None) -> Episode:
+        """The target, class and references of item `key`: an index into the current epoch, or (epoch, index)."""
+        epoch, index = self._epoch_and_index(key)
+        rng = np.random.default_rng([self.seed, epoch, index]) if rng is None else rng
         if self.sampling == "image":
             target_id = self.targets[index]
             choices = self._classes_in(target_id)
@@ -568,11 +578,34 @@ class TrainingEpisodes(EpisodeDataset):
             target_id = self.images_of[class_id][int(rng.integers(len(self.images_of[class_id])))]
         return Episode(target_id, class_id, self._draw_references(rng, class_id, target_id))
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        episode = self.episode(index, rng)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = self._epoch_and_index(key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        episode = self.episode((epoch, index), rng)
         kind = self._label_kind(rng)  # from the episode's own stream: exact under resume and workers
         return self._item(index, episode, [rng] * self.shots, kind)
+
+
+class EpochOrder(Sampler):
+    """The training order: a random permutation of range(n) per epoch, seeded by set_epoch, yielded
+    as (epoch, index) pairs for TrainingEpisodes, so one DataLoader with persistent workers serves
+    every epoch. The permutation is torch.randperm(n) on a generator seeded with `seed`, after one
+    int64 draw: the draw a DataLoader sharing that generator took first (its worker seed) when
+    train.py made a loader per epoch, so runs recorded before this class replay the same order."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch, self.seed = int(n), 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.epoch, self.seed = int(epoch), int(seed)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        return iter([(self.epoch, i) for i in torch.randperm(self.n, generator=generator).tolist()])
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class EvaluationEpisodes(EpisodeDataset):

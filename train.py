@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import cli
@@ -300,18 +300,19 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
         print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}"
               + (f", {world.size} processes of batch {args.batch_size // world.size}" if world.size > 1 else ""))
 
+    # One shuffled order per epoch for all ranks (each reads its chunk of every global batch), as
+    # (epoch, index) pairs: one loader serves every epoch and its workers keep what they cached.
+    order = data.EpochOrder(len(train_set))
+    loader = DataLoader(train_set, batch_size=args.batch_size // world.size, drop_last=True,
+                        sampler=distributed.GlobalBatchShare(order, args.batch_size, world),
+                        generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG to dropout
+                        num_workers=args.workers, persistent_workers=args.workers > 0,
+                        pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
     for epoch in range(start_epoch, args.epochs):
         start = time.time()
         seed = epoch_seed(args.seed, epoch)
         torch.manual_seed(distributed.rank_seed(seed, world))  # dropout: the same masks whether or not the run was resumed
-        train_set.set_epoch(epoch)
-        # One shuffled order per epoch for all ranks; each reads its chunk of every global batch.
-        generator = torch.Generator().manual_seed(seed)
-        order = distributed.GlobalBatchShare(RandomSampler(train_set, generator=generator), args.batch_size, world)
-        loader = DataLoader(train_set, batch_size=args.batch_size // world.size, sampler=order, drop_last=True,
-                            generator=generator, num_workers=args.workers,
-                            pin_memory=device.type == "cuda", collate_fn=data.collate_episodes,
-                            persistent_workers=False)
+        order.set_epoch(epoch, seed)
         model.train()
         losses = []
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True, disable=not world.is_main)

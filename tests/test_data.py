@@ -344,6 +344,49 @@ def test_training_episodes_are_a_function_of_seed_epoch_and_index(pascal_root, t
     assert same_items(dataset[5], epoch3[5])
 
 
+def test_one_persistent_loader_with_epoch_order_serves_the_same_episodes_as_set_epoch(pascal_root, tmp_path):
+    """train.py's loader: (epoch, index) pairs through persistent workers give, epoch after epoch,
+    exactly the items that set_epoch(e) + dataset[index] give, in EpochOrder's seeded order."""
+    dataset = pascal(pascal_root, tmp_path, split="train", label="scribble")
+    order = data.EpochOrder(len(dataset))
+    loader = DataLoader(dataset, batch_size=3, sampler=order, num_workers=2, persistent_workers=True,
+                        collate_fn=data.collate_episodes)
+    reference = pascal(pascal_root, tmp_path, split="train", label="scribble")
+    for epoch in (2, 5):
+        order.set_epoch(epoch, seed=100 + epoch)
+        # the order of the loader train.py made per epoch before, on a generator seeded alike
+        generator = torch.Generator().manual_seed(100 + epoch)
+        sampler = torch.utils.data.RandomSampler(range(len(dataset)), generator=generator)
+        expected = [int(i) for b in DataLoader(range(len(dataset)), sampler=sampler, generator=generator) for i in b]
+        assert [index for _, index in order] == expected and {e for e, _ in order} == {epoch}
+        got = [(index, {k: v[b] for k, v in batch.items()}) for batch in loader
+               for b, index in enumerate(batch["episode"].tolist())]
+        assert [index for index, _ in got] == expected[:len(got)] and len(got) == len(dataset) // 3 * 3
+        reference.set_epoch(epoch)
+        for index, item in got:
+            expected_item = reference[index]
+            assert item["target_id"] == expected_item["target_id"] and int(item["class_id"]) == expected_item["class_id"]
+            for key in ("target_image", "target_mask", "reference_images", "reference_labels"):
+                assert torch.equal(item[key], expected_item[key]), (epoch, index, key)
+    assert not same_items(dataset[(2, 0)], dataset[(5, 0)])
+    with pytest.raises(IndexError):
+        dataset[(0, len(dataset))]
+
+
+def test_synthetic_images_render_once_and_hand_out_copies(monkeypatch):
+    images = SyntheticImages(seed=0, split="test", num_images=4)
+    renders = []
+    real_scene = images.scene
+    monkeypatch.setattr(images, "scene", lambda image_id: renders.append(image_id) or real_scene(image_id))
+    image, label = images.load(images.ids[1])
+    image[:] = 0
+    label[:] = 0
+    again, again_label = images.load(images.ids[1])
+    assert renders == [images.ids[1]]  # rendered once
+    fresh = SyntheticImages(seed=0, split="test", num_images=4).load(images.ids[1])
+    assert np.array_equal(again, fresh[0]) and np.array_equal(again_label, fresh[1]) and again.any()
+
+
 def test_test_classes_are_never_foreground_in_training_episodes(pascal_root, tmp_path):
     dataset = pascal(pascal_root, tmp_path, split="train", fold=1)
     test_classes = set(data.fold_classes("pascal", 1, "test"))
