@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import io
 import json
 import os
@@ -311,9 +310,7 @@ class VRPPredictor:
         pixels = [read_image(image) for image in images]
         features = self._features if extra_reference is None else self._features.cat(self._encode([extra_reference]))
         targets = torch.stack([self._network_image(p) for p in pixels])  # (B, 3, S, S)
-        # cache keys: the exact input pixels, never a file name whose content may change (the
-        # cache itself is keyed by SAM's weights)
-        ids = [f"segment-{hashlib.sha1(t.numpy().tobytes()).hexdigest()}" for t in targets]
+        ids = ["segment"] * len(targets)  # the cache keys each one by its exact pixels (EmbeddingCache.key)
         targets = targets.to(self.device)
         with autocast(self.device):
             if self.cache is not None:

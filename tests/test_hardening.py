@@ -158,13 +158,14 @@ def test_a_cache_file_of_another_shape_is_a_miss_and_is_recomputed(tmp_path):
     sam = model.build_sam("tiny")
     cache = model.EmbeddingCache(tmp_path, sam, 128)
     images = torch.randn(2, 3, 128, 128)
-    model.atomic_save(torch.zeros(256, 8, 8, dtype=torch.float16), cache.path("b"))  # another SAM grid
-    model.atomic_save(torch.zeros(256, 16, 16), cache.path("a"))  # fp32: not what put() writes
+    a, b = cache.key("a", images[0]), cache.key("b", images[1])
+    model.atomic_save(torch.zeros(256, 8, 8, dtype=torch.float16), cache.path(b))  # another SAM grid
+    model.atomic_save(torch.zeros(256, 16, 16), cache.path(a))  # fp32: not what put() writes
     embeddings = cache.embed(sam, images, ["a", "b"])
     assert embeddings.shape == (2, 256, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(embeddings, model.sam_image_embeddings(sam, images).half().float())
-    assert cache.get("b").shape == (256, 16, 16)  # rewritten
+    assert cache.get(b).shape == (256, 16, 16)  # rewritten
 
 
 @pytest.mark.parametrize("failure", [

@@ -342,6 +342,24 @@ def test_build_sam_accepts_fp16_checkpoints(tmp_path):
         torch.testing.assert_close(p, dict(reference.named_parameters())[name].half().float())
 
 
+def test_embedding_cache_misses_an_image_that_changed_under_the_same_id(tmp_path):
+    """A dataset extracted again, or an edited synthetic renderer, keeps its ids: the pixels key the cache too."""
+    sam = model.build_sam("tiny")
+    cache = model.EmbeddingCache(tmp_path, sam, S)
+    g = torch.Generator().manual_seed(1)
+    before, after = torch.randn(1, 3, S, S, generator=g), torch.randn(1, 3, S, S, generator=g)
+    first = cache.embed(sam, before, ["2007_000032"])
+    calls = []
+    sam.image_encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    assert torch.equal(cache.embed(sam, before.clone(), ["2007_000032"]), first) and calls == []  # same pixels: a hit
+    changed = cache.embed(sam, after, ["2007_000032"])
+    assert calls == [1]  # recomputed
+    with torch.no_grad():
+        torch.testing.assert_close(changed, model.sam_image_embeddings(sam, after).half().float())
+    assert not torch.equal(changed, first)
+    assert cache.key("a", before[0]) != cache.key("a", after[0]) != cache.key("b", after[0])
+
+
 def test_embedding_cache_stores_fp16_and_computes_only_missing_rows(tmp_path):
     sam = model.build_sam("tiny")
     g = torch.Generator().manual_seed(0)
@@ -354,10 +372,11 @@ def test_embedding_cache_stores_fp16_and_computes_only_missing_rows(tmp_path):
     ids = ["2007_000032", "COCO/train2014/000000000009.jpg", "2007_000032|flip"]
 
     stored = torch.randn(256, 16, 16, generator=g)
-    cache.put(ids[1], stored)
-    assert cache.get(ids[1]).dtype == torch.float16
-    torch.testing.assert_close(cache.get(ids[1]), stored.half())
-    assert cache.get(ids[0]) is None
+    keys = [cache.key(i, image) for i, image in zip(ids, images)]
+    cache.put(keys[1], stored)
+    assert cache.get(keys[1]).dtype == torch.float16
+    torch.testing.assert_close(cache.get(keys[1]), stored.half())
+    assert cache.get(keys[0]) is None
 
     embeddings = cache.embed(sam, images, ids)
     assert computed_rows == [2]  # rows 0 and 2 only
