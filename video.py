@@ -45,7 +45,7 @@ import cli
 import data
 import prompts
 from evaluate import autocast, write_json
-from model import EmbeddingCache, VRPConfig, build_vrp_sam, load_checkpoint, sam_image_embeddings, upsample_logits
+from model import EmbeddingCache, VRPConfig, build_from_checkpoint, load_checkpoint, sam_image_embeddings, upsample_logits
 from synthetic import SyntheticVideos
 from train import default_sam_checkpoint
 
@@ -460,8 +460,7 @@ def run(args: argparse.Namespace) -> dict:
     config = VRPConfig(**state["config"])
     sam_checkpoint = args.sam_checkpoint or Path(run_args.get("sam_checkpoint") or default_sam_checkpoint(config.sam))
     device = torch.device(args.device)
-    model = build_vrp_sam(config, sam_checkpoint=sam_checkpoint, backbone_weights=run_args.get("backbone_weights")).to(device)
-    model.load_learnable_state_dict(state["model"])
+    model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,
