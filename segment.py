@@ -565,7 +565,7 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     out = args.out or DEMO_PICTURE
     if not checkpoint.exists():
         raise FileNotFoundError(f"--demo needs {checkpoint}: train it first with `python train.py --dataset synthetic` "
-                                "(about 8 minutes on 2 CPU cores)")
+                                "(about 6 minutes on 2 CPU cores)")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or --out another PNG")
     state = load_checkpoint(checkpoint)
