@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
-from model import EmbeddingCache, VRPConfig, build_vrp_sam  # noqa: E402
+from model import VRPSAM, EmbeddingCache, VRPConfig, build_vrp_sam  # noqa: E402
 
 
 def timed(fn, n: int, device: torch.device) -> float:
@@ -38,6 +38,18 @@ def timed(fn, n: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / n
 
 
+def benchmark_model(real: bool, sam: str, *, seed: int | None = None) -> tuple[VRPSAM, int]:
+    """(model on the CPU, network image size): ResNet-50 + a real-size SAM at 512² with random
+    weights, or the tiny config at 128² with the shipped tiny SAM where it exists."""
+    if real:
+        config, image_size, checkpoint = VRPConfig(backbone="resnet50", sam=sam), 512, None
+    else:
+        config, image_size = VRPConfig(backbone="tiny", sam="tiny"), 128
+        checkpoint = train.default_sam_checkpoint("tiny")
+        checkpoint = checkpoint if checkpoint.exists() else None
+    return build_vrp_sam(config, sam_checkpoint=checkpoint, seed=seed), image_size
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="ResNet-50 + a real-size SAM at 512² (random weights)")
@@ -48,13 +60,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
 
-    if args.real:
-        config, image_size, checkpoint = VRPConfig(backbone="resnet50", sam=args.sam), 512, None
-    else:
-        config, image_size = VRPConfig(backbone="tiny", sam="tiny"), 128
-        checkpoint = train.default_sam_checkpoint("tiny")
-        checkpoint = checkpoint if checkpoint.exists() else None
-    model = build_vrp_sam(config, sam_checkpoint=checkpoint).to(device)
+    model, image_size = benchmark_model(args.real, args.sam)
+    model = model.to(device)
     train_set = data.build_dataset("synthetic", split="train", fold=0, image_size=image_size)
     test_set = data.build_dataset("synthetic", split="test", fold=0, image_size=image_size,
                                   num_episodes=args.batch_size * args.batches)
@@ -78,7 +85,7 @@ def main(argv=None) -> None:
                                                                cache=cache, desc="bench"), 1, device) / len(test_set)
             rows.append((setting, 1 / step, 1 / episode))
 
-    print(f"{config.backbone} + SAM {config.sam} at {image_size}², batch {args.batch_size}, {device}")
+    print(f"{model.config.backbone} + SAM {model.config.sam} at {image_size}², batch {args.batch_size}, {device}")
     print(f"{'embedding cache':<16}{'train steps/s':>14}{'eval episodes/s':>17}")
     for setting, steps, episodes in rows:
         print(f"{setting:<16}{steps:14.2f}{episodes:17.1f}")

@@ -23,10 +23,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_pipeline import benchmark_model  # noqa: E402  (this folder: the shared model setup)
 import data  # noqa: E402
-import train  # noqa: E402
 from evaluate import autocast  # noqa: E402
-from model import EmbeddingCache, VRPConfig, build_vrp_sam, upsample_logits  # noqa: E402
+from model import EmbeddingCache, upsample_logits  # noqa: E402
 from segment import VRPPredictor  # noqa: E402
 from synthetic import synthetic_scene  # noqa: E402
 
@@ -48,13 +48,8 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     width, height = (int(v) for v in args.target_size.split("x"))
 
-    if args.real:
-        config, image_size, checkpoint = VRPConfig(backbone="resnet50", sam=args.sam), 512, None
-    else:
-        config, image_size = VRPConfig(backbone="tiny", sam="tiny"), 128
-        checkpoint = train.default_sam_checkpoint("tiny")
-        checkpoint = checkpoint if checkpoint.exists() else None
-    model = build_vrp_sam(config, sam_checkpoint=checkpoint, seed=0).to(device).eval()
+    model, image_size = benchmark_model(args.real, args.sam, seed=0)
+    model = model.to(device).eval()
     rng = np.random.default_rng(0)
     scenes = [synthetic_scene(rng, classes=[1, 7], size=128) for _ in range(args.targets + 1)]
     images = [np.array(Image.fromarray(s.image).resize((width, height), Image.BILINEAR)) for s in scenes]
@@ -97,7 +92,7 @@ def main(argv=None) -> None:
             run(cached, batch_size)  # fills the cache
             rows.append((batch_size, full_forward(plain, batch_size), run(plain, batch_size), run(cached, batch_size)))
 
-    print(f"{config.backbone} + SAM {config.sam} at {image_size}², {len(targets)} targets of {width}x{height}, "
+    print(f"{model.config.backbone} + SAM {model.config.sam} at {image_size}², {len(targets)} targets of {width}x{height}, "
           f"{device}, {torch.get_num_threads()} threads")
     print(f"{'batch':>5}{'forward per target':>20}{'predictor':>11}{'predictor, cache warm':>23}   (targets/s)")
     for batch_size, forward, plain, warm in rows:
