@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -188,6 +189,22 @@ def save_visualisation(path: Path, batch: dict, b: int, prediction: torch.Tensor
 def write_json(path: Path, obj) -> None:
     """Results are written atomically: never left half-written."""
     data.write_atomic(path, json.dumps(obj, indent=2).encode())
+
+
+def set_aside_other_episodes(path: Path, result: dict) -> Path | None:
+    """Move an earlier result at `path` out of the way when it was scored on other episodes than
+    `result` (same name, so same protocol, but the data under it changed: relabelled images, an
+    edited renderer). It becomes eval-<name>.episodes-<its hash>.json, so a rerun never loses it.
+    Returns where it went, or None when there was nothing to keep."""
+    try:
+        earlier = json.loads(path.read_text()).get("episodes_hash")
+    except (OSError, ValueError, AttributeError):
+        return None  # nothing there, or nothing readable worth keeping
+    if earlier is None or earlier == result.get("episodes_hash"):
+        return None
+    kept = path.with_name(f"{path.stem}.episodes-{earlier}.json")
+    os.replace(path, kept)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -671,6 +688,9 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     failed = []
     for json_path, result in outputs:
         try:
+            kept = set_aside_other_episodes(json_path, result)
+            if kept is not None:
+                print(f"{json_path.name} held a result on other episodes (the data changed): kept as {kept.name}")
             write_json(json_path, result)
         except OSError as error:
             failed.append(str(error))

@@ -281,6 +281,22 @@ def test_a_short_evaluation_does_not_replace_a_longer_one(run):
     assert json.loads((out / "eval-mask-1shot-2ep-seed0.json").read_text())["episodes"] == 2
 
 
+def test_a_result_on_other_episodes_is_kept_aside_not_replaced(run, capsys):
+    root, out = run
+    common = ["--runs", str(root / "runs"), "--workers", "0", "--cache-dir", str(root / "cache"), "--episodes", "3"]
+    evaluate.main(common)
+    path = out / "eval-mask-1shot-3ep-seed0.json"
+    earlier = json.loads(path.read_text())
+    path.write_text(json.dumps({**earlier, "episodes_hash": "0123456789abcdef", "miou": 12.5}))  # data changed since
+    evaluate.main(common)
+    kept = out / "eval-mask-1shot-3ep-seed0.episodes-0123456789abcdef.json"
+    assert json.loads(kept.read_text())["miou"] == 12.5
+    assert json.loads(path.read_text())["episodes_hash"] == earlier["episodes_hash"]
+    assert kept.name in capsys.readouterr().out
+    evaluate.main(common)  # the same episodes again: replaced in place, nothing more set aside
+    assert {p.name for p in out.glob("eval-mask-1shot-3ep-seed0*")} == {path.name, kept.name}
+
+
 def test_an_unwritable_result_folder_still_prints_the_table_then_fails(run, monkeypatch, capsys):
     root, out = run
 
