@@ -10,13 +10,20 @@ names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
   resolved later (say them in the help text, e.g. with `per_dataset`).
 - `error_message(error)`: one line for an exception, also one re-raised from a DataLoader worker
   (whose text holds the worker's whole traceback).
+- `write_atomic(path, write)`: how every file the scripts write reaches the disk (all or nothing,
+  mode 0644, a failure as one line naming the path); `write_error` builds that line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
-from typing import Callable, Iterable, Sequence
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Sequence
 
 
 def _typed(name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -201,3 +208,33 @@ def write_error(path, error: BaseException, *, free_bytes: int | None = None) ->
     failure = OSError(f"could not write {path}: {reason}; {fix}")  # str() without an "[Errno N]" prefix
     failure.errno = code or errno_codes.EIO
     return failure
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> None:
+    """Write `path` through a temporary file in the same folder and os.replace, so readers see all
+    of it or none; mode 0644 like every file the scripts write. write(f) fills the open binary file.
+    durable: fsync before the rename (checkpoints: a crash right after must not leave an empty one).
+    A failure (full disk, read-only folder; torch.save reports a full disk as a RuntimeError) is an
+    OSError naming the path, in one line, and leaves no temporary file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise write_error(path, error) from error
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as error:
+        free = None
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free  # before the partial file is removed
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, (OSError, RuntimeError)):
+            raise write_error(path, error, free_bytes=free) from error
+        raise

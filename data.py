@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -1049,23 +1048,8 @@ def _short_hash(text: str) -> str:
 
 
 def write_atomic(path: Path, payload: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers see all or nothing."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise cli.write_error(path, error) from error
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(error, OSError):
-            raise cli.write_error(path, error) from error
-        raise
+    """Write `payload` to `path` all or nothing (cli.write_atomic)."""
+    cli.write_atomic(path, lambda f: f.write(payload))
 
 
 # ---------------------------------------------------------------------------------------------

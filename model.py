@@ -38,11 +38,9 @@ import hashlib
 import math
 import os
 import re
-import shutil
-import tempfile
 import urllib.error
 import weakref
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -139,30 +137,8 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a temp file in the same directory + os.replace: readers never see half a
-    file. Mode 0644 like every file the scripts write (data.write_atomic); a failure (full disk,
-    read-only folder) is an OSError naming the path, in one line."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise cli.write_error(path, error) from error
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as error:
-        free = None
-        with suppress(OSError):
-            free = shutil.disk_usage(path.parent).free  # before the partial file is removed
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(error, (OSError, RuntimeError)):
-            raise cli.write_error(path, error, free_bytes=free) from error
-        raise
+    """torch.save `obj` to `path` all or nothing, fsynced before the rename (cli.write_atomic)."""
+    cli.write_atomic(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def _load_file(path: Path, what: str, fix: str = "download or write it again") -> object:
