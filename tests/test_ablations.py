@@ -4,6 +4,7 @@ queries (Fig. 6) and the base-class evaluation (Table 13), on tiny configs and f
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,3 +255,19 @@ def test_the_base_set_needs_the_training_images_only(tmp_path):
     assert str(tmp_path / "train2014") in missing  # COCO's training images hold coco2pascal's base classes
     assert not any("val2014" in path or "VOC2012" in path for path in missing)
     assert data.missing_data("coco", tmp_path, splits=("base",)) == data.missing_data("coco", tmp_path, splits=("train",))
+
+
+def test_seed_spread_reads_each_seeds_result_and_gives_the_sample_std(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("seed_spread", Path(__file__).parents[1] / "benchmarks" / "seed_spread.py")
+    seed_spread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed_spread)
+    for folder, miou in (("e3", 69.1), ("e3-s1", 59.3), ("e3-s2", 72.2), ("e3-s10x", 0.0)):  # e3-s10x: not a seed
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "eval-mask-1shot-1000ep-seed0.json").write_text(json.dumps({"miou": miou, "fbiou": 80.0}))
+    (tmp_path / "e3-s1" / "eval-mask-1shot-1000ep-seed0-base.json").write_text(json.dumps({"miou": 70.0, "fbiou": 0}))
+    table = seed_spread.main([str(tmp_path / "e3")])
+    row = table[str(tmp_path / "e3")]
+    assert row["seeds"] == [0, 1, 2] and row["base"] == [70.0]
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "66.9 ± 6.7" in line and "80.0 ± 0.0" in line  # by hand: mean 66.87, sqrt(90.65 / 2) = 6.73
