@@ -1,7 +1,7 @@
 """Mean ± std over seeds of results evaluate.py already wrote: one row per experiment, where an
 experiment is a run folder PREFIX (seed 0) and its reruns PREFIX-s1, PREFIX-s2, ... (train.py --seed).
 
-    python benchmarks/seed_spread.py runs-ablation/e3-q50 runs-ablation/e3-loss-bce runs-ablation/e3-loss-dice
+    python benchmarks/seed_spread.py runs-ablation/e3-baseline runs-ablation/e3-loss-bce runs-ablation/e3-loss-dice
 
 Reads eval-<result>.json in each folder (default `mask-1shot-1000ep-seed0`: seed 0's 1000 test
 episodes, whichever seed trained the run) and, where present, the `-base` result of Table 13. The
