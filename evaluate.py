@@ -44,7 +44,7 @@ import data
 import distributed
 import prompts
 from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_masks, downsample_label, load_checkpoint,
-                   pseudo_mask, sam_image_embeddings, upsample_logits)
+                   pseudo_mask, run_sam_checkpoint, sam_image_embeddings, upsample_logits)
 from prompts import LABEL_KINDS
 
 IGNORE = 255
@@ -574,7 +574,7 @@ def _dataset_values(argv: list[str]) -> list[str]:
 
 
 def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
-    from train import check_prerequisites, default_sam_checkpoint  # train.py imports this module
+    from train import check_prerequisites  # train.py imports this module
 
     labels, shots_list, folds = args.label, args.shots, args.folds
     if args.method != "vrp-sam" and args.untrained:
@@ -607,7 +607,7 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     frozen = {key: argparse.Namespace(
         backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
         sam=states[key]["config"]["sam"],
-        sam_checkpoint=args.sam_checkpoint or Path(run.get("sam_checkpoint") or default_sam_checkpoint(states[key]["config"]["sam"])),
+        sam_checkpoint=run_sam_checkpoint(states[key], args.sam_checkpoint),
         dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=tuple(splits))
         for key, run in runs.items()}
     check_prerequisites(*frozen.values())

@@ -21,8 +21,9 @@ Reading order follows the paper:
                                and the target's (segment.py).
 - `vrp_loss`                  Eq. 6: BCE + Dice (or either alone, Table 5's ablation).
 - `save_checkpoint`, `load_checkpoint`, `build_from_checkpoint`, `EmbeddingCache`   plain-dict
-                               checkpoints, the model a checkpoint describes, and the on-disk cache of
-                               frozen SAM image embeddings.
+                               checkpoints, the model a checkpoint describes (its SAM weights chosen
+                               by `run_sam_checkpoint`), and the on-disk cache of frozen SAM image
+                               embeddings.
 
 Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
@@ -67,6 +68,7 @@ SAM_CHECKPOINT_FILES = {
     "vit_b": "sam_vit_b_01ec64.pth",
 }
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
 PSEUDO_MASK_NORMS = ("none", "minmax")
 # Table 6: how the N queries start. "random" = learnable embeddings only (the default, as in the
@@ -990,16 +992,24 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
     return ckpt
 
 
+def default_sam_checkpoint(sam_type: str) -> Path:
+    """Where train.py looks for SAM's weights when --sam-checkpoint is not given."""
+    return CHECKPOINT_DIR / ("sam_tiny_synthetic.pth" if sam_type == "tiny" else SAM_CHECKPOINT_FILES[sam_type])
+
+
+def run_sam_checkpoint(state: dict, override: str | Path | None = None) -> Path:
+    """The SAM weights for a train.py checkpoint: `override` if given, else the file its run used,
+    else (a run saved without that argument) the default file for its SAM type."""
+    chosen = override or state.get("args", {}).get("sam_checkpoint") or default_sam_checkpoint(state["config"]["sam"])
+    return Path(chosen)
+
+
 def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = None) -> VRPSAM:
     """The model a train.py checkpoint (load_checkpoint's dict) describes, on the CPU: the frozen
-    backbone and SAM rebuilt from the run's saved arguments (backbone_weights, sam_checkpoint,
-    unless sam_checkpoint is given here), the trained VRP encoder loaded."""
+    backbone and SAM rebuilt from the run's saved arguments (backbone_weights; SAM as
+    run_sam_checkpoint chooses), the trained VRP encoder loaded."""
     run = state.get("args", {})
-    sam_checkpoint = sam_checkpoint or run.get("sam_checkpoint")
-    if sam_checkpoint is None:
-        raise ValueError("the checkpoint does not say which SAM weights it was trained with (no args['sam_checkpoint']): "
-                         "pass them with --sam-checkpoint")
-    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=sam_checkpoint,
+    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=run_sam_checkpoint(state, sam_checkpoint),
                           backbone_weights=run.get("backbone_weights"))
     model.load_learnable_state_dict(state["model"])
     return model

@@ -47,7 +47,6 @@ from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, build_from_checkpo
                    sam_image_embeddings, upsample_logits)
 from prompts import simulate_annotation
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, synthetic_scene
-from train import default_sam_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -269,8 +268,6 @@ class VRPPredictor:
         """from_checkpoint for a checkpoint already read with model.load_checkpoint."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         run = state.get("args", {})
-        # SAM's weights: given here, else where the run had them, else the default file (as evaluate.py)
-        sam_checkpoint = sam_checkpoint or run.get("sam_checkpoint") or default_sam_checkpoint(state["config"]["sam"])
         model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
         image_size = int(run.get("image_size") or 512)
         cache = EmbeddingCache(cache_dir, model.sam, image_size) if cache_dir is not None else None

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import data
 import distributed
 from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
 from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig,
-                   build_vrp_sam, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
+                   build_vrp_sam, default_sam_checkpoint, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
 
 ROOT = Path(__file__).resolve().parent
 # §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
@@ -58,10 +57,6 @@ RESUME_DEFAULTS = {"loss": "bce+dice"}
 # Compared after the model and data are built; the weights by content, not by path, so a run can move.
 FROZEN_KEYS = ("sam_fingerprint", "backbone_fingerprint", "val_episodes_hash")
 MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
-
-
-def default_sam_checkpoint(sam: str) -> Path:
-    return ROOT / "checkpoints" / ("sam_tiny_synthetic.pth" if sam == "tiny" else SAM_CHECKPOINT_FILES[sam])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,9 +45,8 @@ import cli
 import data
 import prompts
 from evaluate import autocast, write_json
-from model import EmbeddingCache, VRPConfig, build_from_checkpoint, load_checkpoint, sam_image_embeddings, upsample_logits
+from model import EmbeddingCache, build_from_checkpoint, load_checkpoint, sam_image_embeddings, upsample_logits
 from synthetic import SyntheticVideos
-from train import default_sam_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -457,10 +456,8 @@ def run(args: argparse.Namespace) -> dict:
     out = args.out or args.checkpoint.parent / tag
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
-    config = VRPConfig(**state["config"])
-    sam_checkpoint = args.sam_checkpoint or Path(run_args.get("sam_checkpoint") or default_sam_checkpoint(config.sam))
     device = torch.device(args.device)
-    model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
+    model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,

@@ -4,7 +4,6 @@ reproducible training episodes, the two COCO mask routes, and errors that tell p
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import shutil
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,12 +228,22 @@ def test_a_label_edited_without_changing_size_or_time_is_caught_when_read(tmp_pa
         dataset[index]
 
 
+def test_a_runs_sam_weights_are_the_flag_else_the_runs_file_else_the_default():
+    # One rule for evaluate.py, segment.py and video.py (model.run_sam_checkpoint).
+    state = {"config": {"sam": "tiny"}, "args": {}}  # a run saved before args held sam_checkpoint
+    assert model.run_sam_checkpoint(state) == model.default_sam_checkpoint("tiny") == Path(model.__file__).parent / "checkpoints" / "sam_tiny_synthetic.pth"
+    state["args"]["sam_checkpoint"] = "elsewhere/sam.pth"
+    assert model.run_sam_checkpoint(state) == Path("elsewhere/sam.pth")
+    assert model.run_sam_checkpoint(state, Path("mine.pth")) == Path("mine.pth")
+    assert model.default_sam_checkpoint("vit_b").name == "sam_vit_b_01ec64.pth"
+
+
 def test_the_embedding_cache_is_keyed_by_the_sam_weights(tmp_path):
-    shipped = model.build_sam("tiny", train.default_sam_checkpoint("tiny"))
+    shipped = model.build_sam("tiny", model.default_sam_checkpoint("tiny"))
     random_sam = model.build_sam("tiny")
     a = model.EmbeddingCache(tmp_path, shipped, 128)
     a.put("img", torch.ones(256, 16, 16))
-    assert model.EmbeddingCache(tmp_path, model.build_sam("tiny", train.default_sam_checkpoint("tiny")), 128).get("img") is not None
+    assert model.EmbeddingCache(tmp_path, model.build_sam("tiny", model.default_sam_checkpoint("tiny")), 128).get("img") is not None
     b = model.EmbeddingCache(tmp_path, random_sam, 128)
     assert b.directory != a.directory and b.get("img") is None
     with pytest.raises(ValueError, match="another SAM"):

@@ -10,18 +10,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import data
 import evaluate
 import model
 import segment
-import train
 from synthetic import synthetic_scene
 
 S = 96  # network size of the test checkpoint; the scenes are 128 px, so "original size" differs from it
-SAM = train.default_sam_checkpoint("tiny")
+SAM = model.default_sam_checkpoint("tiny")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ evaluate.py --trained-label) and the authors' deep-stem ResNet loaded strictly."
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader

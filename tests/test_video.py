@@ -195,9 +195,9 @@ FRAME_H, FRAME_W = 60, 90
 def _write_davis(root: Path, sequences: dict[str, np.ndarray]) -> Path:
     """DAVIS/{JPEGImages,Annotations}/480p/<seq>/<frame> (JPEG frames, palette PNGs) and ImageSets/2017/val.txt."""
     davis = root / "DAVIS"
-    for name, annotations in sequences.items():
+    for name, id_maps in sequences.items():
         rng = np.random.default_rng(len(name))
-        for t, ids in enumerate(annotations):
+        for t, ids in enumerate(id_maps):
             frame = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
             frame[ids == 1] = (200, 30, 30)
             frame[ids == 2] = (30, 30, 200)
