@@ -107,6 +107,14 @@ def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.devi
 
 
 @torch.no_grad()
+def episode_loader(dataset, *, batch_size: int, workers: int, device: torch.device,
+                   world: distributed.World = distributed.World(), persistent: bool = False) -> DataLoader:
+    """This rank's block of `dataset`'s fixed episodes, in order, batch_size being the total over ranks."""
+    return DataLoader(distributed.shard(dataset, world), batch_size=max(1, batch_size // world.size), shuffle=False,
+                      num_workers=workers, persistent_workers=persistent and workers > 0,
+                      pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
+
+
 def evaluate_episodes(
     model,
     dataset,
@@ -121,6 +129,7 @@ def evaluate_episodes(
     desc: str = "evaluate",
     world: distributed.World = distributed.World(),
     predictor=None,
+    loader: DataLoader | None = None,
 ) -> dict:
     """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes",
     "classes_without_episodes"} (mIoU counts those as 0, see IoUMeter.miou).
@@ -136,13 +145,15 @@ def evaluate_episodes(
 
     predictor: batch -> target logits (B, S, S); default: the VRP-SAM model (`predict`). The
     baselines and yardsticks below (`method_predictor`) plug in here, on the same episodes.
+
+    loader: an `episode_loader` of `dataset` to reuse (train.py validates with one persistent
+    loader, so its workers keep the scenes they rendered); default: a fresh one.
     """
     device = next(model.learnable_parameters()).device
     model.eval()
     predictor = predictor or (lambda batch: predict(model, batch, cache, device))
     meter = IoUMeter(class_ids)
-    loader = DataLoader(distributed.shard(dataset, world), batch_size=max(1, batch_size // world.size), shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
+    loader = loader or episode_loader(dataset, batch_size=batch_size, workers=workers, device=device, world=world)
     saved = 0 if world.is_main else save_vis
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not world.is_main):
         logits = predictor(batch).float().cpu()

@@ -31,7 +31,7 @@ from tqdm import tqdm
 import cli
 import data
 import distributed
-from evaluate import evaluate_episodes, no_episode_warning, predict, write_json
+from evaluate import episode_loader, evaluate_episodes, no_episode_warning, predict, write_json
 from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig,
                    build_vrp_sam, default_sam_checkpoint, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
 
@@ -303,6 +303,9 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
                         generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG to dropout
                         num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
+    # The same validation episodes every epoch: one loader whose workers keep the scenes they rendered.
+    val_loader = episode_loader(val_set, batch_size=args.batch_size, workers=args.workers, device=device, world=world,
+                                persistent=True)
     for epoch in range(start_epoch, args.epochs):
         start = time.time()
         seed = epoch_seed(args.seed, epoch)
@@ -320,7 +323,7 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         train_time = time.time() - start
         result = evaluate_episodes(model, val_set, class_ids=class_ids, batch_size=args.batch_size,
-                                   workers=args.workers, cache=cache, desc=f"validate {epoch}", world=world)
+                                   cache=cache, desc=f"validate {epoch}", world=world, loader=val_loader)
         if result["classes_without_episodes"] and epoch == start_epoch and world.is_main:  # the same episodes every epoch
             print(no_episode_warning(result, args.dataset, f"validation of fold {args.fold}"))
         is_best = result["miou"] > best_miou

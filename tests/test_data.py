@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader
 
 import data
+import evaluate
 from synthetic import SyntheticImages
 
 # pycocotools 2.0 with numpy 2 warns on every decode; harmless, and not ours to fix
@@ -370,6 +371,20 @@ def test_one_persistent_loader_with_epoch_order_serves_the_same_episodes_as_set_
     assert not same_items(dataset[(2, 0)], dataset[(5, 0)])
     with pytest.raises(IndexError):
         dataset[(0, len(dataset))]
+
+
+def test_the_persistent_validation_loader_serves_the_same_episodes_every_epoch():
+    """train.py validates every epoch through one evaluate.episode_loader kept alive: each pass over it
+    gives the fixed episodes, in order, exactly as a fresh loader does."""
+    dataset = data.build_dataset("synthetic", split="test", fold=0, image_size=64, num_episodes=10)
+    kept = evaluate.episode_loader(dataset, batch_size=4, workers=2, device=torch.device("cpu"), persistent=True)
+    fresh = [batch for batch in evaluate.episode_loader(dataset, batch_size=4, workers=0, device=torch.device("cpu"))]
+    for _ in range(2):
+        passes = list(kept)
+        assert [b["episode"].tolist() for b in passes] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        for got, expected in zip(passes, fresh):
+            for key in ("target_image", "target_mask", "reference_images", "reference_labels", "class_id"):
+                assert torch.equal(got[key], expected[key]), key
 
 
 def test_synthetic_images_render_once_and_hand_out_copies(monkeypatch):
