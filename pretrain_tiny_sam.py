@@ -10,6 +10,7 @@ never the benchmark's images or episodes.
 
     python pretrain_tiny_sam.py                      # 1500 steps, ~8 min on 2 CPU cores
     python pretrain_tiny_sam.py --steps 50 --out /tmp/sam_tiny.pth
+    python pretrain_tiny_sam.py --corrections 8 --out /tmp/sam_tiny_interactive.pth   # + SAM's correction rounds
 
 The result is saved as an fp16 state dict (a few MB) that `model.build_sam("tiny", path)` loads,
 like the official checkpoints.
@@ -60,20 +61,68 @@ def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAG
     return images, torch.stack(masks), torch.tensor(points, dtype=torch.float32), torch.tensor(boxes, dtype=torch.float32)
 
 
+def decode(sam, embeddings: torch.Tensor, size, *, points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+           boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Single-mask logits (B, S, S) from SAM image embeddings, for points (B, N, 2) with `labels`
+    (B, N; 1 positive, 0 negative; default all positive) and/or one box (B, 4) per image."""
+    if points is not None and labels is None:
+        labels = torch.ones(points.shape[:2], dtype=torch.int64)
+    point_prompt = None if points is None or points.shape[1] == 0 else (points, labels)
+    sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
+    low_res = decode_masks(sam, embeddings, sparse, dense)  # (B, 1, 4h, 4w)
+    return upsample_logits(low_res, size)[:, 0]  # the resize VRP-SAM uses downstream
+
+
 def predict(sam, images: torch.Tensor, *, points: torch.Tensor | None = None, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """Single-mask logits (B, S, S) for one positive point (B, 1, 2) or one box (B, 4) per image."""
-    point_prompt = None if points is None else (points, torch.ones(points.shape[:2], dtype=torch.int64))
-    sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
-    low_res = decode_masks(sam, sam_image_embeddings(sam, images), sparse, dense)  # (B, 1, 4h, 4w)
-    return upsample_logits(low_res, images.shape[-2:])[:, 0]  # the resize VRP-SAM uses downstream
+    return decode(sam, sam_image_embeddings(sam, images), images.shape[-2:], points=points, boxes=boxes)
 
 
-def train_step(sam, optimizer: torch.optim.Optimizer, batch) -> float:
-    """One AdamW step on a batch: the first half prompted by points, the second half by boxes."""
+def correction_points(rng: np.random.Generator, logits: torch.Tensor, masks: torch.Tensor):
+    """SAM's interactive sampling: one point per image drawn uniformly from the error region of a
+    prediction, positive (1) on a missed object pixel, negative (0) on a false one; where the
+    prediction is exact, a positive point on the object. Returns points (B, 1, 2), labels (B, 1)."""
+    prediction, target = (logits > 0).numpy(), masks.numpy().astype(bool)
+    points, labels = [], []
+    for pred, obj in zip(prediction, target):
+        error = pred ^ obj
+        ys, xs = np.nonzero(error if error.any() else obj)
+        pick = rng.integers(len(xs))
+        points.append([[xs[pick], ys[pick]]])
+        labels.append([int(obj[ys[pick], xs[pick]])])
+    return torch.tensor(points, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64)
+
+
+def train_step(sam, optimizer: torch.optim.Optimizer, batch, *, rng: np.random.Generator | None = None,
+               max_corrections: int = 0) -> float:
+    """One AdamW step on a batch: the first half prompted by a point, the second half by its box.
+
+    With `max_corrections` > 0, SAM's interactive rounds follow (its §A "Training algorithm", without
+    the mask prompt that VRP-SAM never uses): k ~ U{0..max_corrections} correction points are added
+    one at a time, each drawn from the error region of the prediction so far, and the loss is the
+    mean of the first round's and the last round's; the rounds in between run without gradients."""
     images, masks, points, boxes = batch
-    half = len(images) // 2
-    logits = torch.cat([predict(sam, images[:half], points=points[:half]), predict(sam, images[half:], boxes=boxes[half:])])
+    half, size = len(images) // 2, images.shape[-2:]
+    embeddings = sam_image_embeddings(sam, images)
+    # (points, labels, box) of each half; the box half starts without points
+    prompts = [[points[:half], torch.ones(half, 1, dtype=torch.int64), None],
+               [points[half:, :0], torch.zeros(len(images) - half, 0, dtype=torch.int64), boxes[half:]]]
+    rows = (slice(0, half), slice(half, None))
+
+    def decode_all() -> torch.Tensor:
+        return torch.cat([decode(sam, embeddings[r], size, points=p, labels=l, boxes=b) for (p, l, b), r in zip(prompts, rows)])
+
+    logits = decode_all()
     loss = vrp_loss(logits, masks)  # BCE + Dice, as SAM's own focal + Dice in spirit
+    rounds = int(rng.integers(0, max_corrections + 1)) if max_corrections else 0
+    for round_ in range(rounds):
+        new_points, new_labels = correction_points(rng, logits.detach(), masks)
+        for part, r in zip(prompts, rows):
+            part[0], part[1] = torch.cat([part[0], new_points[r]], 1), torch.cat([part[1], new_labels[r]], 1)
+        with torch.set_grad_enabled(round_ == rounds - 1):
+            logits = decode_all()
+    if rounds:
+        loss = 0.5 * (loss + vrp_loss(logits, masks))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -108,6 +157,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=cli.int_range(2), default=16, help="scenes per step, half point- and half box-prompted")
     parser.add_argument("--lr", type=cli.positive_float, default=3e-4, help="peak learning rate (cosine decay after 30 warm-up steps)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation and the scenes")
+    parser.add_argument("--corrections", type=cli.nonnegative_int, default=0, help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
     parser.add_argument("--eval-scenes", type=cli.positive_int, default=256, help="held-out scenes for the final point-prompt IoU")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
     args = parser.parse_args(argv)
@@ -131,7 +181,8 @@ def main(argv=None) -> float:
     bar = tqdm(range(args.steps), desc="pre-train tiny SAM")
     for step in bar:
         batch = sample_scenes(np.random.default_rng([args.seed, TRAIN_STREAM, step]), args.batch_size)
-        loss = train_step(sam, optimizer, batch)
+        loss = train_step(sam, optimizer, batch, rng=np.random.default_rng([args.seed, TRAIN_STREAM, step, 1]),
+                          max_corrections=args.corrections)
         schedule.step()
         bar.set_postfix(loss=f"{loss:.3f}")
     iou = held_out_point_iou(sam, num_scenes=args.eval_scenes, seed=args.seed)

@@ -20,13 +20,34 @@ def test_a_random_tiny_sam_does_not_segment_from_a_point():
     assert pretrain.held_out_point_iou(build_sam("tiny", None), num_scenes=16, seed=1) < 0.3
 
 
-def test_training_step_reduces_loss_on_a_fixed_batch():
+@pytest.mark.parametrize("corrections", [0, 4])
+def test_training_step_reduces_loss_on_a_fixed_batch(corrections):
     torch.manual_seed(0)
     sam = build_sam("tiny", None).requires_grad_(True).train()
     optimizer = torch.optim.AdamW(sam.parameters(), lr=1e-3)
     batch = pretrain.sample_scenes(np.random.default_rng(0), 4)
-    losses = [pretrain.train_step(sam, optimizer, batch) for _ in range(25)]
+    rng = np.random.default_rng(1)
+    losses = [pretrain.train_step(sam, optimizer, batch, rng=rng, max_corrections=corrections) for _ in range(25)]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_correction_points_lie_in_the_error_region_labelled_by_the_object():
+    masks = torch.zeros(2, 12, 12, dtype=torch.int64)
+    masks[:, 2:6, 2:6] = 1
+    logits = torch.full((2, 12, 12), -1.0)
+    logits[0, 4:8, 4:8] = 1.0  # image 0: half the object missed, a false region beside it
+    logits[1] = torch.where(masks[1] == 1, 1.0, -1.0)  # image 1: exact
+    error = (logits[0] > 0) ^ masks[0].bool()
+    labels_seen = set()
+    for seed in range(40):
+        points, labels = pretrain.correction_points(np.random.default_rng(seed), logits, masks)
+        assert points.shape == (2, 1, 2) and labels.shape == (2, 1)
+        (x, y), label = points[0, 0].long(), int(labels[0, 0])
+        assert error[y, x] and label == int(masks[0, y, x])  # missed pixel: positive; false pixel: negative
+        labels_seen.add(label)
+        (x, y), label = points[1, 0].long(), int(labels[1, 0])
+        assert masks[1, y, x] == 1 and label == 1  # nothing to correct: a positive point on the object
+    assert labels_seen == {0, 1}
 
 
 def test_sampled_prompts_lie_on_their_object():
