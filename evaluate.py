@@ -106,7 +106,6 @@ def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.devi
                      batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
 
 
-@torch.no_grad()
 def episode_loader(dataset, *, batch_size: int, workers: int, device: torch.device,
                    world: distributed.World = distributed.World(), persistent: bool = False) -> DataLoader:
     """This rank's block of `dataset`'s fixed episodes, in order, batch_size being the total over ranks."""
@@ -115,6 +114,7 @@ def episode_loader(dataset, *, batch_size: int, workers: int, device: torch.devi
                       pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
 
 
+@torch.no_grad()
 def evaluate_episodes(
     model,
     dataset,

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import data
 import evaluate
 import model
 import train
@@ -33,6 +34,24 @@ def test_iou_meter_sums_over_episodes_of_a_class_before_dividing():
     meter.update(torch.ones(1, 2, 2, dtype=torch.bool), full, [1])  # IoU 4/4
     meter.update(torch.zeros(1, 1, 1, dtype=torch.bool), full[:, :1, :1], [1])  # IoU 0/1
     assert meter.miou() == pytest.approx(100 * 4 / 5)  # not the mean of per-episode IoUs (50)
+
+
+def test_evaluation_builds_no_autograd_graph_and_a_reused_loader_scores_alike():
+    # evaluate_episodes runs under no_grad, also when train.py hands it its persistent loader.
+    vrp = model.build_vrp_sam(model.VRPConfig(backbone="tiny", sam="tiny"), seed=0)
+    episodes = data.build_dataset("synthetic", split="test", fold=0, num_episodes=6, num_images=200)
+    classes, cpu = data.fold_classes("synthetic", 0, "test"), torch.device("cpu")
+    grad_enabled = []
+
+    def predictor(batch):
+        grad_enabled.append(torch.is_grad_enabled())
+        return evaluate.predict(vrp, batch, None, cpu)
+
+    loader = evaluate.episode_loader(episodes, batch_size=4, workers=0, device=cpu)
+    reused = [evaluate.evaluate_episodes(vrp, episodes, class_ids=classes, batch_size=4, predictor=predictor, loader=loader)
+              for _ in range(2)]
+    assert grad_enabled == [False] * 4  # two batches, twice
+    assert reused[0] == reused[1] == evaluate.evaluate_episodes(vrp, episodes, class_ids=classes, batch_size=4)
 
 
 def test_classes_without_episodes_count_as_zero_like_hsnet():
