@@ -43,7 +43,7 @@ import cli
 import data
 import distributed
 import prompts
-from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_masks, downsample_label, load_checkpoint,
+from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_prompts, downsample_label, load_checkpoint,
                    pseudo_mask, run_sam_checkpoint, sam_image_embeddings, upsample_logits)
 from prompts import LABEL_KINDS
 
@@ -286,15 +286,11 @@ def gp_sam_predictor(model, *, prompt: str, seed: int, cache: EmbeddingCache | N
             points, boxes = zip(*(geometric_prompts(mask, np.random.default_rng([seed, _GP_STREAM, int(episode)]))
                                   for mask, episode in zip(binary, batch["episode"])))
             scale = sam.image_encoder.img_size / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
-            point_prompt = None
-            if "point" in prompt:
-                coords = torch.stack(points).to(device) * scale
-                point_prompt = (coords, torch.ones(coords.shape[:2], dtype=torch.int64, device=device))
+            point_prompt = torch.stack(points).to(device) * scale if "point" in prompt else None
             box_prompt = torch.stack(boxes).to(device) * scale if "box" in prompt else None
-            sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=None)
             embeddings = (cache.embed(sam, target, list(batch["target_id"])).to(device) if cache is not None
                           else sam_image_embeddings(sam, target))
-            low_res = decode_masks(sam, embeddings, sparse, dense)
+            low_res = decode_prompts(sam, embeddings, points=point_prompt, boxes=box_prompt)
         return upsample_logits(low_res.float(), target.shape[-2:])[:, 0]
 
     return run

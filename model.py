@@ -13,7 +13,7 @@ Reading order follows the paper:
                                then to the augmented target; the result is SAM's sparse prompt.
 - `VRPEncoder`                FeatureAugmenter + PromptGenerator: everything that is trained
                                (1,592,064 parameters for ResNet-50, Table 2's "1.6M").
-- `build_sam`, `sam_image_embeddings`, `decode_masks`   the frozen SAM of §3.1 / §4, unmodified
+- `build_sam`, `sam_image_embeddings`, `decode_masks` (`decode_prompts`: SAM's own point / box prompts)   the frozen SAM of §3.1 / §4, unmodified
                                `segment_anything` package, batched over (image, prompts) pairs.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
                                `encode_references` / `target_prompt_embeddings` split the prompts
@@ -571,6 +571,20 @@ def decode_masks(sam: Sam, image_embeddings: Tensor, sparse_prompt_embeddings: T
     # Single-mask output is mask token 0 and its hypernetwork (SAM's multimask_output=False).
     hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # (B, 32)
     return torch.einsum("bc,bchw->bhw", hyper, upscaled).unsqueeze(1)
+
+
+def decode_prompts(sam: Sam, image_embeddings: Tensor, *, points: Tensor | None = None, labels: Tensor | None = None,
+                   boxes: Tensor | None = None) -> Tensor:
+    """SAM's own geometric prompts, through its prompt encoder and decode_masks: points (B, N, 2) as
+    (x, y) in SAM's input frame with `labels` (B, N; 1 positive, 0 negative; default all positive),
+    and/or one box (B, 4) per image -> low-res single-mask logits (B, 1, 4h, 4w). GP-SAM (Table 3)
+    and the tiny SAM's pre-training prompt SAM this way; VRP-SAM hands it its own tokens instead."""
+    if points is not None and points.shape[1] == 0:
+        points = None
+    if points is not None and labels is None:
+        labels = torch.ones(points.shape[:2], dtype=torch.int64, device=points.device)
+    sparse, dense = sam.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes, masks=None)
+    return decode_masks(sam, image_embeddings, sparse, dense)
 
 
 def _sam_type_of_model(sam: Sam) -> str | None:

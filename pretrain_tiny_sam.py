@@ -30,7 +30,7 @@ from tqdm import tqdm
 import cli
 import data
 import synthetic
-from model import atomic_save, build_sam, decode_masks, sam_image_embeddings, upsample_logits, vrp_loss
+from model import atomic_save, build_sam, decode_prompts, sam_image_embeddings, upsample_logits, vrp_loss
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_synthetic.pth"
 # Seed streams of this script; data.py's benchmark images use other keys, so no image is shared.
@@ -65,11 +65,7 @@ def decode(sam, embeddings: torch.Tensor, size, *, points: torch.Tensor | None =
            boxes: torch.Tensor | None = None) -> torch.Tensor:
     """Single-mask logits (B, S, S) from SAM image embeddings, for points (B, N, 2) with `labels`
     (B, N; 1 positive, 0 negative; default all positive) and/or one box (B, 4) per image."""
-    if points is not None and labels is None:
-        labels = torch.ones(points.shape[:2], dtype=torch.int64)
-    point_prompt = None if points is None or points.shape[1] == 0 else (points, labels)
-    sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
-    low_res = decode_masks(sam, embeddings, sparse, dense)  # (B, 1, 4h, 4w)
+    low_res = decode_prompts(sam, embeddings, points=points, labels=labels, boxes=boxes)  # (B, 1, 4h, 4w)
     return upsample_logits(low_res, size)[:, 0]  # the resize VRP-SAM uses downstream
 
 

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import evaluate  # noqa: E402
-from model import (build_from_checkpoint, build_sam, decode_masks, default_sam_checkpoint, load_checkpoint,  # noqa: E402
+from model import (build_from_checkpoint, build_sam, decode_masks, decode_prompts, default_sam_checkpoint, load_checkpoint,  # noqa: E402
                    run_sam_checkpoint, sam_image_embeddings, upsample_logits, vrp_loss)
 
 CLASSES = data.fold_classes("synthetic", 0, "test")
@@ -66,8 +66,7 @@ def main() -> None:
             batch["row"] = torch.tensor([CLASSES.index(int(c)) for c in batch["class_id"]])  # its class's token set
         truth = scored["target_mask"] == 1
         boxes = torch.stack([evaluate.geometric_prompts(t, np.random.default_rng(i))[1] for i, t in enumerate(truth)])
-        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-        box = miou(upsample_logits(decode_masks(sam, scored["embeddings"], sparse, dense), size)[:, 0], scored)
+        box = miou(upsample_logits(decode_prompts(sam, scored["embeddings"], boxes=boxes), size)[:, 0], scored)
     print(f"{sam_checkpoint.name}; fold 0, the first {args.episodes} test episodes (per-class tokens fitted on "
           f"{len(fitting['class_id'])} others), mIoU")
     print(f"SAM from the target's ground-truth box: {box:.1f}")

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import evaluate  # noqa: E402
-from model import VRPConfig, build_vrp_sam, decode_masks, sam_image_embeddings, upsample_logits  # noqa: E402
+from model import VRPConfig, build_vrp_sam, decode_prompts, sam_image_embeddings, upsample_logits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +41,8 @@ def main() -> None:
         embeddings = sam_image_embeddings(model.sam, target)
 
         def sam_iou(points=None, boxes=None) -> float:
-            point_prompt = None if points is None else (points, torch.ones(points.shape[:2], dtype=torch.int64))
-            sparse, dense = model.sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=None)
-            return iou(upsample_logits(decode_masks(model.sam, embeddings, sparse, dense), target.shape[-2:])[:, 0] > 0, truth)
+            low_res = decode_prompts(model.sam, embeddings, points=points, boxes=boxes)
+            return iou(upsample_logits(low_res, target.shape[-2:])[:, 0] > 0, truth)
 
         points, boxes = zip(*(evaluate.geometric_prompts(t, np.random.default_rng(i)) for i, t in enumerate(truth)))
         points, boxes = torch.stack(points), torch.stack(boxes)  # tiny SAM's input is the 128-px image itself
