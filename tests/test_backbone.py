@@ -9,13 +9,17 @@ import train
 from model import build_backbone
 
 
-def test_shipped_backbone_separates_the_classes_better_than_a_random_one():
-    pretrained = build_backbone("tiny", weights=pretrain.DEFAULT_CHECKPOINT)  # the loader train.py uses
+@pytest.mark.parametrize("path, floor, margin", [
+    (pretrain.DEFAULT_CHECKPOINT, 0.35, 0.15),  # image-level labels, the default: measured 0.44 vs 0.21
+    (pretrain.PIXEL_CHECKPOINT, 0.6, 0.3),  # per-pixel labels: measured 0.75 vs 0.21
+])
+def test_shipped_backbones_separate_the_classes_better_than_a_random_one(path, floor, margin):
+    pretrained = build_backbone("tiny", weights=path)  # the loader train.py uses
     assert not any(p.requires_grad for p in pretrained.parameters())
     # seed 1: held-out scenes that neither the pre-training nor its own final measurement drew
     trained = pretrain.prototype_accuracy(pretrained, num_scenes=64, seed=1)
     random = pretrain.prototype_accuracy(build_backbone("tiny"), num_scenes=64, seed=1)
-    assert trained >= 0.6 and trained >= random + 0.3, (trained, random)  # measured: 0.75 vs 0.21
+    assert trained >= floor and trained >= random + margin, (trained, random)
 
 
 @pytest.mark.parametrize("task", pretrain.TASKS)

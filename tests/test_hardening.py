@@ -105,7 +105,7 @@ def test_help_gives_every_flag_a_line_and_its_real_default(parser):
     assert "default: None" not in text
     if parser.prog == "train.py" or "--epochs" in text:
         flat = " ".join(text.split())
-        assert "synthetic 6" in flat and "pascal 100" in flat and "synthetic 128" in flat  # the per-dataset defaults
+        assert "synthetic 8" in flat and "pascal 100" in flat and "synthetic 128" in flat  # the per-dataset defaults
 
 
 # --- 2. exceptions from inside libraries: one line ---------------------------------------------
