@@ -23,7 +23,7 @@ step() {  # step NAME SECONDS COMMAND...: run, log to OUT_DIR/NAME.log, report t
     timeout "$limit" "$@" >"$out/$name.log" 2>&1
     local rc=$?
     echo "== $name: rc $rc, $((SECONDS - start)) s" | tee -a "$out/summary.txt"
-    tail -n 25 "$out/$name.log" | tr "\r" "\n" | tail -n 25
+    tr "\r" "\n" <"$out/$name.log" | tail -n 25  # tqdm redraws with \r
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
