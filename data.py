@@ -501,23 +501,23 @@ class EpisodeDataset(Dataset):
                 f"({self.class_names[class_id - 1]}), but the class index built from it lists the class: the "
                 "label changed after the index was built; run again to rebuild the index")
 
-    def _item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str) -> dict:
+    def episode_item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str) -> dict:
         size, c = self.image_size, episode.class_id
         image, label = self.images.load(episode.target_id)
         self._check_label_holds(label, c, episode.target_id)
-        item = {"target_image": _image_tensor(image, size),
-                "target_mask": torch.from_numpy(_resize_mask(_object_mask(label, c), size).astype(np.int64))}
-        reference_images, reference_masks, reference_labels = [], [], []  # numpy until stacked (_image_array)
+        item = {"target_image": image_tensor(image, size),
+                "target_mask": torch.from_numpy(resize_mask(object_mask(label, c), size).astype(np.int64))}
+        reference_images, reference_masks, reference_labels = [], [], []  # numpy until stacked (image_array)
         for reference_id, rng in zip(episode.reference_ids, annotation_rngs):
             ref_image, ref_label = self.images.load(reference_id)
             self._check_label_holds(ref_label, c, reference_id)
-            mask = _resize_mask(_object_mask(ref_label, c), size)
+            mask = resize_mask(object_mask(ref_label, c), size)
             if not (mask == 1).any():
                 # Nearest-neighbour downscaling can miss a thin or tiny object entirely; a
                 # reference must show its object, so mark every cell the object touches.
-                mask[_resize_soft(ref_label == c, size) > 0] = 1
+                mask[resize_soft(ref_label == c, size) > 0] = 1
             annotation = prompts.simulate_annotation(mask, kind, rng)
-            reference_images.append(_image_array(ref_image, size))
+            reference_images.append(image_array(ref_image, size))
             reference_masks.append(mask)
             reference_labels.append(annotation.mask)
         item.update(reference_images=torch.from_numpy(np.stack(reference_images)),
@@ -526,7 +526,7 @@ class EpisodeDataset(Dataset):
                     class_id=c, target_id=episode.target_id, reference_ids=list(episode.reference_ids), episode=index,
                     label=kind)
         if self.original_size:
-            item["target_mask_original"] = torch.from_numpy(_object_mask(label, c).astype(np.int64))
+            item["target_mask_original"] = torch.from_numpy(object_mask(label, c).astype(np.int64))
         return item
 
 
@@ -582,7 +582,7 @@ class TrainingEpisodes(EpisodeDataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         episode = self.episode((epoch, index), rng)
         kind = self._label_kind(rng)  # from the episode's own stream: exact under resume and workers
-        return self._item(index, episode, [rng] * self.shots, kind)
+        return self.episode_item(index, episode, [rng] * self.shots, kind)
 
 
 class EpochOrder(Sampler):
@@ -647,7 +647,7 @@ class EvaluationEpisodes(EpisodeDataset):
 
     def __getitem__(self, index: int) -> dict:
         rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
-        return self._item(index, self.episodes[index], rngs, self.label_kinds[index])
+        return self.episode_item(index, self.episodes[index], rngs, self.label_kinds[index])
 
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
@@ -899,12 +899,12 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
 # atomic writes (a run killed mid-write never leaves a half file behind).
 # ---------------------------------------------------------------------------------------------
 
-def _image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, S, S) float32, bilinear resize, ImageNet-normalised."""
-    return torch.from_numpy(_image_array(image, size))
+    return torch.from_numpy(image_array(image, size))
 
 
-def _image_array(image: np.ndarray, size: int) -> np.ndarray:
+def image_array(image: np.ndarray, size: int) -> np.ndarray:
     # numpy, not torch: torch's intra-op threads make these small ops several times slower on a
     # busy CPU when items are built in the main process (DataLoader workers use one thread).
     pil = Image.fromarray(image)
@@ -914,18 +914,18 @@ def _image_array(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def _object_mask(label: np.ndarray, class_id: int) -> np.ndarray:
+def object_mask(label: np.ndarray, class_id: int) -> np.ndarray:
     """(H, W) uint8: 1 on the class, 255 where the label says ignore, 0 elsewhere (other classes too)."""
     return np.where(label == class_id, 1, np.where(label == IGNORE, IGNORE, 0)).astype(np.uint8)
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     if mask.shape == (size, size):
         return mask.copy()
     return np.array(Image.fromarray(mask).resize((size, size), Image.NEAREST))
 
 
-def _resize_soft(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_soft(mask: np.ndarray, size: int) -> np.ndarray:
     """(S, S) float32 area-weighted resize of a boolean mask: > 0 wherever the object reaches."""
     return np.asarray(Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.BILINEAR))
 
@@ -1020,7 +1020,7 @@ def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
                   build: Callable[[], dict]) -> dict[str, list[list[int]]]:
     """The {image: [[class, pixels], ...]} index of `source` from cache_dir if it was built from the same files
     (same `signature`: the label files' names, sizes and times, or those of the annotation file),
-    else built and cached. Items re-check their labels when read (EpisodeDataset._item)."""
+    else built and cached. Items re-check their labels when read (EpisodeDataset.episode_item)."""
     signature = {"source": str(Path(source).resolve()), **signature}
     path = cache_dir / f"{kind}-index-{_short_hash(signature['source'])}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

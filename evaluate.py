@@ -312,7 +312,7 @@ def oracle_predictor(dataset, method: str):
             else:
                 label = images.load(target_id)[1]
                 mask = (label != 0) & (label != IGNORE)
-            mask = data._resize_mask(mask.astype(np.uint8), size)
+            mask = data.resize_mask(mask.astype(np.uint8), size)
             masks.append(torch.from_numpy(mask.astype(np.float32)) * 2 - 1)  # logits: > 0 inside
         return torch.stack(masks)
 
@@ -348,7 +348,7 @@ class WrongReferenceEpisodes(torch.utils.data.Dataset):
         other = self.others[index]
         # Built as an episode of the other class (its first reference standing in as the target), of
         # which only the references are kept.
-        wrong = self.dataset._item(index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
+        wrong = self.dataset.episode_item(index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
                                    self.dataset.label_kinds[index])  # the episode's own label kind
         for key in ("reference_images", "reference_masks", "reference_labels", "reference_ids"):
             item[key] = wrong[key]

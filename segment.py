@@ -153,10 +153,10 @@ class Reference:
             ys = np.minimum((self.points[:, 1] + 0.5) * size / h, size - 1).astype(int)
             label[ys, xs] = 1
             return label
-        touched = data._resize_soft(self.mask, size) > 0
+        touched = data.resize_soft(self.mask, size) > 0
         if self.kind == "scribble":
             return touched.astype(np.float32)
-        nearest = data._resize_mask(self.mask.astype(np.uint8), size).astype(bool)
+        nearest = data.resize_mask(self.mask.astype(np.uint8), size).astype(bool)
         return (nearest if nearest.any() else touched).astype(np.float32)
 
 
@@ -274,7 +274,7 @@ class VRPPredictor:
         return cls(model, image_size=image_size, trained_label=run.get("label"), cache=cache)
 
     def _network_image(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(data._image_array(image, self.image_size))  # (3, S, S), as in training
+        return torch.from_numpy(data.image_array(image, self.image_size))  # (3, S, S), as in training
 
     @torch.no_grad()
     def _encode(self, references: Sequence[Reference]) -> ReferenceFeatures:

@@ -222,9 +222,9 @@ def write_palette_png(path: Path, ids: np.ndarray) -> None:
 def _reference_mask(annotation: np.ndarray, object_id: int, size: int) -> np.ndarray:
     """(S, S) uint8 {0, 1, 255}: the object at the network's size, as data.py sizes references
     (nearest neighbour; an object that resizing would erase keeps every cell it touches)."""
-    mask = data._resize_mask(data._object_mask(annotation, object_id), size)
+    mask = data.resize_mask(data.object_mask(annotation, object_id), size)
     if not (mask == 1).any():
-        mask[data._resize_soft(annotation == object_id, size) > 0] = 1
+        mask[data.resize_soft(annotation == object_id, size) > 0] = 1
     return mask
 
 
@@ -266,7 +266,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     num_objects = int(first[first != data.IGNORE].max(initial=0))
     present = [i for i in range(1, num_objects + 1) if (first == i).any()]
     missing = [i for i in range(1, num_objects + 1) if i not in present]
-    first_image = torch.from_numpy(data._image_array(image, image_size))  # (3, S, S)
+    first_image = torch.from_numpy(data.image_array(image, image_size))  # (3, S, S)
     first_labels = torch.from_numpy(np.stack([
         prompts.simulate_annotation(_reference_mask(first, i, image_size), label,
                                     prompts.episode_rng(seed, sequence_key(sequence), i)).mask
@@ -280,7 +280,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
             raise ValueError(f"sequence {sequence}: frame {source.frame_ids(sequence)[t]} is {annotation.shape[1]}x"
                              f"{annotation.shape[0]} but its first frame is {first.shape[1]}x{first.shape[0]}; "
                              "all frames of a sequence must have one size")
-        target = torch.from_numpy(data._image_array(image, image_size))
+        target = torch.from_numpy(data.image_array(image, image_size))
         logits = torch.full((len(present), *first.shape), -torch.inf)
         if present:
             with autocast(device):

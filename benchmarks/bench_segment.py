@@ -68,12 +68,12 @@ def main(argv=None) -> None:
     def full_forward(predictor: VRPPredictor, batch_size: int) -> float:
         """What evaluate.py does per episode: the reference through the backbone again for every target."""
         ref = predictor.references[0]
-        ref_image = torch.from_numpy(data._image_array(ref.image, image_size))[None, None].to(device)
+        ref_image = torch.from_numpy(data.image_array(ref.image, image_size))[None, None].to(device)
         ref_label = torch.from_numpy(ref.network_label(image_size))[None, None].to(device)
         synchronize(device)
         start = time.perf_counter()
         for i in range(0, len(targets), batch_size):
-            chunk = torch.stack([torch.from_numpy(data._image_array(t, image_size)) for t in targets[i:i + batch_size]]).to(device)
+            chunk = torch.stack([torch.from_numpy(data.image_array(t, image_size)) for t in targets[i:i + batch_size]]).to(device)
             b = len(chunk)
             with autocast(device):
                 logits = model(chunk, ref_image.expand(b, -1, -1, -1, -1), ref_label.expand(b, -1, -1, -1)).float().cpu()

@@ -428,7 +428,7 @@ def test_a_reference_object_too_thin_for_nearest_resizing_still_gets_a_label(tmp
 
 def test_denormalize_inverts_the_normalisation():
     image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    tensor = data._image_tensor(image, SIZE)
+    tensor = data.image_tensor(image, SIZE)
     assert tensor.mean(dim=(1, 2)).abs().max() < 2.5
     assert np.abs(data.denormalize(tensor).astype(int) - image).max() <= 1
 

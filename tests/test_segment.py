@@ -183,11 +183,11 @@ def test_k_shot_concatenates_k_times_50_prompts_like_the_model(files):
                               (second.image, {"mask": second.label, "class_id": 1})])
     target = np.array(Image.open(root / "targets" / "frame00.png"))
     prediction = predictor.predict(target)
-    images = torch.stack([torch.from_numpy(data._image_array(x, S)) for x in (scene.image, second.image)])[None]
+    images = torch.stack([torch.from_numpy(data.image_array(x, S)) for x in (scene.image, second.image)])[None]
     labels = torch.stack([torch.from_numpy(r.network_label(S)) for r in predictor.references])[None]
     with torch.no_grad():
-        assert predictor.model.prompt_embeddings(torch.from_numpy(data._image_array(target, S))[None], images, labels).shape[1] == 100
-        expected = predictor.model(torch.from_numpy(data._image_array(target, S))[None], images, labels)[0]
+        assert predictor.model.prompt_embeddings(torch.from_numpy(data.image_array(target, S))[None], images, labels).shape[1] == 100
+        expected = predictor.model(torch.from_numpy(data.image_array(target, S))[None], images, labels)[0]
     assert np.array_equal(prediction.network_logits, expected.numpy())
 
 
