@@ -5,22 +5,29 @@ is built and before anything is written: `--batch-size 0` or `--folds a` ends in
 names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
 
 - argparse `type=` functions: `positive_int`, `nonnegative_int`, `positive_float`,
-  `nonnegative_float`, `int_range(low, high)`, `int_list(allowed)`, `choice_list(choices)`, `device`.
+  `nonnegative_float`, `unit_float`, `int_range(low, high)`, `int_list(allowed)`, `choice_list(choices)`, `device`.
 - `HelpFormatter`: shows each flag's default, but never "(default: None)" for defaults that are
   resolved later (say them in the help text, e.g. with `per_dataset`).
 - `error_message(error)`: one line for an exception, also one re-raised from a DataLoader worker
   (whose text holds the worker's whole traceback).
-- `write_atomic(path, write)`: how every file the scripts write reaches the disk (all or nothing,
-  mode 0644, a failure as one line naming the path); `write_error` builds that line.
+- `write_atomic(path, payload)` and `write_json(path, obj)`: how every file the scripts write
+  reaches the disk (all or nothing, mode 0644, a failure as one line naming the path);
+  `write_error` builds that line.
+- `add_runtime_args(group, ...)`: the run-time flags every model-running script shares
+  (`--device`, `--workers`, `--cache-dir`, `--no-cache`).
+- `run_main(prog, run, args)`: the scripts' error wrapper: a missing, unreadable or unwritable
+  file and bad input end in one line "prog: error: ...", exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Sequence
@@ -77,6 +84,14 @@ def _float_above(low: float, inclusive: bool) -> Callable[[str], float]:
 
 positive_float = _float_above(0.0, inclusive=False)
 nonnegative_float = _float_above(0.0, inclusive=True)
+
+
+def unit_float(text: str) -> float:
+    """An argparse type: a number in [0, 1] (a threshold on a min-max normalised map)."""
+    value = nonnegative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
 
 
 def int_list(allowed: Iterable[int] | None = None, *, low: int | None = None) -> Callable[[str], list[int]]:
@@ -210,12 +225,15 @@ def write_error(path, error: BaseException, *, free_bytes: int | None = None) ->
     return failure
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> None:
+def write_atomic(path: str | Path, payload: bytes | Callable[[BinaryIO], object], *, durable: bool = False) -> None:
     """Write `path` through a temporary file in the same folder and os.replace, so readers see all
-    of it or none; mode 0644 like every file the scripts write. write(f) fills the open binary file.
+    of it or none; mode 0644 like every file the scripts write. payload: the bytes, or a function
+    that fills the open binary file (`lambda f: torch.save(obj, f)`).
     durable: fsync before the rename (checkpoints: a crash right after must not leave an empty one).
     A failure (full disk, read-only folder; torch.save reports a full disk as a RuntimeError) is an
     OSError naming the path, in one line, and leaves no temporary file behind."""
+    path = Path(path)
+    write = payload if callable(payload) else (lambda f: f.write(payload))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -238,3 +256,48 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, durable: bo
         if isinstance(error, (OSError, RuntimeError)):
             raise write_error(path, error, free_bytes=free) from error
         raise
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """`obj` as indented JSON, written atomically (results are never left half-written)."""
+    write_atomic(path, json.dumps(obj, indent=2).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# What every script that runs a model shares: run-time flags and the error wrapper.
+# ---------------------------------------------------------------------------------------------
+
+def default_device() -> str:
+    import torch  # only the scripts that run a model take --device
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_runtime_args(group, *, workers: bool = True, cache: Path | None = Path("cache"),
+                     no_cache: bool = True) -> None:
+    """--device, and where the script has them, --workers, --cache-dir (default `cache`; None: no
+    cache unless one is named) and --no-cache, with the same types, defaults and help everywhere."""
+    import torch
+
+    group.add_argument("--device", type=device, default=default_device(), help="torch device")
+    if workers:
+        group.add_argument("--workers", type=nonnegative_int, default=min(4, torch.get_num_threads()),
+                           help="DataLoader worker processes")
+    if cache is not None:
+        group.add_argument("--cache-dir", type=Path, default=cache, help="on-disk cache of SAM image embeddings")
+    else:
+        group.add_argument("--cache-dir", type=Path, default=None,
+                           help="on-disk cache of the targets' SAM image embeddings (default: none)")
+    if no_cache:
+        group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
+
+
+USER_ERRORS = (OSError, ImportError, ValueError)  # missing, unreadable or unwritable files; bad input
+
+
+def run_main(prog: str, run: Callable[..., object], *args: object) -> object:
+    """run(*args), with a user error (USER_ERRORS) ending the program in one line naming `prog`."""
+    try:
+        return run(*args)
+    except USER_ERRORS as error:
+        sys.exit(f"{prog}: error: {error_message(error)}")

@@ -33,24 +33,18 @@ runs used the same pairs). Every item is a dict:
 Exposes ``build_dataset``, ``fold_classes``, ``class_names``, ``collate_episodes``,
 ``write_episodes``, ``episodes_hash``, ``denormalize`` and the class tables; for video object
 segmentation (Table 16, run by video.py), ``DavisVideos`` (DAVIS 2017's semi-supervised layout),
-``read_davis_annotation`` and ``davis_palette``. As a script it
-prepares the label layouts from the official downloads, once (``prepare_pascal``, ``prepare_coco``):
-
-    python data.py prepare-pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset   # SegmentationClassAug
-    python data.py prepare-coco --coco COCO2014        # annotations/{train,val}2014/*.png (HSNet)
+``read_davis_annotation`` and ``davis_palette``. prepare.py writes the label layouts read here
+from the official downloads (docs/data.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +58,7 @@ from tqdm import tqdm
 
 import cli
 import prompts
+from prompts import IGNORE, SEED_STREAMS
 from synthetic import SYNTHETIC_CLASS_NAMES, SyntheticImages
 
 log = logging.getLogger(__name__)
@@ -78,7 +73,6 @@ BASE_SPLIT_DATASETS = ("pascal", "coco", "coco2pascal", "synthetic")
 NUM_FOLDS = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IGNORE = 255  # PASCAL's object-boundary label: neither object nor background
 # An image holds a class only if the class covers at least this many of its pixels: the rule
 # (PFENet's, 2 x 32 x 32) behind the list files the authors' code reads for PASCAL and COCO.
 MIN_OBJECT_PIXELS = 2 * 32 * 32
@@ -110,8 +104,6 @@ COCO2PASCAL_FOLDS = (
 )
 
 # Seed-sequence key of the evaluation episode lists (synthetic.py keeps the other streams' keys apart).
-_EPISODE_LIST_STREAM = 5_000_003
-_LABEL_KIND_STREAM = 5_000_004  # the per-episode label kinds of label="any" evaluation lists
 # label="any": each episode draws its references' label kind uniformly from prompts.LABEL_KINDS,
 # so one encoder learns all four (the authors' code has this draw, commented out, per batch).
 ANY_LABEL = "any"
@@ -242,7 +234,7 @@ class PascalImages:
             raise FileNotFoundError(f"{val_list} not found.\n{PASCAL_LAYOUT}")
         val_names = sorted({line.strip() for line in val_list.read_text().splitlines() if line.strip()})
 
-        label_names = _listdir(self.label_dir, ".png")
+        label_names = list_stems(self.label_dir, ".png")
         index = _cached_index(
             cache_dir, "pascal", source=self.label_dir, signature=_files_signature(self.label_dir, label_names, ".png"),
             build=lambda: _index_label_pngs(self.label_dir, label_names, num_classes=20, progress=progress),
@@ -295,7 +287,7 @@ class CocoImages:
             if not png_dir.is_dir():
                 raise FileNotFoundError(f"{png_dir} not found.\n{COCO_LAYOUT}")
             self.label_dir = png_dir
-            label_names = _listdir(png_dir, ".png")
+            label_names = list_stems(png_dir, ".png")
             index = _cached_index(
                 cache_dir, f"coco-{folder}-png", source=png_dir, signature=_files_signature(png_dir, label_names, ".png"),
                 build=lambda: _index_label_pngs(png_dir, label_names, num_classes=80, progress=progress),
@@ -307,7 +299,7 @@ class CocoImages:
             signature = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
             self.label_dir = cache_dir / f"coco-masks-{_short_hash(str(json_path.resolve()))}" / folder
             index = _cached_index(cache_dir, f"coco-{folder}-json", source=json_path, signature=signature,
-                                  build=lambda: _render_coco_masks(json_path, self.label_dir, progress=progress))
+                                  build=lambda: render_coco_masks(json_path, self.label_dir, progress=progress))
         occurring = {n: _classes_with(counts, min_pixels) for n, counts in index.items()}
         names = sorted(n for n, classes in occurring.items() if classes)
         _check_images_exist(self.image_dir, names, ".jpg", COCO_LAYOUT)
@@ -321,16 +313,16 @@ class CocoImages:
         return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=80)
 
 
-def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
+def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
                        overwrite: bool = True) -> dict[str, list[list[int]]]:
     """Render instances_*.json into one semantic PNG per labelled image (pixel = 1-based class in
     COCO's 80-class order, 0 background; the HSNet layout); returns {file stem: [[class, pixels], ...]}.
 
-    The one renderer of both routes: CocoImages' cache on first use and `python data.py
-    prepare-coco`. Resumable: out_dir carries a marker naming the JSON (path, size, time) its PNGs
+    The one renderer of both routes: CocoImages' cache on first use and `python prepare.py
+    coco`. Resumable: out_dir carries a marker naming the JSON (path, size, time) its PNGs
     come from; PNGs are written atomically, so with a matching marker every PNG present is complete
     and is read back instead of rendered again. PNGs in out_dir that were not rendered from this
-    JSON are replaced only with `overwrite` (the cache always; prepare-coco only when asked).
+    JSON are replaced only with `overwrite` (the cache always; `prepare.py coco` only when asked).
     """
     from pycocotools.coco import COCO  # only this route needs it
 
@@ -377,13 +369,13 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
         resume = json.loads(marker.read_text()) == source
     except (OSError, ValueError):
         resume = False
-    present = set(_listdir(out_dir, ".png")) if out_dir.is_dir() else set()
+    present = set(list_stems(out_dir, ".png")) if out_dir.is_dir() else set()
     if not resume:
         if present and not overwrite:
             made_by = "were rendered from another version of it" if marker.exists() else "were not rendered from it"
             raise FileExistsError(f"{out_dir} already holds {len(present)} PNGs that {made_by} (the HSNet masks?); data.py "
                                   f"reads them as they are; pass --overwrite to render {json_path.name} over them")
-        write_atomic(marker, json.dumps(source).encode())
+        cli.write_atomic(marker, json.dumps(source).encode())
         present = set()  # nothing there is trusted: render every image
 
     index: dict[str, list[list[int]]] = {}
@@ -395,7 +387,7 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
             info = coco.imgs[image_id]
             stem = Path(info["file_name"]).stem
             if stem in present:  # rendered by an earlier, interrupted run from this very file
-                index[stem] = _class_pixels(_read_label(out_dir / f"{stem}.png"), 80)
+                index[stem] = _class_pixels(read_label(out_dir / f"{stem}.png"), 80)
                 continue
             objects = []
             try:
@@ -411,10 +403,10 @@ def _render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
             if label.any():
                 buffer = io.BytesIO()
                 Image.fromarray(label).save(buffer, format="PNG")
-                write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
+                cli.write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
                 index[stem] = _class_pixels(label, 80)
     # What is left is not this JSON's: a previous version's, or files `overwrite` allowed us to replace.
-    for stem in sorted(present - set(index)) if resume else sorted(set(_listdir(out_dir, ".png")) - set(index)):
+    for stem in sorted(present - set(index)) if resume else sorted(set(list_stems(out_dir, ".png")) - set(index)):
         (out_dir / f"{stem}.png").unlink()
     return index
 
@@ -623,7 +615,7 @@ class EvaluationEpisodes(EpisodeDataset):
         super().__init__(images, **kwargs)
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be positive, got {num_episodes}")
-        rng = np.random.default_rng([self.seed, _EPISODE_LIST_STREAM])
+        rng = np.random.default_rng([self.seed, SEED_STREAMS["episode-list"]])
         if self.sampling == "image":
             candidates = [i for i in images.ids if self._classes_in(i)]
             passes = -(-num_episodes // len(candidates))
@@ -639,7 +631,7 @@ class EvaluationEpisodes(EpisodeDataset):
                 targets.append((self.images_of[c][int(rng.integers(len(self.images_of[c])))], c))
         self.episodes = tuple(Episode(t, c, self._draw_references(rng, c, t)) for t, c in targets)
         # A stream of their own, so label="any" lists hold the same episodes as every other kind's.
-        kinds = np.random.default_rng([self.seed, _LABEL_KIND_STREAM])
+        kinds = np.random.default_rng([self.seed, SEED_STREAMS["label-kind"]])
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
     def __len__(self) -> int:
@@ -671,7 +663,7 @@ def write_episodes(dataset: EvaluationEpisodes, path: str | Path) -> str:
     """Write the episode list (target id, class, reference ids, seed, label kind) to a JSON file,
     atomically; returns episodes_hash(dataset), which is the sha256 of the file's bytes."""
     payload = _episodes_json(dataset)
-    write_atomic(Path(path), payload)
+    cli.write_atomic(Path(path), payload)
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -756,12 +748,12 @@ class DavisVideos:
         self.name, self.resolution, self.location = f"davis2017-{split}", resolution, str(davis)
         self._frames: dict[str, tuple[str, ...]] = {}
         for sequence in listed:
-            frames = _listdir(self.image_dir / sequence, ".jpg") if (self.image_dir / sequence).is_dir() else []
+            frames = list_stems(self.image_dir / sequence, ".jpg") if (self.image_dir / sequence).is_dir() else []
             if not frames:
                 raise FileNotFoundError(f"sequence {sequence} is listed in {split_list} but {self.image_dir / sequence} "
                                         f"holds no .jpg frames: is the download complete?\n{DAVIS_LAYOUT}")
             folder = self.annotation_dir / sequence
-            annotations = _listdir(folder, ".png") if folder.is_dir() else []
+            annotations = list_stems(folder, ".png") if folder.is_dir() else []
             if annotations != frames:
                 unmatched = sorted(set(frames) ^ set(annotations))
                 raise ValueError(f"sequence {sequence}: {len(frames)} frames in {self.image_dir / sequence} but "
@@ -931,7 +923,7 @@ def resize_soft(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_pair(image_path: Path, label_path: Path, *, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    image, label = _read_image(image_path), _read_label(label_path)
+    image, label = _read_image(image_path), read_label(label_path)
     _check_label_values(label, label_path, num_classes)
     if image.shape[:2] != label.shape:
         raise ValueError(
@@ -950,7 +942,7 @@ def _read_image(path: Path) -> np.ndarray:
         raise OSError(f"image {path} could not be read ({error}); re-download or re-extract it") from error
 
 
-def _read_label(path: Path) -> np.ndarray:
+def read_label(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as pil:
             if pil.mode not in ("P", "L"):
@@ -964,13 +956,13 @@ def _read_label(path: Path) -> np.ndarray:
         raise OSError(f"label {path} could not be read ({error}); re-download or re-extract it") from error
 
 
-def _listdir(folder: Path, suffix: str) -> list[str]:
+def list_stems(folder: Path, suffix: str) -> list[str]:
     """Sorted file stems in `folder` ending with `suffix`."""
     return sorted(entry.name[: -len(suffix)] for entry in os.scandir(folder) if entry.name.endswith(suffix))
 
 
 def _check_images_exist(image_dir: Path, names: Sequence[str], suffix: str, layout: str) -> None:
-    present = set(_listdir(image_dir, suffix))
+    present = set(list_stems(image_dir, suffix))
     missing = [n for n in names if n not in present]
     if missing:
         raise FileNotFoundError(f"image {image_dir / (missing[0] + suffix)} not found ({len(missing)} labelled "
@@ -983,7 +975,7 @@ def _index_label_pngs(label_dir: Path, names: Sequence[str], *, num_classes: int
     index = {}
     for name in tqdm(names, desc=f"indexing {label_dir}", disable=not progress):
         path = label_dir / f"{name}.png"
-        label = _read_label(path)
+        label = read_label(path)
         _check_label_values(label, path, num_classes)
         index[name] = _class_pixels(label, num_classes)
     return index
@@ -1029,7 +1021,7 @@ def _cached_index(cache_dir: Path, kind: str, *, source: Path, signature: dict,
             return cached["classes"]
     log.info("building %s class index into %s", kind, path)
     index = build()
-    write_atomic(path, json.dumps({"format": 3, "signature": signature, "classes": index}).encode())
+    cli.write_atomic(path, json.dumps({"format": 3, "signature": signature, "classes": index}).encode())
     return index
 
 
@@ -1045,206 +1037,3 @@ def _resolve_cache_dir(cache_dir: str | Path | None, data_root: Path) -> Path:
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` all or nothing (cli.write_atomic)."""
-    cli.write_atomic(path, lambda f: f.write(payload))
-
-
-# ---------------------------------------------------------------------------------------------
-# Preparing the data (`python data.py prepare-pascal` / `prepare-coco`): the label layouts above,
-# written once from the files VOC, SBD and COCO ship. Atomic per file, resumable, idempotent.
-# ---------------------------------------------------------------------------------------------
-
-SBD_SOURCE = ("SBD (Hariharan et al. 2011): benchmark.tgz from http://home.bharathh.info/pubs/codes/SBD/download.html, "
-              "whose benchmark_RELEASE/dataset/ holds cls/*.mat")
-# A complete VOC2012 + SBD: 2,913 VOC labels and 11,355 SBD ones, 12,031 images in all, of which
-# 10,582 are outside VOC's val.txt (the PASCAL-5i training pool) and 1,449 in it.
-PASCAL_AUG_TOTAL, PASCAL_AUG_TRAIN = 12_031, 10_582
-
-
-def voc_palette() -> list[int]:
-    """The 256-colour palette of VOC's label PNGs (the devkit's bit-interleaved colour map): class 1
-    is (128, 0, 0), 255 (the boundary) is (224, 224, 192). Flat [r0, g0, b0, r1, ...]."""
-    palette = []
-    for i in range(256):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((i >> (3 * bit + channel)) & 1) << (7 - bit)
-        palette += rgb
-    return palette
-
-
-def read_sbd_label(path: Path) -> np.ndarray:
-    """(H, W) uint8 class map of an SBD cls/*.mat file: struct GTcls, field Segmentation (0 background,
-    1-20 the VOC classes; SBD marks no boundaries). Boundaries and CategoriesPresent are not needed."""
-    import scipy.io  # only preparing PASCAL needs it
-
-    try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except Exception as error:  # scipy raises MatReadError, ValueError, OSError... for a bad file
-        raise ValueError(f"{path} could not be read as a MATLAB file ({error}); re-extract {SBD_SOURCE}") from error
-    if "GTcls" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path} holds no GTcls struct (it holds {keys}): expected an SBD cls/*.mat file "
-                         "(inst/*.mat hold GTinst, the instance labels)")
-    segmentation = getattr(mat["GTcls"], "Segmentation", None)
-    label = None if segmentation is None else np.asarray(segmentation)
-    if label is None or label.ndim != 2 or label.dtype.kind not in "ui":
-        raise ValueError(f"{path}: GTcls.Segmentation is missing or not a 2-D integer class map; is this an SBD cls/*.mat file?")
-    bad = [int(v) for v in np.unique(label) if not 0 <= v <= len(PASCAL_CLASSES)]
-    if bad:
-        raise ValueError(f"{path}: GTcls.Segmentation has value {bad[0]}: expected 0 background and 1-20 classes")
-    return label.astype(np.uint8)
-
-
-def _read_voc_class_label(path: Path) -> np.ndarray:
-    label = _read_label(path)  # a palette PNG: its pixels are the class indices
-    bad = [int(v) for v in np.unique(label) if len(PASCAL_CLASSES) < v < IGNORE]
-    if bad:
-        raise ValueError(f"label {path} has pixel value {bad[0]}: expected 0 background, 1-20 classes and 255 boundary")
-    return label
-
-
-def _palette_png(label: np.ndarray, palette: Sequence[int]) -> bytes:
-    image = Image.fromarray(label)
-    image.putpalette(palette)  # an "L" image becomes "P": the same indices, now coloured like VOC's
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
-    """The first of root/candidate that is a folder; else one line naming where we looked and what it is."""
-    for candidate in candidates:
-        if (root / candidate).is_dir():
-            return root / candidate
-    looked = " nor ".join(str(root / c) for c in candidates)
-    raise FileNotFoundError(f"neither {looked} exists: {what}" if len(candidates) > 1 else f"{looked} not found: {what}")
-
-
-def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
-                   progress: bool = True) -> dict:
-    """Build SegmentationClassAug (PASCAL_LAYOUT) from SBD's cls/*.mat and VOC's SegmentationClass.
-
-    voc: the VOC2012 folder (or the VOCdevkit holding it), with SegmentationClass/*.png.
-    sbd: SBD's dataset folder holding cls/*.mat (or benchmark_RELEASE above it).
-    out: default voc/SegmentationClassAug, where PascalImages reads.
-    Each image gets one palette PNG (VOC's palette): VOC's own label where it has one (it marks
-    object boundaries 255, kept), else SBD's. A file already there with the same class map is
-    left as it is (so a second run writes nothing, and an interrupted run resumes); one that
-    differs is replaced only with `overwrite`. Returns the counts the command prints.
-    """
-    voc, sbd = Path(voc), Path(sbd)
-    if not voc.is_dir():
-        raise FileNotFoundError(f"VOC folder {voc} not found: --voc is the VOC2012 folder of VOCtrainval_11-May-2012.tar")
-    if not (voc / "SegmentationClass").is_dir() and (voc / "VOC2012").is_dir():
-        voc = voc / "VOC2012"
-    voc_dir = _find_dir(voc, ["SegmentationClass"], "--voc is the VOC2012 folder holding SegmentationClass/*.png "
-                        "(VOCtrainval_11-May-2012.tar)")
-    if not sbd.is_dir():
-        raise FileNotFoundError(f"SBD folder {sbd} not found: --sbd is the folder holding cls/*.mat, from {SBD_SOURCE}")
-    cls_dir = _find_dir(sbd, ["cls", "dataset/cls", "benchmark_RELEASE/dataset/cls"],
-                        f"--sbd is the folder holding SBD's cls/*.mat, from {SBD_SOURCE}")
-    out = Path(out) if out is not None else voc / "SegmentationClassAug"
-
-    sources = {name: cls_dir / f"{name}.mat" for name in _listdir(cls_dir, ".mat")}
-    if not sources:
-        raise FileNotFoundError(f"{cls_dir} holds no .mat files: expected SBD's 11,355 cls/*.mat, from {SBD_SOURCE}")
-    from_voc = _listdir(voc_dir, ".png")
-    if not from_voc:
-        raise FileNotFoundError(f"{voc_dir} holds no .png labels: expected VOC2012's 2,913 SegmentationClass PNGs")
-    sources.update({name: voc_dir / f"{name}.png" for name in from_voc})  # VOC's labels take precedence
-
-    palette = voc_palette()
-    written = unchanged = 0
-    for name in tqdm(sorted(sources), desc=f"writing {out}", unit="label", disable=not progress, dynamic_ncols=True):
-        source = sources[name]
-        label = _read_voc_class_label(source) if source.suffix == ".png" else read_sbd_label(source)
-        target = out / f"{name}.png"
-        if target.exists():
-            if np.array_equal(_read_label(target), label):
-                unchanged += 1
-                continue
-            if not overwrite:
-                raise FileExistsError(f"{target} exists and differs from the label {source} gives: pass --overwrite "
-                                      "to replace such files, or --out to write elsewhere")
-        write_atomic(target, _palette_png(label, palette))
-        written += 1
-
-    val_list = voc / "ImageSets" / "Segmentation" / "val.txt"
-    val = set(val_list.read_text().split()) if val_list.is_file() else None
-    images = set(_listdir(voc / "JPEGImages", ".jpg")) if (voc / "JPEGImages").is_dir() else None
-    return {"out": str(out), "labels": len(sources), "written": written, "unchanged": unchanged,
-            "from_voc": len(from_voc), "from_sbd": len(sources) - len(from_voc),
-            "outside_val": None if val is None else len(set(sources) - val),
-            "without_image": None if images is None else len(set(sources) - images)}
-
-
-def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val2014"), overwrite: bool = False,
-                 progress: bool = True) -> dict:
-    """Render annotations/instances_<split>.json into annotations/<split>/*.png (COCO_LAYOUT, HSNet's
-    masks) under `coco`, with the renderer CocoImages uses for its cache (_render_coco_masks):
-    resumable, and never over PNGs it did not render from the same JSON unless `overwrite`.
-    Returns {split: {"labelled": images with a mask written, "seconds"}}."""
-    coco = Path(coco)
-    if not (coco / "annotations").is_dir() and (coco / "COCO2014" / "annotations").is_dir():
-        coco = coco / "COCO2014"
-    bad = [s for s in splits if s not in ("train2014", "val2014")]
-    if bad:
-        raise ValueError(f"unknown COCO split {bad[0]!r} (--splits): expected train2014 and/or val2014")
-    for split in splits:  # every input is checked before anything is written
-        path = coco / "annotations" / f"instances_{split}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: --coco is the folder holding annotations/instances_{{train,val}}2014.json "
-                                    "(annotations_trainval2014.zip from https://cocodataset.org/#download)")
-    summary = {}
-    for split in splits:
-        start = time.perf_counter()
-        json_path = coco / "annotations" / f"instances_{split}.json"
-        index = _render_coco_masks(json_path, coco / "annotations" / split, progress=progress, overwrite=overwrite)
-        summary[split] = {"labelled": len(index), "seconds": round(time.perf_counter() - start, 1)}
-    return summary
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    """`python data.py prepare-pascal --voc VOC2012 --sbd SBD` / `python data.py prepare-coco --coco COCO2014`."""
-    parser = argparse.ArgumentParser(prog="data.py", description="Prepare the label layouts data.py reads (README, 'Preparing the data').")
-    commands = parser.add_subparsers(dest="command", required=True)
-    pascal = commands.add_parser("prepare-pascal", help="SegmentationClassAug from VOC2012 + SBD",
-                                 description="Write VOC2012/SegmentationClassAug/*.png (palette PNGs: 0 background, 1-20, "
-                                             "255 boundary) from SBD's cls/*.mat and VOC's SegmentationClass/*.png (VOC's win).")
-    pascal.add_argument("--voc", type=Path, required=True, help="the VOC2012 folder (holding SegmentationClass/, JPEGImages/, ImageSets/)")
-    pascal.add_argument("--sbd", type=Path, required=True, help="SBD's folder holding cls/*.mat (benchmark_RELEASE/dataset)")
-    pascal.add_argument("--out", type=Path, default=None, help="default: VOC2012/SegmentationClassAug")
-    pascal.add_argument("--overwrite", action="store_true", help="replace label PNGs already there that differ")
-    coco = commands.add_parser("prepare-coco", help="HSNet's annotations/{train,val}2014/*.png from the instances JSON",
-                               description="Render annotations/instances_{train,val}2014.json into annotations/train2014/*.png "
-                                           "and annotations/val2014/*.png (pixel = 1-based class in COCO's 80-class order).")
-    coco.add_argument("--coco", type=Path, required=True, help="the COCO 2014 folder holding annotations/")
-    coco.add_argument("--splits", default="train2014,val2014", help="comma list of train2014, val2014")
-    coco.add_argument("--overwrite", action="store_true", help="render over PNGs that did not come from the same JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare-pascal":
-            summary = prepare_pascal(args.voc, args.sbd, args.out, overwrite=args.overwrite)
-            outside = "" if summary["outside_val"] is None else f"; {summary['outside_val']:,} outside val.txt (the training pool)"
-            print(f"{summary['labels']:,} label images in {summary['out']} ({summary['written']:,} written, "
-                  f"{summary['unchanged']:,} already there): {summary['from_voc']:,} from VOC SegmentationClass, "
-                  f"{summary['from_sbd']:,} from SBD{outside}. A complete VOC2012 + SBD gives "
-                  f"{PASCAL_AUG_TOTAL:,} and {PASCAL_AUG_TRAIN:,}.")
-            if summary["without_image"]:
-                print(f"warning: {summary['without_image']:,} of them have no JPEGImages/<id>.jpg; is VOC2012 complete?")
-        else:
-            summary = prepare_coco(args.coco, splits=args.splits.split(","), overwrite=args.overwrite)
-            for split, counts in summary.items():
-                print(f"{split}: {counts['labelled']:,} labelled images in annotations/{split}/ ({counts['seconds']:.0f} s)")
-    except (OSError, ValueError) as error:
-        sys.exit(f"data.py: error: {error}")
-    return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -27,14 +27,12 @@ import json
 import math
 import os
 import sys
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -43,11 +41,13 @@ import cli
 import data
 import distributed
 import prompts
-from model import (BACKBONES, EmbeddingCache, VRPConfig, build_vrp_sam, decode_prompts, downsample_label, load_checkpoint,
-                   pseudo_mask, run_sam_checkpoint, sam_image_embeddings, upsample_logits)
-from prompts import LABEL_KINDS
+from baselines import (GP_NUM_POINTS, GP_PROMPTS, GP_THRESHOLD, METHODS, WrongReferenceEpisodes, gp_sam_predictor,
+                       oracle_predictor)
+from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, VRPSAM, EmbeddingCache, VRPConfig, autocast,
+                   build_vrp_sam, embed_targets, imagenet_weights_file, load_checkpoint, run_sam_checkpoint,
+                   upsample_logits)
+from prompts import IGNORE, LABEL_KINDS
 
-IGNORE = 255
 
 
 class IoUMeter:
@@ -87,21 +87,47 @@ class IoUMeter:
         return float(np.mean(100 * intersection / np.maximum(union, 1)))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); plain fp32 on the CPU."""
-    if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def check_prerequisites(*runs: argparse.Namespace) -> None:
+    """Refuse to start, in one message listing EVERY missing file or folder with where to get it,
+    when something a run needs is absent: backbone weights, the SAM checkpoint, the dataset.
+
+    Each namespace needs backbone, backbone_weights, sam, sam_checkpoint, dataset, data_root and
+    optionally splits (default both; evaluate.py checks "test" only). Weights torchvision or
+    torch.hub would download are listed only next to something else missing (they may be fetched).
+    """
+    missing, downloadable = [], []
+    for args in runs:
+        weights = args.backbone_weights
+        if weights == "imagenet":
+            cached = imagenet_weights_file(args.backbone)
+            if cached is not None and not cached.is_file():
+                downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
+                                    f"else copy the file there or pass a state-dict file with --backbone-weights")
+        elif weights not in (None, "random") and not Path(weights).is_file():
+            how = ("make it with `python pretrain_tiny_backbone.py` (README), or pass --backbone-weights random"
+                   if args.backbone == "tiny" else "pass an existing state-dict file (or 'imagenet')")
+            missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
+        checkpoint = Path(args.sam_checkpoint)
+        if not checkpoint.is_file():
+            if args.sam == "tiny":
+                how = "make it with `python pretrain_tiny_sam.py` (README), or pass --sam-checkpoint"
+            else:
+                how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
+            missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")
+        missing += data.missing_data(args.dataset, args.data_root, splits=getattr(args, "splits", data.SPLITS))
+    missing = list(dict.fromkeys(missing))
+    if missing:
+        lines = list(dict.fromkeys(downloadable)) + missing
+        raise FileNotFoundError(f"{len(lines)} prerequisite(s) missing:\n" + "\n".join(f"  - {line}" for line in lines))
 
 
 def predict(model, batch: dict, cache: EmbeddingCache | None, device: torch.device) -> torch.Tensor:
     """Target logits (B, S, S) for a batch of episodes; SAM's target embeddings come from the
-    on-disk cache when one is given (computed and stored on a miss), else inside the model."""
+    on-disk cache when one is given (computed and stored on a miss), else computed (embed_targets)."""
     target = batch["target_image"].to(device, non_blocking=True)
     with autocast(device):
         sam = getattr(model, "module", model).sam  # model may be train.py's DistributedDataParallel wrapper
-        embeddings = None if cache is None else cache.embed(sam, target, list(batch["target_id"])).to(device)
+        embeddings = embed_targets(sam, target, list(batch["target_id"]), cache)
         return model(target, batch["reference_images"].to(device, non_blocking=True),
                      batch["reference_labels"].to(device, non_blocking=True), image_embeddings=embeddings)
 
@@ -171,35 +197,20 @@ def evaluate_episodes(
             "classes_without_episodes": meter.classes_without_episodes()}
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour) -> np.ndarray:
-    """Tint `mask` and outline it in `colour`; the outline stays readable on objects of any colour."""
-    out = image.astype(np.float32)
-    out[mask] = 0.55 * out[mask] + 0.45 * np.asarray(colour, np.float32)
-    outline = ndimage.binary_dilation(mask, iterations=2) & ~mask
-    out[outline] = colour
-    return out.astype(np.uint8)
-
-
 def save_visualisation(path: Path, batch: dict, b: int, prediction: torch.Tensor) -> None:
     """Like Figs. 4-5: each reference with its annotation (green) | the target with the prediction
     (magenta) | the target with the ground truth (cyan). Panels are enlarged to at least 256 px."""
-    annotation_colour, prediction_colour, truth_colour = (60, 255, 60), (255, 0, 255), (0, 230, 255)
     panels = []
     for reference, label in zip(batch["reference_images"][b], batch["reference_labels"][b]):
         # grown by a pixel so that single annotated points show
-        panels.append(_overlay(data.denormalize(reference), ndimage.binary_dilation(label.numpy() > 0), annotation_colour))
+        annotation = ndimage.binary_dilation(label.numpy() > 0)
+        panels.append(prompts.tint_mask(data.denormalize(reference), annotation, prompts.ANNOTATION_COLOUR))
     target = data.denormalize(batch["target_image"][b])
-    panels.append(_overlay(target, prediction.numpy(), prediction_colour))
-    panels.append(_overlay(target, batch["target_mask"][b].numpy() == 1, truth_colour))
-    strip = Image.fromarray(np.concatenate(panels, axis=1))
+    panels.append(prompts.tint_mask(target, prediction.numpy(), prompts.PREDICTION_COLOUR))
+    panels.append(prompts.tint_mask(target, batch["target_mask"][b].numpy() == 1, prompts.TRUTH_COLOUR))
+    strip = np.concatenate(panels, axis=1)
     scale = max(1, -(-256 // target.shape[0]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    strip.resize((strip.width * scale, strip.height * scale), Image.NEAREST).save(path)
-
-
-def write_json(path: Path, obj) -> None:
-    """Results are written atomically: never left half-written."""
-    data.write_atomic(path, json.dumps(obj, indent=2).encode())
+    cli.write_atomic(path, prompts.png_bytes(strip.repeat(scale, axis=0).repeat(scale, axis=1)))
 
 
 def set_aside_other_episodes(path: Path, result: dict) -> Path | None:
@@ -216,143 +227,6 @@ def set_aside_other_episodes(path: Path, result: dict) -> Path | None:
     kept = path.with_name(f"{path.stem}.episodes-{earlier}.json")
     os.replace(path, kept)
     return kept
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines and yardsticks on the same fixed episodes and metric (`--method`).
-# ---------------------------------------------------------------------------------------------
-
-METHODS = ("vrp-sam", "gp-sam", "every-class-object", "every-object", "wrong-reference")
-GP_PROMPTS = ("point", "box", "box+point")
-GP_NUM_POINTS = 5  # the paper's footnote 2: five positive points
-GP_THRESHOLD = 0.5  # on the min-max normalised pseudo mask: the upper half of its range is the object
-_GP_STREAM, _WRONG_REFERENCE_STREAM = 9_000_001, 9_000_002  # seed-sequence keys no other stream uses
-
-
-@torch.no_grad()
-def reference_prior(model, target_images: torch.Tensor, reference_images: torch.Tensor,
-                    reference_labels: torch.Tensor) -> torch.Tensor:
-    """The target's pseudo mask (Appendix A; the training-free prior of PFENet, the paper's [34])
-    from the frozen backbone, min-max normalised to [0, 1] per image, at image size: (B, S, S).
-
-    The same computation as VRPSAM.prompt_embeddings (the reference's 5th block sees only its
-    annotated region); with k references each pixel keeps its largest value.
-    """
-    b, k = reference_images.shape[:2]
-    backbone = model.backbone
-    target_high = backbone.high_features(backbone.mid_features(target_images)[1])
-    reference_mid, reference_last = backbone.mid_features(reference_images.flatten(0, 1))
-    reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], model.config.label_downsample)
-    reference_high = backbone.high_features(reference_last * reference_mask)
-    if reference_high.shape[-2:] != reference_mask.shape[-2:]:
-        reference_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
-    prior = pseudo_mask(target_high.repeat_interleave(k, dim=0), reference_high, reference_mask, norm="minmax")
-    prior = prior.view(b, k, *prior.shape[-2:]).amax(dim=1, keepdim=True)
-    return upsample_logits(prior.float(), target_images.shape[-2:])[:, 0]
-
-
-def binarise_prior(prior: torch.Tensor, threshold: float = GP_THRESHOLD) -> torch.Tensor:
-    """(B, S, S) bool: prior >= threshold; a map with nothing above it (a flat map) keeps its maximum."""
-    binary = prior >= threshold
-    return binary | (prior >= prior.flatten(1).amax(1)[:, None, None])
-
-
-def geometric_prompts(binary: torch.Tensor, rng: np.random.Generator, *, num_points: int = GP_NUM_POINTS):
-    """GP-SAM's prompts from one binarised pseudo mask (S, S): `num_points` positive points drawn
-    uniformly from its pixels (without replacement while it has enough), as (x, y), and its
-    bounding box (x0, y0, x1, y1), both in pixel coordinates. Returns float tensors (n, 2), (4,)."""
-    ys, xs = torch.nonzero(binary.cpu(), as_tuple=True)
-    if len(xs) == 0:
-        raise ValueError("geometric_prompts: the binarised pseudo mask is empty")
-    pick = torch.from_numpy(rng.choice(len(xs), size=num_points, replace=len(xs) < num_points))
-    points = torch.stack([xs[pick], ys[pick]], dim=1).float()
-    box = torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
-    return points, box
-
-
-def gp_sam_predictor(model, *, prompt: str, seed: int, cache: EmbeddingCache | None, device: torch.device,
-                     threshold: float = GP_THRESHOLD):
-    """Table 3's GP-SAM: no training. The reference becomes geometric prompts for SAM's own prompt
-    encoder: 5 points sampled from the binarised pseudo mask (seeded per episode) and/or its box."""
-    if prompt not in GP_PROMPTS:
-        raise ValueError(f"--gp-prompt {prompt!r}: choose from {', '.join(GP_PROMPTS)}")
-    sam = model.sam
-
-    def run(batch: dict) -> torch.Tensor:
-        target = batch["target_image"].to(device, non_blocking=True)
-        with autocast(device):
-            prior = reference_prior(model, target, batch["reference_images"].to(device), batch["reference_labels"].to(device))
-            binary = binarise_prior(prior.float(), threshold)
-            points, boxes = zip(*(geometric_prompts(mask, np.random.default_rng([seed, _GP_STREAM, int(episode)]))
-                                  for mask, episode in zip(binary, batch["episode"])))
-            scale = sam.image_encoder.img_size / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
-            point_prompt = torch.stack(points).to(device) * scale if "point" in prompt else None
-            box_prompt = torch.stack(boxes).to(device) * scale if "box" in prompt else None
-            embeddings = (cache.embed(sam, target, list(batch["target_id"])).to(device) if cache is not None
-                          else sam_image_embeddings(sam, target))
-            low_res = decode_prompts(sam, embeddings, points=point_prompt, boxes=box_prompt)
-        return upsample_logits(low_res.float(), target.shape[-2:])[:, 0]
-
-    return run
-
-
-def oracle_predictor(dataset, method: str):
-    """Reference-free yardsticks that read the target's ground truth and ignore the reference:
-    "every-class-object" predicts every object of any class (the synthetic distractors left out),
-    "every-object" every drawn object, distractors included (synthetic scenes only)."""
-    images, size = dataset.images, dataset.image_size
-    if method == "every-object" and not hasattr(images, "scene"):
-        raise ValueError("--method every-object needs scenes that list every object: use --dataset synthetic")
-
-    def run(batch: dict) -> torch.Tensor:
-        masks = []
-        for target_id in batch["target_id"]:
-            if method == "every-object":
-                mask = np.any(np.stack(images.scene(target_id).instances), axis=0)
-            else:
-                label = images.load(target_id)[1]
-                mask = (label != 0) & (label != IGNORE)
-            mask = data.resize_mask(mask.astype(np.uint8), size)
-            masks.append(torch.from_numpy(mask.astype(np.float32)) * 2 - 1)  # logits: > 0 inside
-        return torch.stack(masks)
-
-    return run
-
-
-class WrongReferenceEpisodes(torch.utils.data.Dataset):
-    """`dataset`'s episodes with each episode's references replaced by images of another class of
-    the fold (drawn per episode from a seed, among images without the episode's class), annotated
-    on that class; target and ground truth unchanged. How much the model relies on the reference."""
-
-    def __init__(self, dataset, *, seed: int):
-        self.dataset, self.others = dataset, []
-        for index, episode in enumerate(dataset.episodes):
-            rng = np.random.default_rng([seed, _WRONG_REFERENCE_STREAM, index])
-            others = [c for c in dataset.class_ids if c != episode.class_id]
-            if not others:
-                raise ValueError("--method wrong-reference needs at least two classes in the fold")
-            other = others[int(rng.integers(len(others)))]
-            candidates = [i for i in dataset.images_of[other]
-                          if i != episode.target_id and episode.class_id not in dataset.images.classes[i]]
-            if len(candidates) < dataset.shots:
-                raise ValueError(f"--method wrong-reference: class {other} has too few images without class {episode.class_id}")
-            chosen = rng.choice(len(candidates), size=dataset.shots, replace=False)
-            self.others.append(data.Episode(episode.target_id, other, tuple(candidates[j] for j in chosen)))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        rngs = [prompts.episode_rng(self.dataset.seed, index, shot) for shot in range(self.dataset.shots)]
-        other = self.others[index]
-        # Built as an episode of the other class (its first reference standing in as the target), of
-        # which only the references are kept.
-        wrong = self.dataset.episode_item(index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
-                                   self.dataset.label_kinds[index])  # the episode's own label kind
-        for key in ("reference_images", "reference_masks", "reference_labels", "reference_ids"):
-            item[key] = wrong[key]
-        return item
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vrp-sam: the runs' encoders; gp-sam: Table 3's training-free geometric prompts from the "
                             "pseudo mask; every-class-object / every-object: reference-free yardsticks from the target's "
                             "ground truth; wrong-reference: the trained encoder given a reference of another class")
-    group.add_argument("--gp-prompt", default=None,
+    group.add_argument("--gp-prompt", type=cli.choice_list(GP_PROMPTS, all_word=None), default=None,
                        help=f"gp-sam prompts: one of {', '.join(GP_PROMPTS)} or a comma list (default: all three, Table 3's rows)")
-    group.add_argument("--gp-threshold", type=float, default=None,
+    group.add_argument("--gp-threshold", type=cli.unit_float, default=None,
                        help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})")
     group = parser.add_argument_group("protocol")
     group.add_argument("--episodes", type=cli.positive_int, default=1000, help="fixed episodes per fold (paper: 1000)")
@@ -410,10 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per forward pass (results do not depend on it)")
-    group.add_argument("--workers", type=cli.nonnegative_int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
-    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
-    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
-    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    cli.add_runtime_args(group)
     group = parser.add_argument_group("output")
     group.add_argument("--save-vis", type=cli.nonnegative_int, default=0, metavar="K", help="write K overlay images per fold (Figs. 4-5)")
     return parser
@@ -568,10 +439,7 @@ def main(argv=None) -> dict:
         return video.main(argv)
     args = build_parser().parse_args(argv)
     world = distributed.setup(args.device, args.batch_size, "evaluate.py")  # torchrun: join the other ranks
-    try:
-        return evaluate(args, world)
-    except (OSError, ImportError, ValueError) as error:  # OSError: missing, unreadable or unwritable files
-        sys.exit(f"evaluate.py: error: {cli.error_message(error)}")
+    return cli.run_main("evaluate.py", evaluate, args, world)
 
 
 def _dataset_values(argv: list[str]) -> list[str]:
@@ -580,130 +448,184 @@ def _dataset_values(argv: list[str]) -> list[str]:
             for i, arg in enumerate(argv) if arg.startswith("--dataset=") or (arg == "--dataset" and i + 1 < len(argv))]
 
 
-def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
-    from train import check_prerequisites  # train.py imports this module
+@dataclass(eq=False)  # compared and hashed by identity: a key of the result names
+class FoldRun:
+    """One checkpoint to score: a fold of a label kind. run: its train.py arguments; parts: the
+    frozen files it needs (backbone, SAM, data; check_prerequisites' namespace)."""
 
-    labels, shots_list, folds = args.label, args.shots, args.folds
+    label: str
+    fold: int
+    path: Path
+    state: dict
+    run: dict
+    parts: argparse.Namespace
+
+    @property
+    def image_size(self) -> int:
+        return self.run.get("image_size")
+
+
+def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path], splits: list[str]) -> list[FoldRun]:
+    """Every chosen checkpoint read and checked, and every file its run needs found, before any
+    episode is scored (one message listing all that is missing)."""
+    fold_runs = []
+    for (label, fold), path in chosen.items():
+        state = load_checkpoint(path)
+        run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=trained_labels(args, label),
+                               backbone=args.backbone)
+        parts = argparse.Namespace(
+            backbone=state["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
+            sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),
+            dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=tuple(splits))
+        fold_runs.append(FoldRun(label, fold, path, state, run, parts))
+    check_prerequisites(*(r.parts for r in fold_runs))
+    return fold_runs
+
+
+class ModelShelf:
+    """The VRP-SAM (and its embedding cache) for a fold run, built when its frozen parts change:
+    one SAM in memory at a time, reused across the folds, shots and label kinds that share it."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device, self.key, self.model, self.cache = args, device, None, None, None
+
+    def get(self, fold_run: FoldRun) -> tuple[VRPSAM, EmbeddingCache | None]:
+        config, parts = VRPConfig(**fold_run.state["config"]), fold_run.parts
+        key = (config, fold_run.image_size, str(parts.sam_checkpoint), parts.backbone_weights)
+        if key != self.key:
+            self.model = self.cache = None  # free the previous SAM before building the next
+            self.model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
+                                       backbone_weights=parts.backbone_weights).to(self.device)
+            if not self.args.no_cache:
+                self.cache = EmbeddingCache(self.args.cache_dir, self.model.sam, fold_run.image_size)
+            self.key = key
+        if self.args.untrained:
+            self.model.reset_learnable_parameters(seed=fold_run.run.get("seed", 0))  # as train.py initialised it
+        else:
+            self.model.load_learnable_state_dict(fold_run.state["model"])
+        return self.model, self.cache
+
+
+def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *, shots: int, split: str,
+               variant: str | None, name: str, world: distributed.World) -> dict:
+    """One table cell: fold_run's encoder (or --method's baseline) on the fold's fixed episodes."""
+    model, cache = shelf.get(fold_run)
+    label, fold = fold_run.label, fold_run.fold
+    dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
+                                 data_root=fold_run.parts.data_root, image_size=fold_run.image_size,
+                                 num_episodes=args.episodes, seed=args.seed, original_size=args.original_size,
+                                 cache_dir=args.cache_dir, progress=world.is_main)
+    episodes, predictor = dataset, None  # the same fixed episodes and metric for every method
+    threshold = gp_threshold(args)
+    if args.method == "gp-sam":
+        predictor = gp_sam_predictor(model, prompt=variant, seed=args.seed, cache=cache, device=shelf.device,
+                                     threshold=threshold)
+    elif args.method in ("every-class-object", "every-object"):
+        predictor = oracle_predictor(dataset, args.method)
+    elif args.method == "wrong-reference":
+        episodes = WrongReferenceEpisodes(dataset, seed=args.seed)
+    row = label if variant is None else f"{label}/{variant}"
+    what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
+            + ("" if args.method == "vrp-sam" else f" {args.method}"))
+    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, split),
+                               batch_size=args.batch_size, workers=args.workers, cache=cache,
+                               original_size=args.original_size, save_vis=args.save_vis,
+                               vis_dir=fold_run.path.parent / f"vis-{name}", desc=what, predictor=predictor, world=world)
+    if result["classes_without_episodes"] and world.is_main:
+        print(no_episode_warning(result, args.dataset, what))
+    names = data.class_names(args.dataset, split)
+    result.update(checkpoint=str(fold_run.path), trained_label=fold_run.run.get("label"),
+                  episodes_hash=data.episodes_hash(dataset), seed=args.seed, untrained=args.untrained,
+                  original_size=args.original_size, method=args.method, split=split,
+                  class_names={c: names[c - 1] for c in result["class_iou"]})
+    if args.method == "gp-sam":
+        result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
+    return result
+
+
+def gp_threshold(args: argparse.Namespace) -> float:
+    return GP_THRESHOLD if args.gp_threshold is None else args.gp_threshold
+
+
+def check_method_flags(args: argparse.Namespace) -> None:
+    """Flags that belong to another --method, refused before anything is read."""
     if args.method != "vrp-sam" and args.untrained:
         raise ValueError(f"--untrained applies to trained encoders (--method vrp-sam) only; --method {args.method} "
                          "uses no learnable encoder weights, drop --untrained")
     if args.method != "gp-sam" and (args.gp_prompt is not None or args.gp_threshold is not None):
         raise ValueError(f"--gp-prompt / --gp-threshold apply to --method gp-sam only (got --method {args.method})")
-    gp_prompts = (args.gp_prompt or ",".join(GP_PROMPTS)).split(",")
-    if any(p not in GP_PROMPTS for p in gp_prompts):
-        raise ValueError(f"--gp-prompt {args.gp_prompt}: use one of {', '.join(GP_PROMPTS)} or a comma list of them")
-    threshold = GP_THRESHOLD if args.gp_threshold is None else args.gp_threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--gp-threshold {threshold}: the pseudo mask is min-max normalised, pass a value in [0, 1]")
-    variants = gp_prompts if args.method == "gp-sam" else [None]
-    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
-    chosen = select_checkpoints(args, labels, folds)
-    if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
-        raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
-                         "leave --split at test")
-    splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
-    missing = [f"{label} fold {fold}" for label in labels for fold in folds if (label, fold) not in chosen]
-    if missing and world.is_main:
-        print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
 
-    # Every checkpoint, its run's frozen parts and data are checked before any episode is scored.
-    states = {key: load_checkpoint(path) for key, path in chosen.items()}
-    runs = {(label, fold): check_checkpoint(chosen[(label, fold)], state, dataset=args.dataset, fold=fold,
-                                            label=trained_labels(args, label), backbone=args.backbone)
-            for (label, fold), state in states.items()}
-    frozen = {key: argparse.Namespace(
-        backbone=states[key]["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
-        sam=states[key]["config"]["sam"],
-        sam_checkpoint=run_sam_checkpoint(states[key], args.sam_checkpoint),
-        dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=tuple(splits))
-        for key, run in runs.items()}
-    check_prerequisites(*frozen.values())
-    names = {(label, shots, fold, variant, split): _result_name(args, label, shots, runs[(label, fold)], variant, split)
-             for (label, fold) in chosen for shots in shots_list for variant in variants for split in splits}
-    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
-        for (label, shots, fold, *_), name in names.items():
-            (chosen[(label, fold)].parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
 
-    models: dict[tuple, tuple] = {}  # (config, image size) -> (model, cache): one frozen SAM at a time
-    rows: dict[str, dict[tuple[str, int], dict[int, dict]]] = {split: {} for split in splits}
-    outputs: list[tuple[Path, dict]] = []
-    for label in labels:
-        for shots in shots_list:
-            for variant in variants:  # GP-SAM's prompt kinds (Table 3's rows); one pass otherwise
-                row = label if variant is None else f"{label}/{variant}"
-                for split in splits:
-                    rows[split][(row, shots)] = {}
-                for fold, split in itertools.product(folds, splits):
-                    if (label, fold) not in chosen:
-                        continue
-                    path, state, run, parts = chosen[(label, fold)], states[(label, fold)], runs[(label, fold)], frozen[(label, fold)]
-                    config = VRPConfig(**state["config"])
-                    key = (config, run.get("image_size"), str(parts.sam_checkpoint), parts.backbone_weights)
-                    if key not in models:
-                        models.clear()  # keep one SAM in memory at a time
-                        model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
-                                              backbone_weights=parts.backbone_weights).to(device)
-                        cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, run.get("image_size"))
-                        models[key] = (model, cache)
-                    model, cache = models[key]
-                    if args.untrained:
-                        model.reset_learnable_parameters(seed=run.get("seed", 0))  # as train.py initialised it
-                    else:
-                        model.load_learnable_state_dict(state["model"])
-                    dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
-                                                 data_root=parts.data_root, image_size=run.get("image_size"),
-                                                 num_episodes=args.episodes, seed=args.seed,
-                                                 original_size=args.original_size, cache_dir=args.cache_dir, progress=world.is_main)
-                    episodes, predictor = dataset, None  # the same fixed episodes and metric for every method
-                    if args.method == "gp-sam":
-                        predictor = gp_sam_predictor(model, prompt=variant, seed=args.seed, cache=cache, device=device,
-                                                     threshold=threshold)
-                    elif args.method in ("every-class-object", "every-object"):
-                        predictor = oracle_predictor(dataset, args.method)
-                    elif args.method == "wrong-reference":
-                        episodes = WrongReferenceEpisodes(dataset, seed=args.seed)
-                    name = names[(label, shots, fold, variant, split)]
-                    what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
-                            + ("" if args.method == "vrp-sam" else f" {args.method}"))
-                    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, split),
-                                               batch_size=args.batch_size, workers=args.workers, cache=cache,
-                                               original_size=args.original_size, save_vis=args.save_vis,
-                                               vis_dir=path.parent / f"vis-{name}", desc=what, predictor=predictor, world=world)
-                    if result["classes_without_episodes"] and world.is_main:
-                        print(no_episode_warning(result, args.dataset, what))
-                    result.update(checkpoint=str(path), trained_label=run.get("label"), episodes_hash=data.episodes_hash(dataset),
-                                  seed=args.seed, untrained=args.untrained, original_size=args.original_size,
-                                  method=args.method, split=split,
-                                  class_names={c: data.class_names(args.dataset, split)[c - 1] for c in result["class_iou"]})
-                    if args.method == "gp-sam":
-                        result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
-                    if world.is_main:  # under torchrun, rank 0 alone prints and writes
-                        outputs.append((path.parent / f"eval-{name}.json", result))
-                    rows[split][(row, shots)][fold] = result
+def table_title(args: argparse.Namespace) -> str:
     title = args.dataset + {"vrp-sam": " (untrained encoder)" if args.untrained else "",
-                            "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {threshold}",
+                            "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {gp_threshold(args)}",
                             "every-class-object": ", yardstick: every class object of the target, no reference",
                             "every-object": ", yardstick: every object of the target, no reference",
                             "wrong-reference": ", the trained encoder given a reference of another class"}[args.method]
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
-    if world.is_main:  # the results first: a failed write cannot lose them
-        if args.split == "base":
-            print(format_base_table(title, rows["base"], rows["test"], folds, args.episodes))
-        else:
-            print(format_table(title, rows["test"], folds, args.episodes))
+    return title
+
+
+def write_results(outputs: list[tuple[Path, dict]]) -> None:
+    """Each result JSON, an earlier one scored on other episodes set aside; every failure reported
+    after all were tried (the table is already printed, so nothing is lost)."""
     failed = []
     for json_path, result in outputs:
         try:
             kept = set_aside_other_episodes(json_path, result)
             if kept is not None:
                 print(f"{json_path.name} held a result on other episodes (the data changed): kept as {kept.name}")
-            write_json(json_path, result)
+            cli.write_json(json_path, result)
         except OSError as error:
             failed.append(str(error))
     if failed:
         more = f" (and {len(failed) - 1} more result file(s))" if len(failed) > 1 else ""
         raise OSError(f"{failed[0]}{more}; the table above holds the results")
+
+
+def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
+    """Score every chosen (label kind, fold) for every --shots and --method variant; print the
+    paper-style table, write one eval-*.json per cell beside its checkpoint, return the rows."""
+    check_method_flags(args)
+    variants = (args.gp_prompt or list(GP_PROMPTS)) if args.method == "gp-sam" else [None]  # Table 3's rows
+    chosen = select_checkpoints(args, args.label, args.folds)  # also settles args.dataset
+    if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
+        raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
+                         "leave --split at test")
+    splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
+    missing = [f"{label} fold {fold}" for label in args.label for fold in args.folds if (label, fold) not in chosen]
+    if missing and world.is_main:
+        print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
+    fold_runs = load_fold_runs(args, chosen, splits)
+    by_key = {(r.label, r.fold): r for r in fold_runs}
+    cells = [(by_key[(label, fold)], shots, variant, split)
+             for label, shots, variant, fold, split in itertools.product(args.label, args.shots, variants, args.folds, splits)
+             if (label, fold) in by_key]
+    names = {cell: _result_name(args, cell[0].label, cell[1], cell[0].run, cell[2], cell[3]) for cell in cells}
+    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
+        for (fold_run, *_), name in names.items():
+            (fold_run.path.parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
+
+    shelf = ModelShelf(args, torch.device(args.device))  # under torchrun: this rank's GPU (distributed.setup)
+    rows: dict[str, dict[tuple[str, int], dict[int, dict]]] = {split: {} for split in splits}
+    for label, shots, variant, split in itertools.product(args.label, args.shots, variants, splits):
+        rows[split][(label if variant is None else f"{label}/{variant}", shots)] = {}
+    outputs: list[tuple[Path, dict]] = []
+    for cell in cells:
+        fold_run, shots, variant, split = cell
+        result = score_fold(args, fold_run, shelf, shots=shots, split=split, variant=variant, name=names[cell],
+                            world=world)
+        row = fold_run.label if variant is None else f"{fold_run.label}/{variant}"
+        rows[split][(row, shots)][fold_run.fold] = result
+        if world.is_main:  # under torchrun, rank 0 alone prints and writes
+            outputs.append((fold_run.path.parent / f"eval-{names[cell]}.json", result))
+    if world.is_main:  # the results first: a failed write cannot lose them
+        if args.split == "base":
+            print(format_base_table(table_title(args), rows["base"], rows["test"], args.folds, args.episodes))
+        else:
+            print(format_table(table_title(args), rows["test"], args.folds, args.episodes))
+    write_results(outputs)
     results = {f"{row}/{shots}": by_fold for (row, shots), by_fold in rows["test"].items()}
     results.update({f"{row}/{shots}/base": by_fold for (row, shots), by_fold in rows.get("base", {}).items()})
     return results

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 import cli
+from prompts import IGNORE
 
 BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet50_deepstem", "resnet101_deepstem")
 # The authors' backbone: PSPNet's deep-stem ResNet, ImageNet-pretrained by PSPNet's authors and
@@ -138,9 +139,13 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save `obj` to `path` all or nothing, fsynced before the rename (cli.write_atomic)."""
-    cli.write_atomic(path, lambda f: torch.save(obj, f), durable=True)
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); plain fp32 on the CPU. Every script
+    runs the model under it."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def _load_file(path: Path, what: str, fix: str = "download or write it again") -> object:
@@ -930,7 +935,7 @@ def build_vrp_sam(config: VRPConfig, *, sam_checkpoint: str | Path | None = None
 # Loss (§4.3, Eq. 6)
 
 
-def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = 255, loss: str = "bce+dice",
+def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = IGNORE, loss: str = "bce+dice",
              global_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Eq. 6: L = BCE + Dice, on logits (B, S, S) and target (B, S, S) in {0, 1, ignore_index}.
 
@@ -977,7 +982,8 @@ def save_checkpoint(path: str | Path, model: VRPSAM, **extra: object) -> None:
     clash = {"config", "model"} & extra.keys()
     if clash:
         raise ValueError(f"save_checkpoint: {sorted(clash)} are reserved keys")
-    atomic_save({"config": asdict(model.config), "model": model.learnable_state_dict(), **extra}, Path(path))
+    state = {"config": asdict(model.config), "model": model.learnable_state_dict(), **extra}
+    cli.write_atomic(path, partial(torch.save, state), durable=True)
 
 
 def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dict:
@@ -1102,7 +1108,7 @@ class EmbeddingCache:
 
     def put(self, key: str, embedding: Tensor) -> None:
         """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
-        atomic_save(embedding.detach().to("cpu", torch.float16).clone(), self.path(key))
+        cli.write_atomic(self.path(key), partial(torch.save, embedding.detach().to("cpu", torch.float16).clone()), durable=True)
 
     @torch.no_grad()
     def embed(self, sam: Sam, images: Tensor, image_ids: Sequence[str]) -> Tensor:
@@ -1127,3 +1133,15 @@ class EmbeddingCache:
                 self.put(keys[n], embedding)
                 rows[n] = embedding.to("cpu", torch.float16)
         return torch.stack(rows).to(images.device, torch.float32)
+
+
+def embed_targets(sam: Sam, images: Tensor, image_ids: Sequence[str], cache: EmbeddingCache | None) -> Tensor:
+    """SAM image embeddings (B, 256, h, w) float32 of targets (B, 3, S, S), on the images' device.
+
+    The one way every script embeds targets: through the on-disk cache when there is one, else
+    computed here; either way at the fp16 precision the cache stores, so --no-cache never moves a
+    number. image_ids name the images in the cache (which also keys them by their pixels).
+    """
+    if cache is not None:
+        return cache.embed(sam, images, image_ids).to(images.device)
+    return sam_image_embeddings(sam, images).to(torch.float16).float()

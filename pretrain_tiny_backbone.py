@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +37,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+import cli
 import data
 import synthetic
-from model import Backbone, atomic_save, build_backbone
+from prompts import IGNORE, SEED_STREAMS
+from model import Backbone, build_backbone
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "tiny_backbone_synthetic.pth"  # --task image: the synthetic default
 PIXEL_CHECKPOINT = CHECKPOINTS / "tiny_backbone_pixel.pth"  # --task pixel: the README's earlier tables
 # Seed streams of this script; the benchmark (5_000_00x) and the tiny SAM (7_000_00x) use other keys.
-TRAIN_STREAM, HELD_OUT_STREAM = 8_000_001, 8_000_002
+TRAIN_STREAM, HELD_OUT_STREAM = SEED_STREAMS["tiny-backbone-train"], SEED_STREAMS["tiny-backbone-held-out"]
 IMAGE_SIZE = 128  # the synthetic benchmark's input size
 TASKS = ("pixel", "image")
 NUM_SHAPES, NUM_APPEARANCES = len(synthetic.SYNTHETIC_SHAPES), len(synthetic.SYNTHETIC_APPEARANCES)
@@ -101,7 +104,7 @@ class Pretrainer(nn.Module):
         features = high_features(self.blocks, images)
         if self.task == "pixel":
             logits = F.interpolate(self.head(features), size=labels.shape[-2:], mode="bilinear", align_corners=True)
-            return F.cross_entropy(logits, labels, ignore_index=255)
+            return F.cross_entropy(logits, labels, ignore_index=IGNORE)
         return F.binary_cross_entropy_with_logits(self.head(features.mean(dim=(2, 3))), present)
 
     def backbone_state_dict(self) -> dict[str, Tensor]:
@@ -185,7 +188,7 @@ def main(argv=None) -> float:
         schedule.step()
         bar.set_postfix(loss=f"{loss:.3f}")
     minutes = (time.time() - start) / 60
-    atomic_save(model.backbone_state_dict(), args.out)
+    cli.write_atomic(args.out, partial(torch.save, model.backbone_state_dict()), durable=True)
     # Reload through the benchmark's own loader: what is measured is what was shipped (fp16).
     accuracy = prototype_accuracy(build_backbone("tiny", weights=args.out), num_scenes=args.eval_scenes, seed=args.seed)
     chance = prototype_accuracy(build_backbone("tiny"), num_scenes=args.eval_scenes, seed=args.seed)

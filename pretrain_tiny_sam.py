@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,12 @@ from tqdm import tqdm
 import cli
 import data
 import synthetic
-from model import atomic_save, build_sam, decode_prompts, sam_image_embeddings, upsample_logits, vrp_loss
+from prompts import SEED_STREAMS
+from model import build_sam, decode_prompts, sam_image_embeddings, upsample_logits, vrp_loss
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_synthetic.pth"
 # Seed streams of this script; data.py's benchmark images use other keys, so no image is shared.
-TRAIN_STREAM, HELD_OUT_STREAM = 7_000_001, 7_000_002
+TRAIN_STREAM, HELD_OUT_STREAM = SEED_STREAMS["tiny-sam-train"], SEED_STREAMS["tiny-sam-held-out"]
 IMAGE_SIZE = 128  # the tiny SAM's input size
 
 
@@ -143,7 +145,7 @@ def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: 
 
 def save_fp16(sam, path: Path) -> None:
     """Write the state dict in fp16, atomically (a half-written file never replaces a good one)."""
-    atomic_save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, path)
+    cli.write_atomic(path, partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}), durable=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -24,12 +24,14 @@ Run as a script to look at one simulated label drawn over a label PNG::
 from __future__ import annotations
 
 import argparse
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from PIL import Image, ImageDraw
 
 import cli
@@ -37,7 +39,20 @@ import cli
 LABEL_KINDS = ("point", "scribble", "box", "mask")
 MAX_POINTS = 20
 MAX_STROKES = 20
-IGNORE_VALUE = 255  # PASCAL's object-boundary label: never part of the object
+IGNORE = 255  # the label value of pixels that are neither object nor background (PASCAL's object
+# boundaries, DAVIS's void): never part of an object, left out of every loss and metric.
+
+# The keys of every seeded random stream (np.random.default_rng([seed, key, ...])): one place, so no
+# two streams ever share a key. tests/test_prompts.py checks that they are distinct.
+SEED_STREAMS = {
+    "synthetic-train": 5_000_001, "synthetic-test": 5_000_002,  # synthetic.SyntheticImages' scenes
+    "episode-list": 5_000_003, "label-kind": 5_000_004,  # data.EvaluationEpisodes
+    "video-layout": 5_000_011, "video-noise": 5_000_012,  # synthetic.SyntheticVideos
+    "tiny-sam-train": 7_000_001, "tiny-sam-held-out": 7_000_002,  # pretrain_tiny_sam.py
+    "demo": 7_100_001,  # segment.py --demo
+    "tiny-backbone-train": 8_000_001, "tiny-backbone-held-out": 8_000_002,  # pretrain_tiny_backbone.py
+    "gp-sam": 9_000_001, "wrong-reference": 9_000_002,  # baselines.py
+}
 
 
 @dataclass(frozen=True)
@@ -163,13 +178,13 @@ def _object_pixels(object_mask: Any) -> np.ndarray:
         obj = mask
     elif mask.dtype.kind in "uif":
         obj = mask == 1
-        valid = obj | (mask == 0) | (mask == IGNORE_VALUE)
+        valid = obj | (mask == 0) | (mask == IGNORE)
         if not valid.all():
             bad = np.unique(mask[~valid])
             shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
             raise ValueError(
-                f"object_mask has values {{{shown}}} besides 0, 1 and {IGNORE_VALUE}: expected a "
-                f"binary mask (bool, or 0/1 with {IGNORE_VALUE} = ignore); for a class-label map "
+                f"object_mask has values {{{shown}}} besides 0, 1 and {IGNORE}: expected a "
+                f"binary mask (bool, or 0/1 with {IGNORE} = ignore); for a class-label map "
                 "pass (labels == class_id) with the 255 pixels kept"
             )
     else:
@@ -285,6 +300,30 @@ def _simulate_box(obj: np.ndarray) -> Annotation:
                       strokes=(), widths=())
 
 
+# --- pictures: masks drawn over images, in the colours every script uses -------------------------
+
+ANNOTATION_COLOUR = (60, 255, 60)  # a reference's annotation: green
+PREDICTION_COLOUR = (255, 0, 255)  # a predicted mask: magenta
+TRUTH_COLOUR = (0, 230, 255)  # the ground truth: cyan
+
+
+def tint_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 `image` with the (H, W) bool `mask` tinted and outlined in `colour`; the
+    outline stays readable on objects of any colour."""
+    out = image.astype(np.float32)
+    out[mask] = 0.55 * out[mask] + 0.45 * np.asarray(colour, np.float32)
+    outline = ndimage.binary_dilation(mask, iterations=2) & ~mask
+    out[outline] = colour
+    return out.astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 (H, W) or (H, W, 3) array as PNG bytes, fast to write (pictures are for looking at)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 # --- command line: draw one simulated label over a label PNG ------------------------------------
 
 _BACKGROUND = np.array((24, 24, 24), dtype=np.uint8)
@@ -302,7 +341,7 @@ def render_overlay(object_mask: np.ndarray, annotation: Annotation) -> np.ndarra
     mask = np.asarray(object_mask)
     picture = np.broadcast_to(_BACKGROUND, mask.shape + (3,)).copy()
     picture[mask == 1] = _OBJECT
-    picture[mask == IGNORE_VALUE] = _IGNORE
+    picture[mask == IGNORE] = _IGNORE
     labelled = annotation.mask.astype(bool)
     if annotation.kind in ("box", "mask"):
         picture[labelled] = picture[labelled] // 2 + _LABEL // 2
@@ -323,7 +362,7 @@ def demo_object_mask(height: int = 384, width: int = 512) -> np.ndarray:
     ys, xs = np.mgrid[0:height, 0:width]
     radius = ((xs - 0.55 * width) / (0.32 * width)) ** 2 + ((ys - 0.5 * height) / (0.3 * height)) ** 2
     mask = np.zeros((height, width), dtype=np.uint8)
-    mask[radius <= 1.08] = IGNORE_VALUE
+    mask[radius <= 1.08] = IGNORE
     mask[radius <= 1.0] = 1
     return mask
 
@@ -347,24 +386,24 @@ def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id:
             labels = np.asarray(image).astype(np.int64)
     except OSError as error:
         parser.error(f"--mask {path}: cannot read it as an image ({error})")
-    if not palette and class_id is None and set(np.unique(labels).tolist()) == {0, IGNORE_VALUE}:
-        reading = f"a binary mask (0 background, {IGNORE_VALUE} object)"
-        return (labels == IGNORE_VALUE).astype(np.uint8), reading
+    if not palette and class_id is None and set(np.unique(labels).tolist()) == {0, IGNORE}:
+        reading = f"a binary mask (0 background, {IGNORE} object)"
+        return (labels == IGNORE).astype(np.uint8), reading
     target = f"class {class_id}" if class_id is not None else "every other value"
-    reading = f"a label map (0 background, {target} object, {IGNORE_VALUE} ignore)"
-    ignore = labels == IGNORE_VALUE
+    reading = f"a label map (0 background, {target} object, {IGNORE} ignore)"
+    ignore = labels == IGNORE
     if class_id is None:
         obj = (labels != 0) & ~ignore
         if not obj.any():
-            parser.error(f"--mask {path}: no object pixel (every pixel is 0 or {IGNORE_VALUE})")
+            parser.error(f"--mask {path}: no object pixel (every pixel is 0 or {IGNORE})")
     else:
         obj = labels == class_id
         if not obj.any():
-            present = sorted(set(np.unique(labels).tolist()) - {0, IGNORE_VALUE})
+            present = sorted(set(np.unique(labels).tolist()) - {0, IGNORE})
             parser.error(f"--mask {path}: no pixel has class id {class_id}; "
                          f"class ids present: {present or 'none'}")
     mask = np.zeros(labels.shape, dtype=np.uint8)
-    mask[ignore] = IGNORE_VALUE
+    mask[ignore] = IGNORE
     mask[obj] = 1
     return mask, reading
 
@@ -376,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mask", type=Path, help="label PNG: 0 background, class ids, 255 ignore")
     source.add_argument("--demo", action="store_true", help="use a built-in ellipse object with a 255 border")
-    parser.add_argument("--class-id", type=cli.int_range(1, IGNORE_VALUE - 1), default=None,
+    parser.add_argument("--class-id", type=cli.int_range(1, IGNORE - 1), default=None,
                         help="object = pixels of this class (default: every non-zero, non-255 pixel; "
                              "in a plain 0/255 mask, the 255 pixels)")
     parser.add_argument("--kind", choices=LABEL_KINDS, default="scribble", help="simulated label kind")

@@ -42,10 +42,9 @@ from tqdm import tqdm
 
 import cli
 import data
-from evaluate import _overlay, autocast
-from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, build_from_checkpoint, decode_masks, load_checkpoint,
-                   sam_image_embeddings, upsample_logits)
-from prompts import simulate_annotation
+from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks, load_checkpoint,
+                   upsample_logits)
+from prompts import ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, synthetic_scene
 
 ROOT = Path(__file__).resolve().parent
@@ -53,9 +52,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # The user's annotation kinds (CLI flags, API dict keys) and the training label kind each one is.
 ANNOTATION_KINDS = {"mask": "mask", "points": "point", "box": "box", "scribble": "scribble"}
 DEMO_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")  # what `python train.py --dataset synthetic` writes
-DEMO_PICTURE = Path("docs/segment_demo.png")
-DEMO_STREAM = 7_100_001  # the demo's scenes: a seed stream of its own (synthetic.SYNTHETIC_STREAMS)
-ANNOTATION_COLOUR, PREDICTION_COLOUR = (60, 255, 60), (255, 0, 255)  # as evaluate.save_visualisation
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
@@ -310,10 +306,7 @@ class VRPPredictor:
         ids = ["segment"] * len(targets)  # the cache keys each one by its exact pixels (EmbeddingCache.key)
         targets = targets.to(self.device)
         with autocast(self.device):
-            if self.cache is not None:
-                embeddings = self.cache.embed(self.model.sam, targets, ids).to(self.device)
-            else:
-                embeddings = sam_image_embeddings(self.model.sam, targets)
+            embeddings = embed_targets(self.model.sam, targets, ids, self.cache)
             prompts = self.model.target_prompt_embeddings(targets, features)  # (B, k·N, 256)
             low_res = decode_masks(self.model.sam, embeddings, prompts)  # (B, 1, 4h, 4w)
             logits = upsample_logits(low_res, targets.shape[-2:])[:, 0]  # (B, S, S), as VRPSAM.forward
@@ -333,14 +326,14 @@ class VRPPredictor:
 # ---------------------------------------------------------------------------------------------
 
 def _panel(image: np.ndarray, mask: np.ndarray, colour, height: int, grow: int = 0) -> np.ndarray:
-    """image with mask tinted and outlined (evaluate._overlay), resized to `height` first."""
+    """image with mask tinted and outlined (prompts.tint_mask), resized to `height` first."""
     h, w = mask.shape
     width = max(1, round(w * height / h))
     small = np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR if height < h else Image.NEAREST))
     small_mask = np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)) > 0
     if grow:
         small_mask = ndimage.binary_dilation(small_mask, iterations=grow)
-    return _overlay(small, small_mask, colour)
+    return tint_mask(small, small_mask, colour)
 
 
 def overlay_picture(references: Sequence[Reference], target: np.ndarray, prediction: Prediction) -> np.ndarray:
@@ -354,12 +347,6 @@ def overlay_picture(references: Sequence[Reference], target: np.ndarray, predict
     panels.append(_panel(target, prediction.mask, PREDICTION_COLOUR, height))
     gap = np.full((height, 4, 3), 255, np.uint8)
     return np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)  # fast: overlays are for looking at
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
-    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)
     group = parser.add_argument_group("references (each --reference followed by one annotation, in order)")
     group.add_argument("--reference", type=Path, action="append", default=[], help="reference image (repeat for k-shot)")
     group.add_argument("--mask", type=Path, action=_Annotation, help="PNG of the reference's size: non-zero = object")
@@ -418,14 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--scribble", type=Path, action=_Annotation, help="strokes on an empty PNG of the reference's size")
     group = parser.add_argument_group("targets and output")
     group.add_argument("--targets", nargs="+", default=[], help="image files, globs or folders (sorted by name)")
-    group.add_argument("--out", type=Path, default=None, help="output folder (--demo: the PNG to write)")
+    group.add_argument("--out", type=Path, default=None,
+                       help="output folder (--demo: the PNG to write; default: demo.png beside the checkpoint)")
     group.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     group.add_argument("--propagate", action="store_true",
                        help="video: also use the previous frame's prediction as a mask reference (beyond the paper; one frame at a time)")
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="targets per network batch")
-    group.add_argument("--cache-dir", type=Path, default=None, help="on-disk cache of the targets' SAM embeddings")
     group = parser.add_argument_group("demo")
-    group.add_argument("--demo", action="store_true", help=f"segment synthetic scenes and write one contact sheet ({DEMO_PICTURE})")
+    group.add_argument("--demo", action="store_true", help="segment synthetic scenes and write one contact sheet")
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="--demo: seed of the scenes")
     return parser
 
@@ -530,8 +517,8 @@ def segment(args: argparse.Namespace) -> list[dict]:
         images = [read_image(path) for path in batch]
         predictions = predictor.predict_batch(images, extra_reference=previous)
         for path, image, prediction in zip(batch, images, predictions):
-            data.write_atomic(outputs[path]["mask"], png_bytes(prediction.mask.astype(np.uint8) * 255))
-            data.write_atomic(outputs[path]["overlay"], png_bytes(overlay_picture(references, image, prediction)))
+            cli.write_atomic(outputs[path]["mask"], png_bytes(prediction.mask.astype(np.uint8) * 255))
+            cli.write_atomic(outputs[path]["overlay"], png_bytes(overlay_picture(references, image, prediction)))
         seconds = (time.perf_counter() - began) / len(batch)
         for path, prediction in zip(batch, predictions):
             line = {"file": str(path), "mask": str(outputs[path]["mask"]), "area": round(prediction.area, 6),
@@ -543,7 +530,7 @@ def segment(args: argparse.Namespace) -> list[dict]:
         if args.propagate:  # the frame and its prediction become a mask reference for the next frame
             previous = Reference(images[-1], "mask", predictions[-1].mask) if predictions[-1].mask.any() else None
         # rewritten whole after every batch: always a complete file of the targets done so far
-        data.write_atomic(args.out / "results.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
+        cli.write_atomic(args.out / "results.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
         bar.update(len(batch))
     bar.close()
     total = sum(line["seconds"] for line in lines)
@@ -559,11 +546,11 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     """Segment fresh synthetic scenes of the checkpoint's novel classes and write one contact sheet:
     a row per class, the annotated reference then the targets with their predicted masks."""
     checkpoint = args.checkpoint or DEMO_CHECKPOINT
-    out = args.out or DEMO_PICTURE
+    out = args.out or checkpoint.parent / "demo.png"  # the demo's own picture: rewritten by each demo
     if not checkpoint.exists():
         raise FileNotFoundError(f"--demo needs {checkpoint}: train it first with `python train.py --dataset synthetic` "
-                                "(about 6 minutes on 2 CPU cores)")
-    if out.exists() and not args.overwrite:
+                                "(about 8 minutes on 2 CPU cores)")
+    if args.out is not None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or --out another PNG")
     state = load_checkpoint(checkpoint)
     run = state.get("args", {})
@@ -576,12 +563,12 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     kind = run.get("label", "mask")
     kind = "mask" if kind == "any" else kind
     size = int(run.get("image_size", 128))
-    rng = np.random.default_rng([args.seed, DEMO_STREAM])
+    rng = np.random.default_rng([args.seed, SEED_STREAMS["demo"]])
     rows, ious = [], []
     classes = data.fold_classes("synthetic", int(run.get("fold", 0)), "test")
     for class_id in classes:
         reference = synthetic_scene(rng, classes=[class_id], num_distractors=2, size=size)
-        annotation = simulate_annotation(np.where(reference.label == 255, 255, reference.label == class_id), kind, rng)
+        annotation = simulate_annotation(np.where(reference.label == IGNORE, IGNORE, reference.label == class_id), kind, rng)
         value = {"point": {"points": annotation.points}, "box": {"box": annotation.box},
                  "scribble": {"scribble": annotation.mask}, "mask": {"mask": annotation.mask}}[kind]
         with warnings.catch_warnings():
@@ -596,7 +583,7 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
         panels = [_panel(reference.image, predictor.references[0].mask, ANNOTATION_COLOUR, size,
                          grow=1 if kind in ("point", "scribble") else 0)]
         for scene, prediction in zip(scenes, predictions):
-            truth, valid = scene.label == class_id, scene.label != 255
+            truth, valid = scene.label == class_id, scene.label != IGNORE
             ious.append((prediction.mask & truth & valid).sum() / max(((prediction.mask | truth) & valid).sum(), 1))
             panels.append(_panel(scene.image, prediction.mask, PREDICTION_COLOUR, size))
         row = np.concatenate([x for p in panels for x in (p, np.full((size, 3, 3), 255, np.uint8))][:-1], axis=1)
@@ -607,7 +594,7 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     sheet = Image.fromarray(np.concatenate(rows[:-1], axis=0)).quantize(colors=128, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", optimize=True)
-    data.write_atomic(out, buffer.getvalue())
+    cli.write_atomic(out, buffer.getvalue())
     miou = 100 * float(np.mean(ious))
     print(f"demo: {len(ious)} targets of {len(classes)} novel classes, mean IoU {miou:.1f}% "
           f"({checkpoint}, {kind} references) -> {out}")
@@ -615,12 +602,8 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return demo(args) if args.demo else segment(args)
-    except (OSError, ImportError, ValueError) as error:  # missing, unreadable or unwritable files; bad input
-        sys.exit(f"segment.py: error: {cli.error_message(error)}")
+    args = build_parser().parse_args(argv)
+    return cli.run_main("segment.py", demo if args.demo else segment, args)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from prompts import IGNORE, SEED_STREAMS
+
 # Seed-sequence keys of the benchmark's images. numpy treats trailing zero keys as absent
 # ([s, 0] == [s]), so streams are large constants that no epoch, episode or image index reaches:
 # data.py's episode list uses 5_000_003, pretrain_tiny_sam.py 7_000_00x.
-SYNTHETIC_STREAMS = {"train": 5_000_001, "test": 5_000_002}
 
 
 SYNTHETIC_SHAPES = ("disk", "square", "triangle", "ring", "cross")
@@ -188,7 +189,7 @@ def synthetic_scene(
     for mask, class_id in zip(instances, instance_classes):
         if class_id:
             ring = ndimage.binary_dilation(mask) & ~mask & (label == 0)
-            label[ring] = 255
+            label[ring] = IGNORE
 
     image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
     return SyntheticScene(image=image, label=label, instances=tuple(instances), classes=tuple(instance_classes))
@@ -216,7 +217,7 @@ class SyntheticImages:
         self._rendered: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _rng(self, j: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, SYNTHETIC_STREAMS[self.split], j])
+        return np.random.default_rng([self.seed, SEED_STREAMS[f"synthetic-{self.split}"], j])
 
     @staticmethod
     def _layout(rng: np.random.Generator) -> tuple[list[int], int]:
@@ -247,7 +248,6 @@ class SyntheticImages:
 # class, so that, as in DAVIS, following one instance is more than finding its class.
 # ---------------------------------------------------------------------------------------------
 
-SYNTHETIC_VIDEO_STREAMS = {"layout": 5_000_011, "noise": 5_000_012}
 
 
 @dataclass(frozen=True)
@@ -380,7 +380,7 @@ class SyntheticVideos:
         self._layouts = {s: self._layout(j) for j, s in enumerate(self.sequences)}
 
     def _layout(self, j: int) -> VideoLayout:
-        rng = np.random.default_rng([self.seed, SYNTHETIC_VIDEO_STREAMS["layout"], j])
+        rng = np.random.default_rng([self.seed, SEED_STREAMS["video-layout"], j])
         count = int(rng.integers(2, 4))
         chosen = [int(c) for c in rng.choice(self.classes, size=count, replace=False)]
         if rng.random() < 0.4:
@@ -401,5 +401,5 @@ class SyntheticVideos:
     def load_frame(self, sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(S, S, 3) uint8 RGB frame and its (S, S) uint8 annotation (0 background, 1..n objects)."""
         j = self.sequences.index(sequence)
-        rng = np.random.default_rng([self.seed, SYNTHETIC_VIDEO_STREAMS["noise"], j, index])
+        rng = np.random.default_rng([self.seed, SEED_STREAMS["video-noise"], j, index])
         return render_video_frame(self._layouts[sequence], index, size=self.size, rng=rng)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,9 @@ from tqdm import tqdm
 import cli
 import data
 import distributed
-from evaluate import episode_loader, evaluate_episodes, no_episode_warning, predict, write_json
-from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, SAM_TYPES, EmbeddingCache, VRPConfig,
-                   build_vrp_sam, default_sam_checkpoint, imagenet_weights_file, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
+from evaluate import check_prerequisites, episode_loader, evaluate_episodes, no_episode_warning, predict
+from model import (BACKBONES, LOSSES, QUERY_INITS, SAM_TYPES, VRPSAM, EmbeddingCache, VRPConfig, build_vrp_sam,
+                   default_sam_checkpoint, load_checkpoint, module_fingerprint, save_checkpoint, vrp_loss)
 
 ROOT = Path(__file__).resolve().parent
 # §5.1: PASCAL 100 epochs at 2e-4, COCO 50 epochs at 1e-4. The synthetic benchmark is sized to train
@@ -59,6 +59,7 @@ RESUME_KEYS = ("dataset", "fold", "label", "shots", "image_size", "epochs", "lr"
 RESUME_DEFAULTS = {"loss": "bce+dice"}
 # Compared after the model and data are built; the weights by content, not by path, so a run can move.
 FROZEN_KEYS = ("sam_fingerprint", "backbone_fingerprint", "val_episodes_hash")
+METRICS_FILE = "metrics.jsonl"  # one JSON line per epoch: loss, validation mIoU / FB-IoU, lr, timings
 MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
 
 
@@ -76,7 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
     group.add_argument("--image-size", type=cli.int_range(MIN_IMAGE_SIZE), default=None,
                        help=f"side of the square network input, at least {MIN_IMAGE_SIZE} ({defaults('image_size')})")
-    group.add_argument("--workers", type=cli.nonnegative_int, default=min(4, torch.get_num_threads()), help="DataLoader worker processes")
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')}); *_deepstem: the authors' PSPNet ResNet, "
                        "with --backbone-weights resnet50_v2.pth")
@@ -108,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"fixed test episodes scored after each epoch ({defaults('val_episodes')})")
     group.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
-    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
-    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    cli.add_runtime_args(group)
     return parser
 
 
@@ -138,40 +136,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.backbone == "tiny" and args.backbone_weights == "imagenet":
         parser.error("argument --backbone-weights: the tiny backbone has no ImageNet weights; pass a state-dict file or leave it unset")
     return args
-
-
-def check_prerequisites(*runs: argparse.Namespace) -> None:
-    """Refuse to start, in one message listing EVERY missing file or folder with where to get it,
-    when something a run needs is absent: backbone weights, the SAM checkpoint, the dataset.
-
-    Each namespace needs backbone, backbone_weights, sam, sam_checkpoint, dataset, data_root and
-    optionally splits (default both; evaluate.py checks "test" only). Weights torchvision or
-    torch.hub would download are listed only next to something else missing (they may be fetched).
-    """
-    missing, downloadable = [], []
-    for args in runs:
-        weights = args.backbone_weights
-        if weights == "imagenet":
-            cached = imagenet_weights_file(args.backbone)
-            if cached is not None and not cached.is_file():
-                downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
-                                    f"else copy the file there or pass a state-dict file with --backbone-weights")
-        elif weights not in (None, "random") and not Path(weights).is_file():
-            how = ("make it with `python pretrain_tiny_backbone.py` (README), or pass --backbone-weights random"
-                   if args.backbone == "tiny" else "pass an existing state-dict file (or 'imagenet')")
-            missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
-        checkpoint = Path(args.sam_checkpoint)
-        if not checkpoint.is_file():
-            if args.sam == "tiny":
-                how = "make it with `python pretrain_tiny_sam.py` (README), or pass --sam-checkpoint"
-            else:
-                how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
-            missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")
-        missing += data.missing_data(args.dataset, args.data_root, splits=getattr(args, "splits", data.SPLITS))
-    missing = list(dict.fromkeys(missing))
-    if missing:
-        lines = list(dict.fromkeys(downloadable)) + missing
-        raise FileNotFoundError(f"{len(lines)} prerequisite(s) missing:\n" + "\n".join(f"  - {line}" for line in lines))
 
 
 def model_config(args: argparse.Namespace) -> VRPConfig:
@@ -239,14 +203,29 @@ def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: Embed
 def main(argv=None) -> dict:
     args = parse_args(argv)
     world = distributed.setup(args.device, args.batch_size, "train.py")  # torchrun: join the other ranks
-    try:
-        return train(args, world)
-    except (OSError, ImportError, ValueError) as error:  # OSError: missing, existing or unreadable files
-        sys.exit(f"train.py: error: {cli.error_message(error)}")
+    return cli.run_main("train.py", train, args, world)
 
 
-def train(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
-    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
+@dataclass
+class Run:
+    """What one training run holds: the model (and its DDP wrapper), the data, the optimiser's
+    state, and where the epochs start (0, or after the last checkpoint with --resume)."""
+
+    model: VRPSAM
+    trained: torch.nn.Module
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset
+    cache: EmbeddingCache | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+    start_epoch: int = 0
+    best_miou: float = -1.0
+
+
+def build_run(args: argparse.Namespace, world: distributed.World, device: torch.device) -> Run:
+    """Everything checked, then built in a fixed order (the seeded parts first), then resumed."""
     config = model_config(args)
     check_prerequisites(args)  # everything missing, in one message, before anything is built
     resume = load_resume_state(args, config)
@@ -259,13 +238,13 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
                         image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir, progress=world.is_main)
     train_set = data.build_dataset(args.dataset, split="train", **dataset_args)
     val_set = data.build_dataset(args.dataset, split="test", num_episodes=args.val_episodes, **dataset_args)
-    class_ids = data.fold_classes(args.dataset, args.fold, "test")
     args.sam_fingerprint, args.backbone_fingerprint = module_fingerprint(model.sam), module_fingerprint(model.backbone)
     args.val_episodes_hash = data.episodes_hash(val_set)
     check_frozen_parts(args, resume)
 
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, args.image_size)
-    optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=args.lr, betas=(0.9, 0.999),
+                                  weight_decay=args.weight_decay)
     steps_per_epoch = len(train_set) // args.batch_size
     if args.steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
@@ -274,84 +253,111 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
     # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    start_epoch, best_miou = 0, -1.0
+    run = Run(model, trained, train_set, val_set, cache, optimizer, scheduler, scaler, steps_per_epoch)
     if resume is not None:
         model.load_learnable_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
-        start_epoch, best_miou = resume["epoch"] + 1, resume["best_miou"]
+        run.start_epoch, run.best_miou = resume["epoch"] + 1, resume["best_miou"]
+    return run
 
-    metrics_path = args.out / "metrics.jsonl"
+
+def start_output(args: argparse.Namespace, run: Run, device: torch.device, world: distributed.World) -> None:
+    """config.json (a resumed run keeps the one it started with), the log trimmed to the epochs
+    that are kept, and the run's header."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    if run.start_epoch == 0:
+        cli.write_json(args.out / "config.json", jsonable(args))
+    write_log(args.out / METRICS_FILE, read_log(args.out / METRICS_FILE, before=run.start_epoch))
+    print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | "
+          f"backbone {args.backbone} | SAM {args.sam} | {device}")
+    print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
+    print(f"learnable parameters: {run.model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
+    print(f"{len(run.train_set)} training targets/epoch, {len(run.val_set)} validation episodes, "
+          f"epochs {run.start_epoch}..{args.epochs - 1}"
+          + (f", {world.size} processes of batch {args.batch_size // world.size}" if world.size > 1 else ""))
+
+
+def read_log(path: Path, *, before: int) -> list[str]:
+    """The log lines of the epochs before `before` (the later ones are about to be redone)."""
+    if before == 0 or not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < before]
+
+
+def write_log(path: Path, lines: list[str]) -> None:
+    cli.write_atomic(path, "".join(line + "\n" for line in lines).encode())
+
+
+def train_epoch(args: argparse.Namespace, run: Run, loader: DataLoader, order: data.EpochOrder, epoch: int, *,
+                device: torch.device, world: distributed.World) -> list[float]:
+    """One epoch of steps_per_epoch global batches, in the epoch's seeded order; its losses."""
+    seed = epoch_seed(args.seed, epoch)
+    torch.manual_seed(distributed.rank_seed(seed, world))  # dropout: the same masks whether or not the run was resumed
+    order.set_epoch(epoch, seed)
+    run.model.train()
+    losses = []
+    bar = tqdm(loader, total=run.steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True, disable=not world.is_main)
+    for step, batch in enumerate(bar):
+        if step == run.steps_per_epoch:
+            break
+        losses.append(train_step(run.trained, batch, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                                 cache=run.cache, device=device, loss_kind=args.loss, world=world))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+    return losses
+
+
+def train(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
+    """§5.1: meta-train the VRP encoder on the fold's base classes, validating on fixed episodes of
+    its novel classes after every epoch; best.pt keeps the best validation mIoU, last.pt the last."""
+    device = torch.device(args.device)  # under torchrun: this rank's GPU (distributed.setup)
+    run = build_run(args, world, device)
     if world.is_main:  # under torchrun, rank 0 alone writes and prints
-        args.out.mkdir(parents=True, exist_ok=True)
-        if resume is None:  # a resumed run keeps the config.json it started with
-            write_json(args.out / "config.json", jsonable(args))
-        # Drop log lines of epochs after the last checkpoint: they are about to be redone.
-        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
-                if json.loads(line)["epoch"] < start_epoch]
-        data.write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
-
-        print(f"VRP-SAM | {args.dataset} fold {args.fold} | label {args.label} | {args.shots}-shot | backbone {args.backbone} | SAM {args.sam} | {device}")
-        print(f"loss {args.loss} | {args.num_queries} queries, init {args.query_init}")
-        print(f"learnable parameters: {model.num_learnable_parameters():,} (paper, Table 2: 1.6M with ResNet-50)")
-        print(f"{len(train_set)} training targets/epoch, {len(val_set)} validation episodes, epochs {start_epoch}..{args.epochs - 1}"
-              + (f", {world.size} processes of batch {args.batch_size // world.size}" if world.size > 1 else ""))
+        start_output(args, run, device, world)
+    class_ids = data.fold_classes(args.dataset, args.fold, "test")
 
     # One shuffled order per epoch for all ranks (each reads its chunk of every global batch), as
     # (epoch, index) pairs: one loader serves every epoch and its workers keep what they cached.
-    order = data.EpochOrder(len(train_set))
-    loader = DataLoader(train_set, batch_size=args.batch_size // world.size, drop_last=True,
+    order = data.EpochOrder(len(run.train_set))
+    loader = DataLoader(run.train_set, batch_size=args.batch_size // world.size, drop_last=True,
                         sampler=distributed.GlobalBatchShare(order, args.batch_size, world),
                         generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG to dropout
                         num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda", collate_fn=data.collate_episodes)
     # The same validation episodes every epoch: one loader whose workers keep the scenes they rendered.
-    val_loader = episode_loader(val_set, batch_size=args.batch_size, workers=args.workers, device=device, world=world,
-                                persistent=True)
-    for epoch in range(start_epoch, args.epochs):
+    val_loader = episode_loader(run.val_set, batch_size=args.batch_size, workers=args.workers, device=device,
+                                world=world, persistent=True)
+    log = read_log(args.out / METRICS_FILE, before=run.start_epoch) if world.is_main else []
+    for epoch in range(run.start_epoch, args.epochs):
         start = time.time()
-        seed = epoch_seed(args.seed, epoch)
-        torch.manual_seed(distributed.rank_seed(seed, world))  # dropout: the same masks whether or not the run was resumed
-        order.set_epoch(epoch, seed)
-        model.train()
-        losses = []
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", dynamic_ncols=True, disable=not world.is_main)
-        for step, batch in enumerate(bar):
-            if step == steps_per_epoch:
-                break
-            loss = train_step(trained, batch, optimizer=optimizer, scheduler=scheduler, scaler=scaler, cache=cache, device=device,
-                              loss_kind=args.loss, world=world)
-            losses.append(loss)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        losses = train_epoch(args, run, loader, order, epoch, device=device, world=world)
         train_time = time.time() - start
-        result = evaluate_episodes(model, val_set, class_ids=class_ids, batch_size=args.batch_size,
-                                   cache=cache, desc=f"validate {epoch}", world=world, loader=val_loader)
-        if result["classes_without_episodes"] and epoch == start_epoch and world.is_main:  # the same episodes every epoch
-            print(no_episode_warning(result, args.dataset, f"validation of fold {args.fold}"))
-        is_best = result["miou"] > best_miou
-        best_miou = max(best_miou, result["miou"])
-        state = dict(epoch=epoch, best_miou=best_miou, args=jsonable(args), optimizer=optimizer.state_dict(),
-                     scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), val_miou=result["miou"], val_fbiou=result["fbiou"])
-        line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
-                    lr=scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
-                    steps_per_s=round(len(losses) / train_time, 3))
+        result = evaluate_episodes(run.model, run.val_set, class_ids=class_ids, batch_size=args.batch_size,
+                                   cache=run.cache, desc=f"validate {epoch}", world=world, loader=val_loader)
+        if result["classes_without_episodes"] and epoch == run.start_epoch and world.is_main:
+            print(no_episode_warning(result, args.dataset, f"validation of fold {args.fold}"))  # the same every epoch
+        is_best = result["miou"] > run.best_miou
+        run.best_miou = max(run.best_miou, result["miou"])
         if not world.is_main:
             continue
+        state = dict(epoch=epoch, best_miou=run.best_miou, args=jsonable(args), optimizer=run.optimizer.state_dict(),
+                     scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), val_miou=result["miou"],
+                     val_fbiou=result["fbiou"])
+        line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
+                    lr=run.scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
+                    steps_per_s=round(len(losses) / train_time, 3))
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
-        try:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-        except OSError as error:
-            raise cli.write_error(metrics_path, error) from error
+        log.append(json.dumps(line))
+        write_log(args.out / METRICS_FILE, log)
         if is_best:
-            save_checkpoint(args.out / "best.pt", model, **state)
-        save_checkpoint(args.out / "last.pt", model, **state)
+            save_checkpoint(args.out / "best.pt", run.model, **state)
+        save_checkpoint(args.out / "last.pt", run.model, **state)
         print(f"epoch {epoch}: loss {line['loss']:.4f} | val mIoU {result['miou']:.1f} FB-IoU {result['fbiou']:.1f}"
               f"{' (best)' if is_best else ''} | {line['time_s']:.0f}s")
     if world.is_main:
-        print(f"best val mIoU {best_miou:.1f}; checkpoints in {args.out}")
-    return {"best_miou": best_miou, "out": str(args.out)}
+        print(f"best val mIoU {run.best_miou:.1f}; checkpoints in {args.out}")
+    return {"best_miou": run.best_miou, "out": str(args.out)}
 
 
 if __name__ == "__main__":

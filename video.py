@@ -30,7 +30,6 @@ import io
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -44,8 +43,8 @@ from tqdm import tqdm
 import cli
 import data
 import prompts
-from evaluate import autocast, write_json
-from model import EmbeddingCache, build_from_checkpoint, load_checkpoint, sam_image_embeddings, upsample_logits
+from prompts import IGNORE
+from model import EmbeddingCache, autocast, build_from_checkpoint, embed_targets, load_checkpoint, upsample_logits
 from synthetic import SyntheticVideos
 
 log = logging.getLogger(__name__)
@@ -160,12 +159,12 @@ def score_sequence(truth: np.ndarray, prediction: np.ndarray, *, exclude_void: b
     if truth.shape != prediction.shape or truth.ndim != 3:
         raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} must both be (T, H, W)")
     first = truth[0]
-    num_objects = int(first[first != data.IGNORE].max(initial=0))
+    num_objects = int(first[first != IGNORE].max(initial=0))
     if prediction.max(initial=0) > num_objects:
         raise ValueError(f"the prediction holds object id {int(prediction.max())} but the first frame has only "
                          f"{num_objects} object(s); the toolkit refuses such results")
     truth, prediction = truth[1:-1], prediction[1:-1]
-    void = (truth == data.IGNORE) if exclude_void else None
+    void = (truth == IGNORE) if exclude_void else None
     j = np.zeros((num_objects, len(truth)))
     f = np.zeros((num_objects, len(truth)))
     for k, object_id in enumerate(range(1, num_objects + 1)):
@@ -212,7 +211,7 @@ def write_palette_png(path: Path, ids: np.ndarray) -> None:
     image.putpalette(data.davis_palette().ravel().tolist())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    data.write_atomic(Path(path), buffer.getvalue())
+    cli.write_atomic(Path(path), buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +262,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     device = next(model.learnable_parameters()).device
     model.eval()
     image, first = source.load_frame(sequence, 0)
-    num_objects = int(first[first != data.IGNORE].max(initial=0))
+    num_objects = int(first[first != IGNORE].max(initial=0))
     present = [i for i in range(1, num_objects + 1) if (first == i).any()]
     missing = [i for i in range(1, num_objects + 1) if i not in present]
     first_image = torch.from_numpy(data.image_array(image, image_size))  # (3, S, S)
@@ -285,10 +284,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
         if present:
             with autocast(device):
                 batch = target[None].to(device)
-                if cache is None:  # rounded like cached ones, so the cache never changes a number
-                    embedding = sam_image_embeddings(model.sam, batch).half().float()
-                else:
-                    embedding = cache.embed(model.sam, batch, [source.image_id(sequence, t)])
+                embedding = embed_targets(model.sam, batch, [source.image_id(sequence, t)], cache)
             # The references of each object: the first frame, plus (propagate) frame t-1 with its prediction.
             groups: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {1: [], 2: []}
             for k, object_id in enumerate(present):
@@ -405,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
     group.add_argument("--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)")
-    group.add_argument("--cache-dir", type=Path, default=Path("cache"), help="on-disk cache of SAM image embeddings")
-    group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
-    group.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    cli.add_runtime_args(group, workers=False)
     group = parser.add_argument_group("output")
     group.add_argument("--out", type=Path, default=None,
                        help="folder of the result PNGs (<out>/<sequence>/<frame>.png) and results.json "
@@ -424,11 +418,7 @@ def frame_range(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ImportError, ValueError) as error:  # OSError: missing or unreadable files
-        sys.exit(f"video.py: error: {cli.error_message(error)}")
+    return cli.run_main("video.py", run, build_parser().parse_args(argv))
 
 
 def build_source(args: argparse.Namespace, run_args: dict):
@@ -465,7 +455,7 @@ def run(args: argparse.Namespace) -> dict:
     result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
                   label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
                   image_size=image_size, device=str(device))
-    write_json(out / RESULTS_FILE, result)
+    cli.write_json(out / RESULTS_FILE, result)
     for note in result["notes"]:
         print(note)
     print(format_table(result, out))

@@ -1,4 +1,4 @@
-"""Seconds per 1000 images of `python data.py prepare-coco` and `prepare-pascal`, on fabricated files
+"""Seconds per 1000 images of `python prepare.py coco` and `pascal`, on fabricated files
 of the real formats and sizes (the datasets cannot be downloaded here).
 
     python benchmarks/bench_prepare.py                   # 1000 COCO images, 1000 SBD + 300 VOC labels
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import data  # noqa: E402
+import prepare  # noqa: E402
 from test_prepare import save_sbd_mat  # noqa: E402  the fabricated SBD format the tests use
 
 
@@ -64,7 +65,7 @@ def fabricate_pascal(root: Path, images: int, rng: np.random.Generator) -> tuple
     voc, cls = root / "VOC2012", root / "SBD" / "cls"
     (voc / "SegmentationClass").mkdir(parents=True)
     cls.mkdir(parents=True)
-    palette = data.voc_palette()
+    palette = prepare.voc_palette()
     for i in range(images):
         label = np.zeros((375, 500), np.uint8)
         for class_id in rng.choice(np.arange(1, 21), size=rng.integers(1, 4), replace=False):
@@ -92,19 +93,19 @@ def main(argv=None) -> None:
         fabricate_coco(tmp / "coco", args.images, rng)
         size = (tmp / "coco" / "annotations" / "instances_train2014.json").stat().st_size
         start = time.perf_counter()
-        data.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
-        rows.append((f"prepare-coco, {size / args.images / 1e3:.0f} kB of JSON per image", time.perf_counter() - start))
+        prepare.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
+        rows.append((f"prepare.py coco, {size / args.images / 1e3:.0f} kB of JSON per image", time.perf_counter() - start))
         start = time.perf_counter()
-        data.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
-        rows.append(("prepare-coco again (resume: reads the PNGs back)", time.perf_counter() - start))
+        prepare.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
+        rows.append(("prepare.py coco again (resume: reads the PNGs back)", time.perf_counter() - start))
 
         voc, sbd = fabricate_pascal(tmp / "pascal", args.images, rng)
         start = time.perf_counter()
-        data.prepare_pascal(voc, sbd, progress=False)
-        rows.append(("prepare-pascal, 500x375", time.perf_counter() - start))
+        prepare.prepare_pascal(voc, sbd, progress=False)
+        rows.append(("prepare.py pascal, 500x375", time.perf_counter() - start))
         start = time.perf_counter()
-        data.prepare_pascal(voc, sbd, progress=False)
-        rows.append(("prepare-pascal again (compares, writes nothing)", time.perf_counter() - start))
+        prepare.prepare_pascal(voc, sbd, progress=False)
+        rows.append(("prepare.py pascal again (compares, writes nothing)", time.perf_counter() - start))
 
     print(f"{args.images} images per row, one process")
     print(f"{'command':<52} {'s per 1000 images':>18}")

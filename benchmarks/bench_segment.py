@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_pipeline import benchmark_model  # noqa: E402  (this folder: the shared model setup)
 import data  # noqa: E402
-from evaluate import autocast  # noqa: E402
+from model import autocast  # noqa: E402
 from model import EmbeddingCache, upsample_logits  # noqa: E402
 from segment import VRPPredictor  # noqa: E402
 from synthetic import synthetic_scene  # noqa: E402

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import baselines  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
 from model import (build_from_checkpoint, build_sam, decode_masks, decode_prompts, default_sam_checkpoint, load_checkpoint,  # noqa: E402
@@ -65,7 +66,7 @@ def main() -> None:
             batch["embeddings"] = sam_image_embeddings(sam, batch["target_image"])
             batch["row"] = torch.tensor([CLASSES.index(int(c)) for c in batch["class_id"]])  # its class's token set
         truth = scored["target_mask"] == 1
-        boxes = torch.stack([evaluate.geometric_prompts(t, np.random.default_rng(i))[1] for i, t in enumerate(truth)])
+        boxes = torch.stack([baselines.geometric_prompts(t, np.random.default_rng(i))[1] for i, t in enumerate(truth)])
         box = miou(upsample_logits(decode_prompts(sam, scored["embeddings"], boxes=boxes), size)[:, 0], scored)
     print(f"{sam_checkpoint.name}; fold 0, the first {args.episodes} test episodes (per-class tokens fitted on "
           f"{len(fitting['class_id'])} others), mIoU")

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import baselines  # noqa: E402
 import data  # noqa: E402
-import evaluate  # noqa: E402
 from model import VRPConfig, build_vrp_sam, decode_prompts, sam_image_embeddings, upsample_logits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=64)
-    parser.add_argument("--threshold", type=float, default=evaluate.GP_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=baselines.GP_THRESHOLD)
     args = parser.parse_args()
     model = build_vrp_sam(VRPConfig(backbone="tiny", sam="tiny"), sam_checkpoint=ROOT / "checkpoints" / "sam_tiny_synthetic.pth",
                           backbone_weights=ROOT / "checkpoints" / "tiny_backbone_synthetic.pth")
@@ -44,10 +44,10 @@ def main() -> None:
             low_res = decode_prompts(model.sam, embeddings, points=points, boxes=boxes)
             return iou(upsample_logits(low_res, target.shape[-2:])[:, 0] > 0, truth)
 
-        points, boxes = zip(*(evaluate.geometric_prompts(t, np.random.default_rng(i)) for i, t in enumerate(truth)))
+        points, boxes = zip(*(baselines.geometric_prompts(t, np.random.default_rng(i)) for i, t in enumerate(truth)))
         points, boxes = torch.stack(points), torch.stack(boxes)  # tiny SAM's input is the 128-px image itself
-        prior = evaluate.reference_prior(model, target, batch["reference_images"], batch["reference_labels"])
-        binary = evaluate.binarise_prior(prior, args.threshold)
+        prior = baselines.reference_prior(model, target, batch["reference_images"], batch["reference_labels"])
+        binary = baselines.binarise_prior(prior, args.threshold)
         print(f"{len(episodes)} episodes; binarised pseudo mask (>= {args.threshold}): covers "
               f"{binary.float().mean().item():.2f} of the image, IoU with the target {iou(binary, truth):.2f}")
         print(f"SAM from the target's ground-truth prompts: box {sam_iou(boxes=boxes):.2f}, "

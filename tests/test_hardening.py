@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,8 @@ def test_a_cache_file_of_another_shape_is_a_miss_and_is_recomputed(tmp_path):
     cache = model.EmbeddingCache(tmp_path, sam, 128)
     images = torch.randn(2, 3, 128, 128)
     a, b = cache.key("a", images[0]), cache.key("b", images[1])
-    model.atomic_save(torch.zeros(256, 8, 8, dtype=torch.float16), cache.path(b))  # another SAM grid
-    model.atomic_save(torch.zeros(256, 16, 16), cache.path(a))  # fp32: not what put() writes
+    cli.write_atomic(cache.path(b), partial(torch.save, torch.zeros(256, 8, 8, dtype=torch.float16)), durable=True)  # another SAM grid
+    cli.write_atomic(cache.path(a), partial(torch.save, torch.zeros(256, 16, 16)), durable=True)  # fp32: not what put() writes
     embeddings = cache.embed(sam, images, ["a", "b"])
     assert embeddings.shape == (2, 256, 16, 16)
     with torch.no_grad():
@@ -180,7 +181,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_path(failu
     monkeypatch.setattr(torch, "save", full)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
     with pytest.raises(OSError) as error_info:
-        model.atomic_save({"a": 1}, tmp_path / "last.pt")
+        cli.write_atomic(tmp_path / "last.pt", partial(torch.save, {"a": 1}), durable=True)
     assert str(error_info.value) == f"could not write {tmp_path / 'last.pt'}: no space left on device; free some space or write elsewhere"
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
@@ -188,8 +189,8 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_path(failu
 def test_checkpoints_caches_and_json_share_one_file_mode(tmp_path):
     old = os.umask(0o077)
     try:
-        model.atomic_save({"a": 1}, tmp_path / "a.pt")
-        data.write_atomic(tmp_path / "a.json", b"{}")
+        cli.write_atomic(tmp_path / "a.pt", partial(torch.save, {"a": 1}), durable=True)
+        cli.write_atomic(tmp_path / "a.json", b"{}")
     finally:
         os.umask(old)
     assert {(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {0o644}
@@ -313,7 +314,7 @@ def test_an_unwritable_result_folder_still_prints_the_table_then_fails(run, monk
     def read_only(path, obj):  # as root, chmod cannot make a folder read-only: fail like a read-only one
         raise cli.write_error(path, PermissionError(errno.EACCES, "Permission denied"))
 
-    monkeypatch.setattr(evaluate, "write_json", read_only)
+    monkeypatch.setattr(cli, "write_json", read_only)
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--runs", str(root / "runs"), "--workers", "0", "--cache-dir", str(root / "cache"), "--episodes", "3"])
     assert "could not write" in str(exit_info.value) and str(out) in str(exit_info.value)

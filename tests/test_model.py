@@ -414,3 +414,16 @@ def test_dinov2_features_come_at_stride_8_from_blocks_6_9_and_12():
     torch.testing.assert_close(mid[:, 24:], last)  # mid = block 6 ⊕ block 9; last = block 9
     assert backbone.high_features(last).shape == (2, 24, S // 8, S // 8)
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_embed_targets_gives_the_same_numbers_with_or_without_the_cache(tmp_path):
+    """The one way every script embeds targets: --no-cache must never move a number."""
+    sam = model.build_sam("tiny")
+    images = torch.randn(2, 3, S, S, generator=torch.Generator().manual_seed(1))
+    ids = ["a", "b"]
+    with torch.no_grad():
+        without = model.embed_targets(sam, images, ids, None)
+    cache = model.EmbeddingCache(tmp_path, sam, S)
+    cold = model.embed_targets(sam, images, ids, cache)
+    warm = model.embed_targets(sam, images, ids, cache)
+    assert without.dtype == torch.float32 and torch.equal(without, cold) and torch.equal(cold, warm)

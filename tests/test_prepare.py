@@ -1,4 +1,4 @@
-"""`python data.py prepare-pascal` and `prepare-coco`, on fabricated files in the real formats: SBD's
+"""`python prepare.py pascal` and `coco`, on fabricated files in the real formats: SBD's
 cls/*.mat (MATLAB struct GTcls with Segmentation, Boundaries, CategoriesPresent), VOC's palette PNGs,
 COCO's instances JSON (polygons and RLE). What users need: the right pixels, VOC winning over SBD,
 255 kept, nothing redone or replaced on a second run, an interrupted run finishing, one-line errors."""
@@ -13,7 +13,9 @@ import scipy.sparse
 from PIL import Image
 from scipy import ndimage
 
+import cli
 import data
+import prepare
 from test_data import make_coco, save_voc_label, tree_state
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -67,7 +69,7 @@ def make_voc_sbd(root):
 
 def test_prepare_pascal_writes_voc_palette_pngs_voc_winning_and_255_kept(tmp_path, capsys):
     voc, sbd, expected = make_voc_sbd(tmp_path)
-    summary = data.main(["prepare-pascal", "--voc", str(voc), "--sbd", str(sbd)])
+    summary = prepare.main(["pascal", "--voc", str(voc), "--sbd", str(sbd)])
     printed = capsys.readouterr().out
     assert "6 label images" in printed and "3 from VOC" in printed and "3 from SBD" in printed
     assert "4 outside val.txt" in printed and "12,031" in printed
@@ -88,8 +90,8 @@ def test_prepare_pascal_writes_voc_palette_pngs_voc_winning_and_255_kept(tmp_pat
 def test_prepare_pascal_is_idempotent_resumable_and_replaces_nothing_silently(tmp_path, monkeypatch, capsys):
     voc, sbd, expected = make_voc_sbd(tmp_path)
     out = tmp_path / "aug"
-    args = ["prepare-pascal", "--voc", str(voc), "--sbd", str(sbd / "dataset"), "--out", str(out)]
-    real_write, calls = data.write_atomic, []
+    args = ["pascal", "--voc", str(voc), "--sbd", str(sbd / "dataset"), "--out", str(out)]
+    real_write, calls = cli.write_atomic, []
 
     def write_twice_then_die(path, payload):
         if len(calls) == 2:
@@ -97,38 +99,38 @@ def test_prepare_pascal_is_idempotent_resumable_and_replaces_nothing_silently(tm
         calls.append(path)
         real_write(path, payload)
 
-    monkeypatch.setattr(data, "write_atomic", write_twice_then_die)
+    monkeypatch.setattr(cli, "write_atomic", write_twice_then_die)
     with pytest.raises(KeyboardInterrupt):
-        data.main(args)
-    monkeypatch.setattr(data, "write_atomic", real_write)
+        prepare.main(args)
+    monkeypatch.setattr(cli, "write_atomic", real_write)
     assert len(list(out.iterdir())) == 2  # two whole files, no half-written or temporary one
-    resumed = data.main(args)
+    resumed = prepare.main(args)
     assert (resumed["written"], resumed["unchanged"]) == (4, 2)
     before = tree_state(out)
-    again = data.main(args)
+    again = prepare.main(args)
     assert (again["written"], again["unchanged"]) == (0, 6) and tree_state(out) == before
     # a label that differs from its source (another tool's, an edited one) is never silently replaced
     save_voc_label(out / "2008_000003.png", np.zeros_like(expected["2008_000003"]))
     capsys.readouterr()
     with pytest.raises(SystemExit, match=r"2008_000003.png exists and differs .*--overwrite"):
-        data.main(args)
-    assert data.main(args + ["--overwrite"])["written"] == 1
+        prepare.main(args)
+    assert prepare.main(args + ["--overwrite"])["written"] == 1
     assert np.array_equal(np.array(Image.open(out / "2008_000003.png")), expected["2008_000003"])
 
 
 def test_prepare_pascal_bad_input_is_one_line(tmp_path):
     voc, sbd, _ = make_voc_sbd(tmp_path)
     with pytest.raises(SystemExit) as no_cls:
-        data.main(["prepare-pascal", "--voc", str(voc), "--sbd", str(tmp_path / "VOC2012")])
+        prepare.main(["pascal", "--voc", str(voc), "--sbd", str(tmp_path / "VOC2012")])
     assert "cls" in str(no_cls.value) and "SBD" in str(no_cls.value) and "\n" not in str(no_cls.value)
     scipy.io.savemat(sbd / "dataset" / "cls" / "2009_000001.mat", {"GTinst": {"Segmentation": np.zeros((4, 4), np.uint8)}})
     with pytest.raises(SystemExit, match=r"2009_000001.mat holds no GTcls struct \(it holds \['GTinst'\]\)"):
-        data.main(["prepare-pascal", "--voc", str(voc), "--sbd", str(sbd)])
+        prepare.main(["pascal", "--voc", str(voc), "--sbd", str(sbd)])
     (sbd / "dataset" / "cls" / "2009_000001.mat").write_bytes(b"not a MATLAB file")
     with pytest.raises(SystemExit, match="2009_000001.mat could not be read as a MATLAB file"):
-        data.main(["prepare-pascal", "--voc", str(voc), "--sbd", str(sbd)])
+        prepare.main(["pascal", "--voc", str(voc), "--sbd", str(sbd)])
     with pytest.raises(SystemExit, match="SegmentationClass not found"):
-        data.main(["prepare-pascal", "--voc", str(sbd), "--sbd", str(sbd)])
+        prepare.main(["pascal", "--voc", str(sbd), "--sbd", str(sbd)])
 
 
 # --- COCO: the HSNet PNG layout from the instances JSON ------------------------------------------
@@ -144,7 +146,7 @@ def coco_json_only(tmp_path):
 
 
 def test_prepare_coco_writes_the_hsnet_pngs_the_png_route_reads(coco_json_only, capsys):
-    summary = data.main(["prepare-coco", "--coco", str(coco_json_only)])  # finds COCO2014/ below
+    summary = prepare.main(["coco", "--coco", str(coco_json_only)])  # finds COCO2014/ below
     assert {split: counts["labelled"] for split, counts in summary.items()} == {"train2014": 6, "val2014": 6}
     assert "train2014: 6 labelled images in annotations/train2014/" in capsys.readouterr().out
     for split in ("train2014", "val2014"):
@@ -159,8 +161,8 @@ def test_prepare_coco_writes_the_hsnet_pngs_the_png_route_reads(coco_json_only, 
 
 
 def test_prepare_coco_resumes_and_then_does_nothing(coco_json_only, monkeypatch):
-    args = ["prepare-coco", "--coco", str(coco_json_only / "COCO2014"), "--splits", "train2014"]
-    real_write, calls = data.write_atomic, []
+    args = ["coco", "--coco", str(coco_json_only / "COCO2014"), "--splits", "train2014"]
+    real_write, calls = cli.write_atomic, []
 
     def die_after_three(path, payload):
         if len(calls) == 3:  # the marker and two PNGs
@@ -168,17 +170,17 @@ def test_prepare_coco_resumes_and_then_does_nothing(coco_json_only, monkeypatch)
         calls.append(path.name)
         real_write(path, payload)
 
-    monkeypatch.setattr(data, "write_atomic", die_after_three)
+    monkeypatch.setattr(cli, "write_atomic", die_after_three)
     with pytest.raises(KeyboardInterrupt):
-        data.main(args)
+        prepare.main(args)
     assert calls[0] == data.COCO_RENDER_MARKER
     rendered, calls[:] = [], []
-    monkeypatch.setattr(data, "write_atomic", lambda path, payload: (rendered.append(path.name), real_write(path, payload)))
-    assert data.main(args)["train2014"]["labelled"] == 6
+    monkeypatch.setattr(cli, "write_atomic", lambda path, payload: (rendered.append(path.name), real_write(path, payload)))
+    assert prepare.main(args)["train2014"]["labelled"] == 6
     assert len(rendered) == 4  # only the four PNGs the interrupted run had not written
     out = coco_json_only / "COCO2014" / "annotations" / "train2014"
     before, rendered[:] = tree_state(out), []
-    data.main(args)
+    prepare.main(args)
     assert rendered == [] and tree_state(out) == before
 
 
@@ -186,8 +188,8 @@ def test_prepare_coco_never_renders_over_masks_it_did_not_make(coco_json_only):
     root = coco_json_only / "COCO2014"
     shutil.copytree(coco_json_only / "expected-val2014", root / "annotations" / "val2014")  # e.g. HSNet's download
     with pytest.raises(SystemExit, match=r"val2014 already holds 6 PNGs that were not rendered from it .*--overwrite"):
-        data.main(["prepare-coco", "--coco", str(root), "--splits", "val2014"])
-    assert data.main(["prepare-coco", "--coco", str(root), "--splits", "val2014", "--overwrite"])["val2014"]["labelled"] == 6
+        prepare.main(["coco", "--coco", str(root), "--splits", "val2014"])
+    assert prepare.main(["coco", "--coco", str(root), "--splits", "val2014", "--overwrite"])["val2014"]["labelled"] == 6
 
 
 def test_prepare_coco_bad_input_is_one_line(coco_json_only):
@@ -196,7 +198,7 @@ def test_prepare_coco_bad_input_is_one_line(coco_json_only):
     record = json.loads(path.read_text())
     path.write_text(json.dumps({"images": record["images"], "categories": record["categories"]}))
     with pytest.raises(SystemExit, match=r"instances_val2014.json is not COCO instance annotations .*it has no 'annotations' list"):
-        data.main(["prepare-coco", "--coco", str(root), "--splits", "val2014"])
+        prepare.main(["coco", "--coco", str(root), "--splits", "val2014"])
     assert not (root / "annotations" / "val2014").exists()  # refused before writing anything
     with pytest.raises(SystemExit, match=r"instances_train2014.json not found: --coco"):
-        data.main(["prepare-coco", "--coco", str(coco_json_only / "elsewhere")])
+        prepare.main(["coco", "--coco", str(coco_json_only / "elsewhere")])

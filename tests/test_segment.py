@@ -5,6 +5,7 @@ train.py-style checkpoint; references and targets are synthetic scenes written a
 """
 
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -186,8 +187,10 @@ def test_k_shot_concatenates_k_times_50_prompts_like_the_model(files):
     images = torch.stack([torch.from_numpy(data.image_array(x, S)) for x in (scene.image, second.image)])[None]
     labels = torch.stack([torch.from_numpy(r.network_label(S)) for r in predictor.references])[None]
     with torch.no_grad():
-        assert predictor.model.prompt_embeddings(torch.from_numpy(data.image_array(target, S))[None], images, labels).shape[1] == 100
-        expected = predictor.model(torch.from_numpy(data.image_array(target, S))[None], images, labels)[0]
+        network_target = torch.from_numpy(data.image_array(target, S))[None]
+        assert predictor.model.prompt_embeddings(network_target, images, labels).shape[1] == 100
+        embeddings = model.embed_targets(predictor.model.sam, network_target, ["target"], None)  # fp16-rounded
+        expected = predictor.model(network_target, images, labels, image_embeddings=embeddings)[0]
     assert np.array_equal(prediction.network_logits, expected.numpy())
 
 
@@ -321,3 +324,15 @@ def test_embedding_cache_is_keyed_by_pixels_not_file_names(files, tmp_path):
                   "--cache-dir", str(tmp_path / "fresh-cache"), "--device", "cpu"])
     assert np.array_equal(np.array(Image.open(out / "masks" / "a.png")), np.array(Image.open(fresh_out / "masks" / "a.png")))
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2
+
+
+def test_demo_without_out_rewrites_its_own_picture_beside_the_checkpoint(files, tmp_path):
+    """The Quick start runs `python segment.py --demo` on a fresh clone, then perhaps again: the
+    demo's own picture (demo.png beside the checkpoint) is its output to rewrite, not the user's."""
+    root, _ = files
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(root / "best.pt", run / "best.pt")
+    for _ in range(2):
+        result = segment.main(["--demo", "--checkpoint", str(run / "best.pt"), "--device", "cpu"])
+        assert result["out"] == str(run / "demo.png") and (run / "demo.png").is_file()

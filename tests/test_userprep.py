@@ -3,11 +3,13 @@ evaluate.py --trained-label) and the authors' deep-stem ResNet loaded strictly."
 
 import json
 from collections import Counter
+from functools import partial
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import cli
 import data
 import evaluate
 import model
@@ -90,7 +92,7 @@ def test_a_per_kind_checkpoint_is_evaluated_with_another_kind_only_when_asked(an
     state = model.load_checkpoint(out / "last.pt")
     state["args"]["label"] = "point"  # as train.py --label point would have written it
     point = tmp_path / "point.pt"
-    model.atomic_save(state, point)
+    cli.write_atomic(point, partial(torch.save, state), durable=True)
     common = ["--dataset", "synthetic", "--runs", str(tmp_path / "none"), "--episodes", "4", "--workers", "0",
               "--cache-dir", str(root / "cache"), "--folds", "0", "--checkpoint", f"0={point}"]
     with pytest.raises(SystemExit, match="label 'point' .*--trained-label point"):
