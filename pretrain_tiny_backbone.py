@@ -1,5 +1,4 @@
-"""Pre-train the tiny backbone that the embedded synthetic benchmark freezes (README, "The pre-trained
-tiny backbone").
+"""Pre-train the tiny backbone that the embedded synthetic benchmark freezes (docs/synthetic.md).
 
 VRP-SAM's image encoder is *semantic-aware* (§4.1): an ImageNet ResNet-50 whose high-level features
 already tell a dog from a cat, even where "dog" is a novel PASCAL class. The pseudo mask (Appendix A)
@@ -16,7 +15,7 @@ dogs). Two kinds of supervision (``--task``):
               4 appearances occur among the scene's class objects (9 sigmoid outputs), a linear
               classifier on the globally average-pooled 5th block.
 
-    python pretrain_tiny_backbone.py                       # the shipped default (image-level; README)
+    python pretrain_tiny_backbone.py                       # the shipped default (image-level), about 5 min
     python pretrain_tiny_backbone.py --task pixel --out checkpoints/tiny_backbone_pixel.pth
 
 The result is an fp16 state dict of the backbone alone (the classifier head is dropped) that
@@ -45,7 +44,7 @@ from model import Backbone, build_backbone
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "tiny_backbone_synthetic.pth"  # --task image: the synthetic default
-PIXEL_CHECKPOINT = CHECKPOINTS / "tiny_backbone_pixel.pth"  # --task pixel: the README's earlier tables
+PIXEL_CHECKPOINT = CHECKPOINTS / "tiny_backbone_pixel.pth"  # --task pixel: the tables of docs/results.md that name it
 # Seed streams of this script; the benchmark (5_000_00x) and the tiny SAM (7_000_00x) use other keys.
 TRAIN_STREAM, HELD_OUT_STREAM = SEED_STREAMS["tiny-backbone-train"], SEED_STREAMS["tiny-backbone-held-out"]
 IMAGE_SIZE = 128  # the synthetic benchmark's input size
@@ -153,21 +152,24 @@ def prototype_accuracy(backbone: Backbone, *, num_scenes: int = 256, seed: int =
     return float((guesses == classes[half:]).float().mean())
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
+    parser = argparse.ArgumentParser(prog="pretrain_tiny_backbone.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("--task", choices=TASKS, default="image",
                         help="image-level multi-label (what ImageNet gives; the shipped default) or per-pixel 21-class segmentation")
-    parser.add_argument("--steps", type=int, default=800, help="AdamW steps (the shipped checkpoint: 800)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay after a 5%% warm-up)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-scenes", type=int, default=256, help="held-out scenes for the final nearest-prototype accuracy")
+    parser.add_argument("--steps", type=cli.positive_int, default=800, help="AdamW steps (the shipped checkpoint: 800)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="scenes per step")
+    parser.add_argument("--lr", type=cli.positive_float, default=2e-3, help="peak learning rate (cosine decay after a 5%% warm-up)")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation and the scenes")
+    parser.add_argument("--eval-scenes", type=cli.int_range(2), default=256,
+                        help="held-out scenes for the final nearest-prototype accuracy (half make the prototypes)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 backbone state dict")
-    args = parser.parse_args(argv)
-    for flag in ("steps", "batch_size", "eval_scenes"):
-        if getattr(args, flag) < (2 if flag == "eval_scenes" else 1):
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is too small: pass a positive number (--eval-scenes at least 2)")
-    return args
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> float:

@@ -1,4 +1,4 @@
-"""Pre-train the tiny SAM that the embedded synthetic benchmark freezes (REFERENCE.md §8).
+"""Pre-train the tiny SAM that the embedded synthetic benchmark freezes (docs/synthetic.md).
 
 VRP-SAM freezes a SAM that was pre-trained on promptable, class-agnostic segmentation (§3.1).
 A randomly initialised tiny SAM cannot play that part: free prompt tokens never steer it. So,
@@ -148,7 +148,8 @@ def save_fp16(sam, path: Path) -> None:
     cli.write_atomic(path, partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}), durable=True)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
     parser = argparse.ArgumentParser(prog="pretrain_tiny_sam.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("--steps", type=cli.positive_int, default=1500, help="AdamW steps (the shipped checkpoint: 1500)")
@@ -158,6 +159,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--corrections", type=cli.nonnegative_int, default=0, help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
     parser.add_argument("--eval-scenes", type=cli.positive_int, default=256, help="held-out scenes for the final point-prompt IoU")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.out.is_dir() or not os.access(args.out.parent if args.out.parent.exists() else Path.cwd(), os.W_OK):
         parser.error(f"argument --out: cannot write {args.out}; pass a file path in a writable folder")

@@ -20,12 +20,17 @@ import data  # noqa: E402
 import prompts  # noqa: E402
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=200, help="items timed per row")
     parser.add_argument("--label", choices=prompts.LABEL_KINDS, default="mask")
     parser.add_argument("--image-size", type=int, default=None, help="S (default: the scenes' 128)")
     parser.add_argument("--fold", type=int, default=0)
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     print(f"synthetic fold {args.fold}, label {args.label}, {args.items} items per row, one process")

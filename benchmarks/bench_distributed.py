@@ -29,7 +29,7 @@ def run(command: list[str], out: Path, env: dict) -> dict:
     return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nproc", type=int, default=2, help="processes of the torchrun setting")
     parser.add_argument("--device", default="cpu")
@@ -37,6 +37,11 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--val-episodes", type=int, default=160)
     parser.add_argument("--args", default="--dataset synthetic", help="further train.py arguments")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:

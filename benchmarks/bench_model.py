@@ -111,7 +111,7 @@ def print_table(rows: list[dict]) -> None:
         print(" | ".join(v.ljust(w) for v, w in zip(r, widths)))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", default=None, metavar="BACKBONE:SAM",
                         help="configurations to time (default: tiny:tiny on the CPU, plus resnet50:vit_b and "
@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch.set_num_threads); 1 is much faster when another process keeps a core busy")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -82,9 +82,14 @@ def fabricate_pascal(root: Path, images: int, rng: np.random.Generator) -> tuple
     return voc, cls.parent
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1000)
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []

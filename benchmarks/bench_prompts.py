@@ -64,9 +64,14 @@ def time_draws(object_mask: np.ndarray, kind: str, draws: int) -> np.ndarray:
     return times
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200, help="draws per (kind, shape)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     shapes = object_shapes()

@@ -36,7 +36,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="ResNet-50 + a real-size SAM at 512² (random weights)")
     parser.add_argument("--sam", default="vit_b", choices=("vit_h", "vit_l", "vit_b"))
@@ -44,6 +44,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--target-size", default="640x480", help="WxH of the target images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     width, height = (int(v) for v in args.target_size.split("x"))

@@ -70,12 +70,17 @@ def metric_ms(repeats: int = 20) -> tuple[float, float]:
     return j, (time.perf_counter() - start) / repeats * 1000
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="ResNet-50 + SAM ViT-H at 512² on 854x480 frames")
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     source = SyntheticVideos(classes=[1, 2, 3, 4, 5], seed=0, num_videos=args.videos)
     if args.real:

@@ -1,4 +1,4 @@
-"""Is the frozen tiny SAM what holds the trained encoder back? (README, "GP-SAM, Table 3")
+"""Is the frozen tiny SAM what holds the trained encoder back? (docs/baselines.md)
 
 VRP-SAM's encoder hands SAM's decoder N learned tokens, where SAM was pre-trained on a point or a
 box. This measures the SAM side alone, on the first episodes of fold 0's fixed test set (novel
@@ -41,7 +41,7 @@ def miou(logits: torch.Tensor, batch: dict) -> float:
     return meter.miou()
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=50, help="scored episodes (the first of fold 0's test set)")
     parser.add_argument("--fit-episodes", type=int, default=100, help="further episodes that fit the per-class tokens")
@@ -50,7 +50,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--sam-checkpoint", type=Path, default=None, help="default: the --checkpoint run's, else the shipped tiny SAM")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a train.py checkpoint to score on the same episodes")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     state = None if args.checkpoint is None else load_checkpoint(args.checkpoint)
     sam_checkpoint = run_sam_checkpoint(state, args.sam_checkpoint) if state else args.sam_checkpoint or default_sam_checkpoint("tiny")
     sam = build_sam("tiny", sam_checkpoint)

@@ -1,4 +1,4 @@
-"""Why GP-SAM's box prompt scores low on the synthetic benchmark (README, "GP-SAM, Table 3").
+"""Why GP-SAM's box prompt scores low on the synthetic benchmark (docs/baselines.md).
 
 On the first N fixed test episodes of fold 0, with the shipped tiny backbone and tiny SAM:
 how much of the image the binarised pseudo mask covers and its IoU with the target, and the IoU
@@ -23,11 +23,16 @@ from model import VRPConfig, build_vrp_sam, decode_prompts, sam_image_embeddings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--threshold", type=float, default=baselines.GP_THRESHOLD)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     model = build_vrp_sam(VRPConfig(backbone="tiny", sam="tiny"), sam_checkpoint=ROOT / "checkpoints" / "sam_tiny_synthetic.pth",
                           backbone_weights=ROOT / "checkpoints" / "tiny_backbone_synthetic.pth")
     episodes = data.build_dataset("synthetic", split="test", fold=0, num_episodes=args.episodes)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A GPU session's checks in one go: the real-size pipeline end to end (train.py -> evaluate.py ->
 # segment.py with ResNet-50 + SAM ViT-H at 512², random weights, on PASCAL files fabricated in the
-# real on-disk formats, scaled up to VOC's image size), then the speed benchmarks of the README's Speed section.
+# real on-disk formats, scaled up to VOC's image size), then the speed benchmarks of docs/speed.md.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR              # on a CUDA machine
 #   SAM=vit_b DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/check   # the same path on a CPU

@@ -25,12 +25,17 @@ import evaluate  # noqa: E402
 from prompts import LABEL_KINDS  # noqa: E402
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--dataset", choices=data.DATASETS, required=True)
     parser.add_argument("--folds", default="0")
     parser.add_argument("--trained", default=",".join(data.LABEL_CHOICES), help="rows: trained label kinds")
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     table = {}
     for trained in args.trained.split(","):

@@ -35,11 +35,16 @@ def spread(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prefixes", nargs="+", type=Path, help="run folders of seed 0; PREFIX-sN are found beside them")
     parser.add_argument("--result", default="mask-1shot-1000ep-seed0",
                         help="which eval-<result>.json to read (evaluate.result_name)")
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     table, missing = {}, []
     for prefix in args.prefixes:

@@ -77,4 +77,4 @@ def test_synthetic_runs_default_to_the_pretrained_backbone_and_can_ask_for_a_ran
 def test_bad_step_count_is_one_line(capsys):
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--steps", "0"])
-    assert "--steps 0" in capsys.readouterr().err
+    assert "argument --steps: expected a positive integer, got 0" in capsys.readouterr().err
