@@ -60,14 +60,18 @@ class IoUMeter:
         self.episodes = {c: 0 for c in self.class_ids}
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor, class_ids) -> None:
-        """prediction (B, H, W) bool; target (B, H, W) in {0, 1, 255}; class_ids: B ints."""
+        """prediction (B, H, W) bool; target (B, H, W) in {0, 1, 255}, on prediction's device;
+        class_ids: B ints. The pixel counts are taken on that device, and only 4 x B numbers come back."""
         valid = target != IGNORE
         truth = target == 1
-        for b, class_id in enumerate(class_ids):
+        counts = torch.stack([(~prediction & ~truth & valid).flatten(1).sum(1),  # background intersection
+                              ((~prediction | ~truth) & valid).flatten(1).sum(1),  # background union
+                              (prediction & truth & valid).flatten(1).sum(1),  # foreground intersection
+                              ((prediction | truth) & valid).flatten(1).sum(1)], dim=1).tolist()
+        for class_id, (bg_intersection, bg_union, fg_intersection, fg_union) in zip(class_ids, counts):
             self.episodes[int(class_id)] += 1
-            for value, (p, t) in enumerate(((~prediction[b], ~truth[b]), (prediction[b], truth[b]))):
-                self.intersection[int(class_id)][value] += (p & t & valid[b]).sum().item()
-                self.union[int(class_id)][value] += ((p | t) & valid[b]).sum().item()
+            self.intersection[int(class_id)] += (bg_intersection, fg_intersection)
+            self.union[int(class_id)] += (bg_union, fg_union)
 
     def class_iou(self) -> dict[int, float]:
         """Foreground IoU (%) of each class; 0 for a class that had no episode (see miou)."""
@@ -182,15 +186,15 @@ def evaluate_episodes(
     loader = loader or episode_loader(dataset, batch_size=batch_size, workers=workers, device=device, world=world)
     saved = 0 if world.is_main else save_vis
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not world.is_main):
-        logits = predictor(batch).float().cpu()
+        logits = predictor(batch).float()  # scored where it was computed: only the counts leave the GPU
         if original_size:
             for b, mask in enumerate(batch["target_mask_original"]):
                 upsampled = upsample_logits(logits[b][None, None], mask.shape)[0]
-                meter.update(upsampled > 0, mask[None], [batch["class_id"][b]])
+                meter.update(upsampled > 0, mask[None].to(logits.device), [batch["class_id"][b]])
         else:
-            meter.update(logits > 0, batch["target_mask"], batch["class_id"])
+            meter.update(logits > 0, batch["target_mask"].to(logits.device), batch["class_id"])
         for b in range(min(save_vis - saved, len(logits))):
-            save_visualisation(vis_dir / f"episode{int(batch['episode'][b]):05d}.png", batch, b, logits[b] > 0)
+            save_visualisation(vis_dir / f"episode{int(batch['episode'][b]):05d}.png", batch, b, logits[b].cpu() > 0)
             saved += 1
     distributed.sum_meter(meter, world)
     return {"miou": meter.miou(), "fbiou": meter.fbiou(), "class_iou": meter.class_iou(), "episodes": len(dataset),
