@@ -14,6 +14,10 @@ results layout (``<out>/<sequence>/<frame>.png``), so the official toolkit
 J&F, reimplemented in numpy/scipy and checked against the toolkit's own values in
 tests/test_video.py.
 
+A rerun into the same folder writes beside it (``.<out>.partial-<pid>``) and takes its place only
+when finished, so a failed or killed run leaves the earlier result whole (and the next run tidies
+up after it); a folder holding anything video.py did not write is refused, never replaced.
+
 ``--propagate`` is not in the paper: the previous frame with the object's predicted mask becomes a
 second reference (k-shot concatenation, Table 7's mechanism), as Matcher and SegGPT do for video.
 
@@ -25,11 +29,15 @@ Exposes the metric (``region_similarity``, ``boundary_map``, ``boundary_f_measur
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import hashlib
 import io
 import json
 import logging
 import math
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -54,6 +62,8 @@ BOUNDARY_TOLERANCE = 0.008  # of the image diagonal: the DAVIS toolkit's default
 MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 PAPER_TABLE16 = "paper (Table 16, DAVIS 2017 val): J&F 64.8, J 62.1, F 67.4; PerSAM 60.3"
 RESULTS_FILE = "results.json"
+PARTIAL_MARKER = ".video-partial"  # in a results folder still being written (its writer's pid)
+TOOLKIT_CSVS = ("global_results-*.csv", "per-sequence_results-*.csv")  # the toolkit's cache of its scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +156,12 @@ def jf_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
     return mean, recall, decay
 
 
+def count_objects(first: np.ndarray) -> int:
+    """n, a sequence's objects being 1..n: the largest id of its first-frame annotation (H, W), void
+    aside, as the toolkit counts them; 0 when that frame holds no object."""
+    return int(first[first != IGNORE].max(initial=0))
+
+
 def score_sequence(truth: np.ndarray, prediction: np.ndarray, *, exclude_void: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-object, per-frame J and F of one sequence -> two (n_objects, T - 2) arrays.
 
@@ -158,8 +174,7 @@ def score_sequence(truth: np.ndarray, prediction: np.ndarray, *, exclude_void: b
     truth, prediction = np.asarray(truth), np.asarray(prediction)
     if truth.shape != prediction.shape or truth.ndim != 3:
         raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} must both be (T, H, W)")
-    first = truth[0]
-    num_objects = int(first[first != IGNORE].max(initial=0))
+    num_objects = count_objects(truth[0])
     if prediction.max(initial=0) > num_objects:
         raise ValueError(f"the prediction holds object id {int(prediction.max())} but the first frame has only "
                          f"{num_objects} object(s); the toolkit refuses such results")
@@ -262,7 +277,7 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     device = next(model.learnable_parameters()).device
     model.eval()
     image, first = source.load_frame(sequence, 0)
-    num_objects = int(first[first != IGNORE].max(initial=0))
+    num_objects = count_objects(first)
     present = [i for i in range(1, num_objects + 1) if (first == i).any()]
     missing = [i for i in range(1, num_objects + 1) if i not in present]
     first_image = torch.from_numpy(data.image_array(image, image_size))  # (3, S, S)
@@ -311,44 +326,140 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     return np.stack(truths), np.stack(predictions), missing
 
 
+def foreign_entries(folder: Path) -> list[Path]:
+    """What in `folder` video.py did not write: anything but its results.json, the sequence folders
+    of PNGs that results.json names, the toolkit's CSVs (its cache of an earlier scoring) and the
+    marker of a partial result. Without a readable results.json, everything in it is foreign."""
+    try:
+        sequences = set(json.loads((folder / RESULTS_FILE).read_text())["sequence_names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return sorted(folder.iterdir())
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            foreign.append(entry)
+        elif entry.is_file() and (entry.name in (RESULTS_FILE, PARTIAL_MARKER)
+                                  or any(entry.match(pattern) for pattern in TOOLKIT_CSVS)):
+            continue
+        elif entry.is_dir() and entry.name in sequences:
+            foreign += [f for f in sorted(entry.iterdir()) if f.suffix != ".png" or not f.is_file() or f.is_symlink()]
+        else:
+            foreign.append(entry)
+    return foreign
+
+
 def check_output_folder(out: Path) -> None:
-    """Refuse to write into a non-empty folder that this script did not make (no results.json)."""
+    """Refuse an --out that is not new, empty or an earlier result of video.py: a rerun replaces the
+    whole folder, so it must hold nothing the user made."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; pass a folder for the result PNGs")
-    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_FILE).is_file():
-        raise FileExistsError(f"--out {out} already holds files that are not results of video.py (no {RESULTS_FILE}); "
+    foreign = foreign_entries(out) if out.is_dir() else []
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise FileExistsError(f"--out {out} already holds files that are not results of video.py ({foreign[0]}{more}); "
                               "pass an empty or new folder")
 
 
-def clear_previous_results(out: Path) -> None:
-    """Remove what an earlier run wrote to `out` (its sequence folders, named in its results.json)
-    and the toolkit's CSVs (it would show them instead of scoring the new PNGs), so the folder
-    never mixes two runs. Other files are left alone."""
-    previous = out / RESULTS_FILE
-    if previous.is_file():
-        try:
-            names = json.loads(previous.read_text()).get("sequence_names", [])
-        except ValueError:
-            names = []
-        for name in names:
-            folder = out / name
-            if folder.is_dir() and folder.parent == out:
-                for png in folder.glob("*.png"):
-                    png.unlink()
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-        previous.unlink()
-    for stale in list(out.glob("global_results-*.csv")) + list(out.glob("per-sequence_results-*.csv")):
-        stale.unlink()
+def _beside(out: Path, kind: str) -> Path:
+    """The hidden sibling of `out` where this run writes its results ("partial") or sets the
+    earlier ones aside ("replaced"), named by its pid so that the next run knows when it ended."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}"
+
+
+def _run_ended(folder: Path) -> bool:
+    """Whether the run that named `folder` (.<out>.<kind>-<pid>) has ended: its process is gone, or it
+    is this process, whose runs follow one another. Unsure (another user's process): False."""
+    pid = folder.name.rpartition("-")[2]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
+def tidy_interrupted_runs(out: Path) -> list[str]:
+    """Undo what a killed run left beside `out` (see `replace_atomically`), leaving runs still going
+    alone: its partial results are removed, and an earlier result it had set aside is put back if it
+    died before moving its own in, else removed. Returns a note for each result put back."""
+    notes = []
+    for aside in sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*")):
+        if not aside.is_dir() or not _run_ended(aside) or foreign_entries(aside):
+            continue  # not ours to touch
+        if out.exists():
+            shutil.rmtree(aside)  # killed after its result took the place of this one
+        else:
+            os.rename(aside, out)
+            notes.append(f"{out}: put back the earlier result, which a run killed while replacing it had set aside")
+    for partial in sorted(out.parent.glob(f".{glob.escape(out.name)}.partial-*")):
+        if not partial.is_dir() or not _run_ended(partial):
+            continue
+        if (partial / PARTIAL_MARKER).is_file() or not any(partial.iterdir()):  # empty: killed before marking it
+            shutil.rmtree(partial)
+    if (out / RESULTS_FILE).is_file():
+        (out / PARTIAL_MARKER).unlink(missing_ok=True)  # killed right after moving its finished result in
+    return notes
+
+
+@contextlib.contextmanager
+def replace_atomically(out: Path):
+    """Yield a new folder beside `out` (.<out>.partial-<pid>, marked as ours) to write the results
+    into. When the block ends, it takes the place of `out`: the earlier result is renamed aside, the
+    new one renamed in, the earlier one deleted; a reader never sees a mix of two runs. When the
+    block fails or is interrupted, the new folder is removed and `out` is as it was; a kill leaves
+    what `tidy_interrupted_runs` cleans up."""
+    partial, aside = _beside(out, "partial"), _beside(out, "replaced")
+    try:
+        partial.mkdir(parents=True)
+        (partial / PARTIAL_MARKER).write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        raise cli.write_error(partial, error) from error
+    try:
+        yield partial
+        check_output_folder(out)  # a file added to `out` during the run is not ours to delete
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    try:
+        if out.exists():
+            os.rename(out, aside)
+        os.rename(partial, out)
+    except OSError as error:
+        if aside.exists() and not out.exists():
+            os.rename(aside, out)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise cli.write_error(out, error) from error
+    shutil.rmtree(aside, ignore_errors=True)
+    (out / PARTIAL_MARKER).unlink()
+
+
+def check_first_frames(source) -> list[str]:
+    """The sequences whose first-frame annotation holds no object (background or void only): they are
+    skipped, since the semi-supervised protocol, like the DAVIS toolkit, takes every object from frame
+    0. Raises when that is every sequence: there would be nothing to score."""
+    empty = [sequence for sequence in source.sequences if count_objects(source.load_frame(sequence, 0)[1]) == 0]
+    if empty and len(empty) == len(source.sequences):
+        raise ValueError(f"no object to follow: the first-frame annotation of every sequence ({name_list(empty)}) "
+                         "holds no object, and the semi-supervised protocol, like the DAVIS toolkit, takes each "
+                         "object from frame 0; check the annotations, or choose other --sequences")
+    return empty
 
 
 def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False, image_size: int,
                     cache: EmbeddingCache | None = None, seed: int = 0, desc: str = "video") -> dict:
     """Segment every sequence of `source`, write its palette PNGs under out/<sequence>/<frame>.png
-    and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes."""
-    check_output_folder(out)
-    clear_previous_results(out)
-    meter, notes = JFMeter(), []
+    and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes.
+
+    A sequence whose first frame holds no object is skipped (named in "skipped" and the notes): it has
+    no reference and no object to score, as in the toolkit. Its PNGs, all background, are still
+    written, so the folder holds every sequence the toolkit will look for.
+    """
+    meter, notes, skipped = JFMeter(), [], []
     seconds, target_frames = 0.0, 0
     for sequence in tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True):
         start = time.perf_counter()
@@ -356,14 +467,18 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
                                                       image_size=image_size, cache=cache, seed=seed)
         seconds += time.perf_counter() - start
         target_frames += len(truth) - 1
-        if missing:
+        if count_objects(truth[0]) == 0:
+            skipped.append(sequence)
+            notes.append(f"{sequence}: skipped: the annotation of its first frame ({source.frame_ids(sequence)[0]}) "
+                         "holds no object, and the protocol, like the DAVIS toolkit, takes every object from it")
+        elif missing:
             notes.append(f"{sequence}: object id(s) {', '.join(map(str, missing))} absent from the first frame have no "
                          "reference and are predicted nowhere (the toolkit still scores them)")
         for frame, ids in zip(source.frame_ids(sequence), prediction):
             write_palette_png(out / sequence / f"{frame}.png", ids)
         meter.update(sequence, truth, prediction)
     return {"summary": meter.summary(), "per_object": meter.per_object, "sequences": len(source.sequences),
-            "sequence_names": list(source.sequences),
+            "sequence_names": list(source.sequences), "skipped": skipped,
             "objects": len(meter.per_object), "target_frames": target_frames,
             "seconds_per_frame": seconds / max(target_frames, 1), "notes": notes}
 
@@ -423,8 +538,15 @@ def main(argv=None) -> dict:
 
 def build_source(args: argparse.Namespace, run_args: dict):
     if args.dataset == "davis2017":
-        sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
-        return data.DavisVideos(args.data_root, split=args.split, sequences=sequences)
+        sequences = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
+        if sequences == []:
+            raise ValueError(f"--sequences {args.sequences!r} names no sequence: pass a comma list such as "
+                             f"bear,blackswan, or leave it out for the whole --split {args.split} list")
+        source = data.DavisVideos(args.data_root, split=args.split, sequences=sequences)
+        if not source.sequences:
+            raise ValueError(f"{Path(source.location) / 'ImageSets' / '2017' / f'{args.split}.txt'} lists no sequence: "
+                             "write one name per line, or choose another --split")
+        return source
     fold = run_args.get("fold", 0) if args.fold is None else args.fold
     return SyntheticVideos(classes=data.fold_classes("synthetic", fold, "test"), seed=args.seed, num_videos=args.videos,
                            num_frames=args.frames)
@@ -442,20 +564,27 @@ def run(args: argparse.Namespace) -> dict:
     state = load_checkpoint(args.checkpoint)
     run_args = state.get("args", {})
     source = build_source(args, run_args)  # checks the data before the model is built
+    check_first_frames(source)
     tag = f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
     out = args.out or args.checkpoint.parent / tag
+    if out.is_symlink():
+        out = out.resolve()  # replaced as a folder: the link's target, never the link
+    for note in tidy_interrupted_runs(out):
+        print(note)
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
     device = torch.device(args.device)
     model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
-    result = evaluate_videos(model, source, out=out, label=args.label, propagate=args.propagate, image_size=image_size,
-                             cache=cache, seed=args.seed, desc=f"{args.dataset} {args.label}")
-    result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
-                  label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
-                  image_size=image_size, device=str(device))
-    cli.write_json(out / RESULTS_FILE, result)
+    with replace_atomically(out) as partial:  # an earlier result in `out` stays whole until this one is
+        result = evaluate_videos(model, source, out=partial, label=args.label, propagate=args.propagate,
+                                 image_size=image_size, cache=cache, seed=args.seed,
+                                 desc=f"{args.dataset} {args.label}")
+        result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
+                      label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
+                      image_size=image_size, device=str(device))
+        cli.write_json(partial / RESULTS_FILE, result)
     for note in result["notes"]:
         print(note)
     print(format_table(result, out))
@@ -468,11 +597,20 @@ def format_table(result: dict, out: Path) -> str:
     lines = [f"VRP-SAM video object segmentation on {name} (Table 16's protocol), reference: {reference}",
              "".join(f"{m:>10}" for m in MEASURES),
              "".join(f"{100 * result['summary'][m]:10.1f}" for m in MEASURES),
-             f"{result['sequences']} sequences, {result['objects']} objects, {result['target_frames']} target frames, "
+             f"{result['sequences']} sequences{skipped_note(result['skipped'])}, {result['objects']} objects, "
+             f"{result['target_frames']} target frames, "
              f"{result['seconds_per_frame']:.3f} s per frame ({result['device']}); PNGs and {RESULTS_FILE} in {out}"]
     if result["dataset"] == "davis2017":
         lines.append(PAPER_TABLE16)
     return "\n".join(lines)
+
+
+def skipped_note(skipped: list[str]) -> str:
+    return f" ({len(skipped)} skipped, no object in the first frame: {name_list(skipped)})" if skipped else ""
+
+
+def name_list(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 if __name__ == "__main__":
