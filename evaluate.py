@@ -328,12 +328,19 @@ def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: 
     return "-".join(parts)
 
 
+RUN_KEYS = {"dataset", "fold", "label", "backbone"}  # in every train.py config.json; what selects a run
+
+
 def find_runs(runs: Path) -> list[tuple[Path, dict]]:
-    """(run folder, its train.py arguments) for every folder under `runs` holding config.json."""
+    """(run folder, its train.py arguments) for every folder under `runs` holding train.py's config.json."""
     found = []
     for config_path in sorted(runs.rglob("config.json")):
-        config = json.loads(config_path.read_text())
-        if "dataset" in config and "fold" in config:
+        try:
+            config = json.loads(config_path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{config_path} is not valid JSON ({error}); a run's config.json is written by train.py: "
+                             "fix or remove it, or point --runs elsewhere") from error
+        if isinstance(config, dict) and RUN_KEYS <= config.keys():  # else another tool's config.json
             found.append((config_path.parent, config))
     return found
 
@@ -376,7 +383,36 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
                         print(f"{label} fold {fold}: no run trained on {label} labels; evaluating the --label any "
                               f"run {chosen[(label, fold)]}")
                     break
+    if not chosen:  # a table of dashes would read as a result
+        how = (f"train one (python train.py --dataset {args.dataset} --label {args.trained_label or labels[0]} "
+               f"--fold {folds[0]})" if args.dataset in data.DATASETS else "pass --checkpoint")
+        raise FileNotFoundError(f"no run under {args.runs} for {selection_flags(args, labels, folds)}; "
+                                f"{runs_found(args.runs, runs, explicit)}: choose among them, or {how}")
     return chosen
+
+
+def selection_flags(args: argparse.Namespace, labels: list[str], folds: list[int]) -> str:
+    """What select_checkpoints was asked for, as the flags that say it."""
+    flags = [f"--dataset {args.dataset}", f"--label {','.join(labels)}"]
+    if args.trained_label is not None:
+        flags.append(f"--trained-label {args.trained_label}")
+    flags.append(f"--folds {','.join(map(str, folds))}")
+    if args.backbone is not None:
+        flags.append(f"--backbone {args.backbone}")
+    return " ".join(flags)
+
+
+def runs_found(root: Path, runs: list[tuple[Path, dict]], explicit: dict[int, Path]) -> str:
+    """What there is to evaluate: the runs under `root` by dataset, trained label kind and backbone,
+    with their folds, and the folds of --checkpoint."""
+    folds: dict[str, set] = {}
+    for _, config in runs:
+        kind = f"{config['dataset']} {config['label']}-trained {config['backbone']}"
+        folds.setdefault(kind, set()).add(config["fold"])
+    found = [f"{kind} (fold {', '.join(map(str, sorted(f)))})" for kind, f in sorted(folds.items())]
+    if explicit:
+        found.append(f"--checkpoint for fold {', '.join(map(str, sorted(explicit)))}")
+    return f"there are {'; '.join(found)}" if found else f"{root} holds no run"
 
 
 def trained_labels(args: argparse.Namespace, label: str) -> tuple[str, ...]:

@@ -1,0 +1,80 @@
+"""evaluate.py's choice of runs: a selection that matches no run is an error that says what was asked
+and what there is, never a table of dashes with exit status 0 (video.py's empty selections:
+tests/test_video_reruns.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import evaluate
+
+
+def make_run(runs: Path, name: str, **config) -> Path:
+    """A run folder as select_checkpoints sees it: train.py's config.json beside a best.pt."""
+    folder = runs / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": "synthetic", "backbone": "tiny", **config}))
+    (folder / "best.pt").write_bytes(b"")  # never read: the selection fails first
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    make_run(tmp_path / "runs", "mask0", fold=0, label="mask")
+    make_run(tmp_path / "runs", "mask1", fold=1, label="mask")
+    make_run(tmp_path / "runs", "any1", fold=1, label="any")
+    return tmp_path / "runs"
+
+
+def error_line(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(argv)
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("evaluate.py: error: ") and "\n" not in message  # status 1
+    return message
+
+
+THERE_ARE = "there are synthetic any-trained tiny (fold 1); synthetic mask-trained tiny (fold 0, 1)"
+
+
+@pytest.mark.parametrize("flags, asked, train", [
+    (["--trained-label", "point"], "--label mask --trained-label point --folds 0,1,2,3", "--label point --fold 0"),
+    (["--folds", "2,3"], "--label mask --folds 2,3", "--label mask --fold 2"),
+    (["--label", "box", "--folds", "0"], "--label box --folds 0", "--label box --fold 0"),
+    (["--backbone", "resnet50"], "--folds 0,1,2,3 --backbone resnet50", "--label mask --fold 0"),
+])
+def test_a_selection_no_run_matches_names_what_was_asked_and_what_there_is(runs, flags, asked, train):
+    message = error_line(["--runs", str(runs)] + flags)
+    assert f"no run under {runs} for --dataset synthetic " in message and asked in message
+    assert THERE_ARE in message and f"python train.py --dataset synthetic {train}" in message
+    assert not list(runs.rglob("eval-*.json"))
+
+
+def test_runs_of_another_dataset_are_listed(runs):
+    message = error_line(["--runs", str(runs), "--dataset", "pascal"])
+    assert "for --dataset pascal --label mask" in message and THERE_ARE in message
+
+
+def test_checkpoints_given_for_other_folds_are_listed(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"")
+    message = error_line(["--runs", str(tmp_path / "none"), "--dataset", "synthetic", "--checkpoint", f"1={checkpoint}",
+                          "--folds", "0"])
+    assert "--folds 0" in message and "there are --checkpoint for fold 1" in message
+
+
+def test_a_config_json_that_is_not_json_is_named(runs):
+    (runs / "mask1" / "config.json").write_text('{"dataset": "synth')
+    assert f"{runs / 'mask1' / 'config.json'} is not valid JSON" in error_line(["--runs", str(runs)])
+
+
+def test_a_config_json_of_another_tool_is_passed_over(runs):
+    for name, config in (("other", {"dataset": "synthetic", "fold": 2}), ("list", [1, 2])):  # no label, backbone
+        (runs / name).mkdir()
+        (runs / name / "config.json").write_text(json.dumps(config))
+    message = error_line(["--runs", str(runs), "--folds", "2"])  # not a KeyError's traceback
+    assert message.endswith(f"--folds 2; {THERE_ARE}: choose among them, or train one "
+                            "(python train.py --dataset synthetic --label mask --fold 2)")
