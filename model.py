@@ -25,7 +25,7 @@ Reading order follows the paper:
                                by `run_sam_checkpoint`), and the on-disk cache of frozen SAM image
                                embeddings.
 
-Choices that differ from the paper or the authors' code (see README, "Differences from the paper"):
+Choices that differ from the paper or the authors' code (docs/differences.md lists them all):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
 labels), the pseudo mask left unnormalised (authors' code, not the paper's min-max), 255 pixels
 ignored by the loss, torchvision's ResNet stem by default (the authors' deep stem is
@@ -76,8 +76,8 @@ PSEUDO_MASK_NORMS = ("none", "minmax")
 # authors' code); the others add a prototype of the reference to them (see PromptGenerator.initial_queries).
 QUERY_INITS = ("random", "fp", "bp", "half")
 LOSSES = ("bce+dice", "bce", "dice")  # Eq. 6 and Table 5's ablation of its two terms
-TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see README)"
-TINY_BACKBONE_REMAKE = "remake it with `python pretrain_tiny_backbone.py` (about 2 min on 2 CPU cores, see README)"
+TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see docs/synthetic.md)"
+TINY_BACKBONE_REMAKE = "remake it with `python pretrain_tiny_backbone.py` (about 5 min on 2 CPU cores, see docs/synthetic.md)"
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
 
 
@@ -90,7 +90,7 @@ class VRPConfig:
     num_queries: N learnable queries = prompt tokens per reference (paper: 50).
     num_heads: attention heads in the prompt generator (authors' code: 4).
     label_downsample: how the S×S reference annotation is shrunk to the feature grid:
-        "area" (ours: average pooling, a soft mask that keeps every labelled pixel, REFERENCE §9),
+        "area" (ours: average pooling, a soft mask that keeps every labelled pixel; docs/differences.md),
         "max" (any labelled pixel marks its cell), "nearest" (authors' code: drops sparse labels).
     pseudo_mask_norm: "none" (authors' code; post-ReLU cosine is already in [0, 1]) or "minmax"
         (the paper's Appendix A wording: per-image min-max to [0, 1]).
@@ -535,7 +535,7 @@ def sam_image_embeddings(sam: Sam, images: Tensor) -> Tensor:
 
     images (B, 3, S, S) -> (B, 256, h, w), h = w = image_encoder.img_size / patch size. ImageNet's
     mean/std in [0, 1] scale are SAM's pixel mean/std / 255, so resizing the normalised tensor is
-    SAM's preprocessing (REFERENCE §5); bilinear with align_corners=True as the authors do.
+    SAM's own preprocessing; bilinear with align_corners=True as the authors do.
     """
     size = sam.image_encoder.img_size
     if images.shape[-2:] != (size, size):
@@ -606,7 +606,7 @@ def downsample_label(labels: Tensor, size: tuple[int, int], mode: str) -> Tensor
 
     "area" averages each cell, so a single labelled pixel still marks its cell (with weight 1/64 at
     OS 8); "max" marks it fully; "nearest" (authors' code) samples one pixel in 64 and loses most
-    points and thin scribbles (REFERENCE §9).
+    points and thin scribbles (docs/differences.md).
     """
     labels = labels.unsqueeze(1).float()
     if mode == "area":

@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 
 import data
 import prompts
+from prompts import SEED_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,6 @@ http://roozbehm.info/pascal-parts/trainval.tar.gz), which are not read here.
 --data-root may also be the Pascal-Part, VOCdevkit or VOC2010 folder itself."""
 
 # Seed-sequence keys (data.py uses 5_000_003/4 for its lists, synthetic.py 5_000_001/2 and 5_000_011/12).
-_EPISODE_LIST_STREAM = 5_000_021
-_LABEL_KIND_STREAM = 5_000_022
-_TRAINING_STREAM = 5_000_023
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,11 +459,11 @@ class PartEpisodes(_PartEpisodeSource):
             num_episodes = episode_count(self.index, self.fold)
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be positive, got {num_episodes}")
-        rng = prompts.episode_rng(self.seed, _EPISODE_LIST_STREAM)
+        rng = prompts.episode_rng(self.seed, SEED_STREAMS["part-episode-list"])
         classes = [self.class_ids[i % len(self.class_ids)] for i in range(num_episodes)]
         targets = [self.candidates[c].draw(rng) for c in classes]
         self.episodes = tuple(PartEpisode(c, t, self._draw_references(rng, c, t)) for c, t in zip(classes, targets))
-        kinds = prompts.episode_rng(self.seed, _LABEL_KIND_STREAM)  # label="any" lists hold the same episodes
+        kinds = prompts.episode_rng(self.seed, SEED_STREAMS["part-label-kind"])  # label="any" lists hold the same episodes
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
     def __len__(self) -> int:
@@ -502,7 +500,7 @@ class PartTrainingEpisodes(_PartEpisodeSource):
         epoch, index = (self.epoch, key) if np.isscalar(key) else key
         if not 0 <= index < len(self) or epoch < 0:
             raise IndexError(f"item {key!r} out of range: {len(self)} training episodes per epoch, epochs from 0")
-        rng = prompts.episode_rng(self.seed, _TRAINING_STREAM, int(epoch), int(index))
+        rng = prompts.episode_rng(self.seed, SEED_STREAMS["part-training"], int(epoch), int(index))
         class_id = self.class_ids[index % len(self.class_ids)]
         target = self.candidates[class_id].draw(rng)
         episode = PartEpisode(class_id, target, self._draw_references(rng, class_id, target))

@@ -48,6 +48,8 @@ SEED_STREAMS = {
     "synthetic-train": 5_000_001, "synthetic-test": 5_000_002,  # synthetic.SyntheticImages' scenes
     "episode-list": 5_000_003, "label-kind": 5_000_004,  # data.EvaluationEpisodes
     "video-layout": 5_000_011, "video-noise": 5_000_012,  # synthetic.SyntheticVideos
+    "part-episode-list": 5_000_021, "part-label-kind": 5_000_022, "part-training": 5_000_023,  # pascal_part.py
+    "fabricated-parts": 5_000_024,  # benchmarks/make_pascal_part.py
     "tiny-sam-train": 7_000_001, "tiny-sam-held-out": 7_000_002,  # pretrain_tiny_sam.py
     "demo": 7_100_001,  # segment.py --demo
     "tiny-backbone-train": 8_000_001, "tiny-backbone-held-out": 8_000_002,  # pretrain_tiny_backbone.py

@@ -1,5 +1,4 @@
-"""The embedded synthetic benchmark: scenes rendered from a seed, no files (README, "The embedded
-synthetic benchmark").
+"""The embedded synthetic benchmark: scenes rendered from a seed, no files (docs/synthetic.md).
 
 Twenty classes, each a shape (disk, square, triangle, ring, cross) crossed with an appearance (red
 solid, green stripes, blue checker, yellow dots), so that neither colour nor outline alone names a

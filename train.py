@@ -43,7 +43,7 @@ DATASET_DEFAULTS = {
     "coco": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     "coco2pascal": dict(epochs=50, lr=1e-4, backbone="resnet50", sam="vit_h", image_size=512, val_episodes=1000),
     # lr 4e-4 for 8 epochs (about 7.7 min on 2 cores): 1e-3 for 6 scored 13 (per-pixel backbone, 3 seeds)
-    # to 15 (image-level, seed 0) mIoU lower, its seeds 5x as spread (README, "GP-SAM, Table 3")
+    # to 15 (image-level, seed 0) mIoU lower, its seeds 5x as spread (docs/results.md)
     "synthetic": dict(epochs=8, lr=4e-4, backbone="tiny", sam="tiny", image_size=128, val_episodes=300,
                       # the tiny backbone pre-trained like an ImageNet one, on image-level labels
                       # (pretrain_tiny_backbone.py --task image)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Table 6: learnable queries alone (random), or plus the reference's foreground (fp) / "
                             "background (bp) prototype, or half each (half); see model.PromptGenerator.initial_queries")
     group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
-                       help="how annotations shrink to feature resolution ('nearest' = authors' code, REFERENCE §9)")
+                       help="how annotations shrink to feature resolution ('nearest' = authors' code, which drops most points; docs/differences.md)")
     group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
                        help="pseudo mask normalisation (App. A): 'none' = authors' code, 'minmax' = the paper's text")
     group = parser.add_argument_group("optimisation")

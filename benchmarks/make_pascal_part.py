@@ -28,10 +28,10 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cli  # noqa: E402
+from prompts import SEED_STREAMS  # noqa: E402
 import pascal_part  # noqa: E402
 from synthetic import synthetic_class, synthetic_scene  # noqa: E402
 
-FABRICATED_STREAM = 5_000_024  # the fabricated scenes' seed stream (pascal_part.py uses 5_000_021..23)
 
 # (super-category, object, synthetic class id, cut, part names). Cuts: "rows" splits at the centre
 # row (upper part first), "columns" at the centre column (left first), "thirds" into three bands of
@@ -92,7 +92,7 @@ def make_tree(out: Path, *, images: int = 96, val_fraction: float = 0.5, seed: i
     for j in range(images):
         split = "val" if j >= images - n_val else "train"
         image_id = f"2010_{j:06d}"
-        rng = np.random.default_rng([seed, FABRICATED_STREAM, j])
+        rng = np.random.default_rng([seed, SEED_STREAMS["fabricated-parts"], j])
         allowed = [o for o in OBJECTS if split == "train" or o[1] not in TRAIN_ONLY]
         count = int(rng.integers(1, 3))
         chosen = [allowed[int(i)] for i in rng.integers(len(allowed), size=count)]  # two of a class now and then

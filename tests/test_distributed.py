@@ -33,7 +33,7 @@ import train
 # running mean (lr-free). These bounds were measured with the per-pixel tiny backbone, which the runs
 # here keep: with the image-level default the same 4 steps differ by up to 3.9e-5 in the weights and
 # 1.4e-5 in the running mean (the merge conv's prototype columns); why that backbone rounds so much
-# more is not yet isolated (README, "Several GPUs").
+# more is not yet isolated (docs/distributed.md).
 TRAIN = ["--dataset", "synthetic", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--lr", "2e-5",
          "--val-episodes", "4", "--workers", "0", "--backbone-weights", str(pretrain_tiny_backbone.PIXEL_CHECKPOINT)]
 EVAL = ["--dataset", "synthetic", "--folds", "0", "--episodes", "8", "--batch-size", "4", "--workers", "0"]

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 import data
 import evaluate
+import model
 import pascal_part
 from pascal_part import Member, PartAnnotations, PartEpisode
 
@@ -331,3 +332,37 @@ def test_too_few_images_for_the_shots_is_one_line(tree):
     with pytest.raises(ValueError) as error:
         build(tree, fold=3, shots=2)  # aeroplane+BODY is in two val images
     assert "aeroplane+BODY is in 2 val image(s)" in one_line(error)
+
+
+# --- Table 15 through evaluate.py ----------------------------------------------------------------
+
+def test_evaluate_prints_table_15_for_one_checkpoint_of_another_benchmark(tmp_path, capsys):
+    """`python evaluate.py --dataset pascal-part --data-root D --checkpoint PATH`: a model trained on
+    another benchmark (here the synthetic one) scored on the four part folds, Table 15's columns."""
+    spec = importlib.util.spec_from_file_location("make_pascal_part", ROOT / "benchmarks" / "make_pascal_part.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    index = maker.make_tree(tmp_path / "parts", images=40, size=64)
+    run = tmp_path / "run"
+    sam = model.default_sam_checkpoint("tiny")
+    vrp = model.build_vrp_sam(model.VRPConfig(backbone="tiny", sam="tiny"), sam_checkpoint=sam, seed=0)
+    model.save_checkpoint(run / "best.pt", vrp, args={"dataset": "synthetic", "fold": 0, "label": "mask", "image_size": 32,
+                                                      "sam_checkpoint": str(sam), "backbone_weights": "random"})
+    results = evaluate.main(["--dataset", "pascal-part", "--data-root", str(tmp_path / "parts"), "--checkpoint",
+                             str(run / "best.pt"), "--workers", "0", "--no-cache"])
+    table = capsys.readouterr().out
+    assert "animals    indoor    person  vehicles      mean" in table and "Table 15" in table
+    by_fold = results["mask/1"]
+    assert sorted(by_fold) == [0, 1, 2, 3]
+    for fold, result in by_fold.items():
+        assert result["episodes"] == pascal_part.episode_count(index, fold)  # Matcher's count by default
+        assert set(result["class_iou"]) == set(pascal_part.build_part_episodes(
+            tmp_path / "parts", fold=fold, image_size=32).class_ids)
+    names = sorted(p.name for p in run.glob("eval-*.json"))  # one result per fold, none replacing another
+    assert names == [f"eval-mask-1shot-matcher-count-seed0-pascal-part-{f}.json" for f in sorted(pascal_part.FOLDS)]
+
+
+def test_evaluate_refuses_yardsticks_that_read_whole_scene_labels_on_parts(tmp_path):
+    with pytest.raises(SystemExit, match="--method every-object reads the class labels of whole scenes"):
+        evaluate.main(["--dataset", "pascal-part", "--data-root", str(tmp_path), "--checkpoint", str(tmp_path / "x.pt"),
+                       "--method", "every-object"])

@@ -16,7 +16,7 @@ def test_shipped_checkpoint_segments_held_out_scenes_from_one_point():
 
 
 def test_a_random_tiny_sam_does_not_segment_from_a_point():
-    # why the checkpoint exists at all (REFERENCE §8)
+    # why the checkpoint exists at all (docs/synthetic.md)
     assert pretrain.held_out_point_iou(build_sam("tiny", None), num_scenes=16, seed=1) < 0.3
 
 
