@@ -40,6 +40,7 @@ from tqdm import tqdm
 import cli
 import data
 import distributed
+import pascal_part
 import prompts
 from baselines import (GP_NUM_POINTS, GP_PROMPTS, GP_THRESHOLD, METHODS, WrongReferenceEpisodes, gp_sam_predictor,
                        oracle_predictor)
@@ -118,7 +119,10 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
             else:
                 how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
             missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")
-        missing += data.missing_data(args.dataset, args.data_root, splits=getattr(args, "splits", data.SPLITS))
+        if args.dataset == pascal_part.DATASET:
+            missing += pascal_part.missing_files(args.data_root)
+        else:
+            missing += data.missing_data(args.dataset, args.data_root, splits=getattr(args, "splits", data.SPLITS))
     missing = list(dict.fromkeys(missing))
     if missing:
         lines = list(dict.fromkeys(downloadable)) + missing
@@ -254,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")
     group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="FOLD=PATH",
                        help="use this checkpoint for a fold instead of searching --runs (repeatable; default: none)")
-    group.add_argument("--dataset", choices=data.DATASETS, default=None,
-                       help="benchmark (default: the dataset of the runs found; davis2017 and synthetic-video: video.py, Table 16)")
+    group.add_argument("--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default=None,
+                       help="benchmark (default: the dataset of the runs found); pascal-part: Table 15, any checkpoint "
+                            "on the part folds; davis2017 and synthetic-video: video.py, Table 16")
     group.add_argument("--label", type=label_list, default=["mask"],
                        help="label kind(s) of the references: one, a comma list, or 'all' (Table 12); 'any' draws a "
                             "kind per episode (default: mask)")
@@ -278,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--gp-threshold", type=cli.unit_float, default=None,
                        help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})")
     group = parser.add_argument_group("protocol")
-    group.add_argument("--episodes", type=cli.positive_int, default=1000, help="fixed episodes per fold (paper: 1000)")
+    group.add_argument("--episodes", type=cli.positive_int, default=None,
+                       help="fixed episodes per fold (default: 1000 as in the paper; pascal-part: Matcher's count, "
+                            "at most 2500)")
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)")
     group.add_argument("--split", choices=("test", "base"), default="test",
                        help="'test': novel classes on the test images; 'base' (Table 13): also the fold's training "
@@ -294,18 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fold_checkpoint(text: str) -> tuple[int, Path]:
-    """argparse type of --checkpoint: FOLD=PATH -> (fold, path); the file is checked when used."""
+def fold_checkpoint(text: str) -> tuple[int | None, Path]:
+    """argparse type of --checkpoint: FOLD=PATH -> (fold, path), or a bare PATH -> (None, path): that
+    checkpoint for every fold (pascal-part scores one model on all four). The file is checked when used."""
     fold, _, path = text.partition("=")
+    if not path and not text.startswith("="):
+        return None, Path(text)
     if not fold.isdigit() or int(fold) >= data.NUM_FOLDS or not path:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FOLD=PATH with FOLD in 0..{data.NUM_FOLDS - 1}, "
                                          "e.g. --checkpoint 1=runs/pascal-fold1-mask-resnet50/best.pt")
     return int(fold), Path(path)
 
 
-def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: bool = False,
+def result_name(*, label: str, shots: int, episodes: int | None, seed: int, untrained: bool = False,
                 original_size: bool = False, sam: str | None = None, method: str | None = None,
-                split: str = "test") -> str:
+                split: str = "test", benchmark: str | None = None) -> str:
     """The stem of a result's files beside its checkpoint (eval-<stem>.json, vis-<stem>/): everything
     that defines the result is in it, so a result of another protocol is never replaced. Extend
     it (keyword arguments, appended parts) when a new flag changes what is measured.
@@ -313,8 +323,11 @@ def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: 
     sam: the SAM checkpoint's file stem when it is not the one the run was trained with.
     method: evaluate.py --method (and GP-SAM's prompt kind) when it is not the run's own encoder.
     split: "base" for Table 13's base-class episodes; the default test (novel) split adds nothing.
+    episodes None: pascal-part's default count (Matcher's, pascal_part.episode_count).
+    benchmark: what the checkpoint is scored on when it is not its own benchmark and fold
+    (pascal-part's folds, e.g. "pascal-part-animals": one checkpoint serves all four).
     """
-    parts = [label, f"{shots}shot", f"{episodes}ep", f"seed{seed}"]
+    parts = [label, f"{shots}shot", "matcher-count" if episodes is None else f"{episodes}ep", f"seed{seed}"]
     if split != "test":
         parts.append(split)
     if untrained:
@@ -325,6 +338,8 @@ def result_name(*, label: str, shots: int, episodes: int, seed: int, untrained: 
         parts.append(f"sam-{sam}")
     if method is not None:
         parts.append(method)
+    if benchmark is not None:
+        parts.append(benchmark)
     return "-".join(parts)
 
 
@@ -356,10 +371,10 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     """{(label, fold): checkpoint path}. Explicit --checkpoint FOLD=PATH wins over runs found under --runs."""
     chosen: dict[tuple[str, int], Path] = {}
     explicit = {}
-    for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint
+    for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint; fold None: every fold
         if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint {fold}={path}: {path} not found")
-        explicit[fold] = path
+            raise FileNotFoundError(f"--checkpoint {path if fold is None else f'{fold}={path}'}: {path} not found")
+        explicit.update({f: path for f in (range(data.NUM_FOLDS) if fold is None else [fold])})
     runs = find_runs(args.runs) if args.runs.exists() else []
     if not explicit and not runs:
         raise FileNotFoundError(f"no runs under {args.runs}: train one (python train.py --dataset synthetic) "
@@ -423,13 +438,14 @@ def trained_labels(args: argparse.Namespace, label: str) -> tuple[str, ...]:
     return (label,) if label == data.ANY_LABEL else (label, data.ANY_LABEL)
 
 
-def check_checkpoint(path: Path, state: dict, *, dataset: str, fold: int, label: str | Sequence[str],
+def check_checkpoint(path: Path, state: dict, *, dataset: str | None, fold: int | None, label: str | Sequence[str],
                      backbone: str | None) -> dict:
     """The run's train.py arguments; refuses a checkpoint trained for another dataset, fold, label
-    (one kind, or any of a sequence of kinds: trained_labels) or backbone."""
+    (one kind, or any of a sequence of kinds: trained_labels) or backbone. dataset and fold None:
+    any (pascal-part evaluates a model trained elsewhere)."""
     run = state.get("args", {})
     labels = (label,) if isinstance(label, str) else tuple(label)
-    wanted = {"dataset": dataset, "fold": fold}
+    wanted = {key: value for key, value in (("dataset", dataset), ("fold", fold)) if value is not None}
     if backbone is not None:
         wanted["backbone"] = backbone
     wrong = [f"{k} {run.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if run.get(k) != v]
@@ -511,12 +527,15 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
     fold_runs = []
     for (label, fold), path in chosen.items():
         state = load_checkpoint(path)
-        run = check_checkpoint(path, state, dataset=args.dataset, fold=fold, label=trained_labels(args, label),
+        parts_benchmark = args.dataset == pascal_part.DATASET  # any model, trained on another benchmark
+        run = check_checkpoint(path, state, dataset=None if parts_benchmark else args.dataset,
+                               fold=None if parts_benchmark else fold, label=trained_labels(args, label),
                                backbone=args.backbone)
+        data_root = args.data_root or (None if parts_benchmark else Path(run.get("data_root", "data")))
         parts = argparse.Namespace(
             backbone=state["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
             sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),
-            dataset=args.dataset, data_root=args.data_root or Path(run.get("data_root", "data")), splits=tuple(splits))
+            dataset=args.dataset, data_root=data_root, splits=tuple(splits))
         fold_runs.append(FoldRun(label, fold, path, state, run, parts))
     check_prerequisites(*(r.parts for r in fold_runs))
     return fold_runs
@@ -551,10 +570,18 @@ def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *
     """One table cell: fold_run's encoder (or --method's baseline) on the fold's fixed episodes."""
     model, cache = shelf.get(fold_run)
     label, fold = fold_run.label, fold_run.fold
-    dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
-                                 data_root=fold_run.parts.data_root, image_size=fold_run.image_size,
-                                 num_episodes=args.episodes, seed=args.seed, original_size=args.original_size,
-                                 cache_dir=args.cache_dir, progress=world.is_main)
+    if args.dataset == pascal_part.DATASET:  # Table 15: Matcher's part episodes, cropped to the object
+        dataset = pascal_part.build_part_episodes(fold_run.parts.data_root, fold=fold, shots=shots, label=label,
+                                                  image_size=fold_run.image_size, seed=args.seed,
+                                                  num_episodes=args.episodes, original_size=args.original_size)
+        class_ids, class_names, episodes_hash = dataset.class_ids, dataset.class_names, pascal_part.episodes_hash
+    else:
+        dataset = data.build_dataset(args.dataset, split=split, fold=fold, shots=shots, label=label,
+                                     data_root=fold_run.parts.data_root, image_size=fold_run.image_size,
+                                     num_episodes=args.episodes, seed=args.seed, original_size=args.original_size,
+                                     cache_dir=args.cache_dir, progress=world.is_main)
+        class_ids, class_names = data.fold_classes(args.dataset, fold, split), data.class_names(args.dataset, split)
+        episodes_hash = data.episodes_hash
     episodes, predictor = dataset, None  # the same fixed episodes and metric for every method
     threshold = gp_threshold(args)
     if args.method == "gp-sam":
@@ -567,17 +594,16 @@ def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *
     row = label if variant is None else f"{label}/{variant}"
     what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
             + ("" if args.method == "vrp-sam" else f" {args.method}"))
-    result = evaluate_episodes(model, episodes, class_ids=data.fold_classes(args.dataset, fold, split),
+    result = evaluate_episodes(model, episodes, class_ids=class_ids,
                                batch_size=args.batch_size, workers=args.workers, cache=cache,
                                original_size=args.original_size, save_vis=args.save_vis,
                                vis_dir=fold_run.path.parent / f"vis-{name}", desc=what, predictor=predictor, world=world)
     if result["classes_without_episodes"] and world.is_main:
         print(no_episode_warning(result, args.dataset, what))
-    names = data.class_names(args.dataset, split)
     result.update(checkpoint=str(fold_run.path), trained_label=fold_run.run.get("label"),
-                  episodes_hash=data.episodes_hash(dataset), seed=args.seed, untrained=args.untrained,
+                  episodes_hash=episodes_hash(dataset), seed=args.seed, untrained=args.untrained,
                   original_size=args.original_size, method=args.method, split=split,
-                  class_names={c: names[c - 1] for c in result["class_iou"]})
+                  class_names={c: class_names[c - 1] for c in result["class_iou"]})
     if args.method == "gp-sam":
         result.update(gp_prompt=variant, gp_threshold=threshold, gp_num_points=GP_NUM_POINTS)
     return result
@@ -594,6 +620,9 @@ def check_method_flags(args: argparse.Namespace) -> None:
                          "uses no learnable encoder weights, drop --untrained")
     if args.method != "gp-sam" and (args.gp_prompt is not None or args.gp_threshold is not None):
         raise ValueError(f"--gp-prompt / --gp-threshold apply to --method gp-sam only (got --method {args.method})")
+    if args.dataset == pascal_part.DATASET and args.method not in ("vrp-sam", "gp-sam"):
+        raise ValueError(f"--method {args.method} reads the class labels of whole scenes; on pascal-part use vrp-sam "
+                         "or gp-sam")
 
 
 def table_title(args: argparse.Namespace) -> str:
@@ -630,6 +659,8 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     check_method_flags(args)
     variants = (args.gp_prompt or list(GP_PROMPTS)) if args.method == "gp-sam" else [None]  # Table 3's rows
     chosen = select_checkpoints(args, args.label, args.folds)  # also settles args.dataset
+    if args.episodes is None and args.dataset != pascal_part.DATASET:
+        args.episodes = 1000  # the paper's; pascal-part's default is Matcher's count (pascal_part.episode_count)
     if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
         raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
                          "leave --split at test")
@@ -642,7 +673,7 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     cells = [(by_key[(label, fold)], shots, variant, split)
              for label, shots, variant, fold, split in itertools.product(args.label, args.shots, variants, args.folds, splits)
              if (label, fold) in by_key]
-    names = {cell: _result_name(args, cell[0].label, cell[1], cell[0].run, cell[2], cell[3]) for cell in cells}
+    names = {cell: _result_name(args, *cell) for cell in cells}
     if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
         for (fold_run, *_), name in names.items():
             (fold_run.path.parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
@@ -661,7 +692,9 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
         if world.is_main:  # under torchrun, rank 0 alone prints and writes
             outputs.append((fold_run.path.parent / f"eval-{names[cell]}.json", result))
     if world.is_main:  # the results first: a failed write cannot lose them
-        if args.split == "base":
+        if args.dataset == pascal_part.DATASET:
+            print(pascal_part.format_part_table(table_title(args), rows["test"], args.folds))
+        elif args.split == "base":
             print(format_base_table(table_title(args), rows["base"], rows["test"], args.folds, args.episodes))
         else:
             print(format_table(table_title(args), rows["test"], args.folds, args.episodes))
@@ -671,15 +704,17 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     return results
 
 
-def _result_name(args: argparse.Namespace, label: str, shots: int, run: dict, variant: str | None = None,
-                 split: str = "test") -> str:
-    other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != run.get("sam_checkpoint")
+def _result_name(args: argparse.Namespace, fold_run: FoldRun, shots: int, variant: str | None, split: str) -> str:
+    other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != fold_run.run.get("sam_checkpoint")
     method = None if args.method == "vrp-sam" else args.method + (f"-{variant}" if variant else "")
     if args.method == "gp-sam" and args.gp_threshold not in (None, GP_THRESHOLD):
         method += f"-t{args.gp_threshold}"  # another binarisation, another result
-    return result_name(label=label, shots=shots, episodes=args.episodes, seed=args.seed, untrained=args.untrained,
-                       original_size=args.original_size, sam=args.sam_checkpoint.stem if other_sam else None,
-                       method=method, split=split)
+    benchmark = (f"{pascal_part.DATASET}-{pascal_part.FOLDS[fold_run.fold]}" if args.dataset == pascal_part.DATASET
+                 else None)
+    return result_name(label=fold_run.label, shots=shots, episodes=args.episodes, seed=args.seed,
+                       untrained=args.untrained, original_size=args.original_size,
+                       sam=args.sam_checkpoint.stem if other_sam else None, method=method, split=split,
+                       benchmark=benchmark)
 
 
 def no_episode_warning(result: dict, dataset: str, what: str) -> str:
