@@ -45,8 +45,8 @@ import prompts
 from baselines import (GP_NUM_POINTS, GP_PROMPTS, GP_THRESHOLD, METHODS, WrongReferenceEpisodes, gp_sam_predictor,
                        oracle_predictor)
 from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, VRPSAM, EmbeddingCache, VRPConfig, autocast,
-                   build_vrp_sam, embed_targets, imagenet_weights_file, load_checkpoint, run_sam_checkpoint,
-                   upsample_logits)
+                   build_vrp_sam, embed_targets, imagenet_weights_file, load_checkpoint, run_backbone_weights,
+                   run_sam_checkpoint, upsample_logits)
 from prompts import IGNORE, LABEL_KINDS
 
 
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score at each image's original resolution instead of the network's input size")
     group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--backbone-weights", default=None,
+                       help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per forward pass (results do not depend on it)")
     cli.add_runtime_args(group)
     group = parser.add_argument_group("output")
@@ -533,7 +535,7 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
                                backbone=args.backbone)
         data_root = args.data_root or (None if parts_benchmark else Path(run.get("data_root", "data")))
         parts = argparse.Namespace(
-            backbone=state["config"]["backbone"], backbone_weights=run.get("backbone_weights"),
+            backbone=state["config"]["backbone"], backbone_weights=run_backbone_weights(state, args.backbone_weights),
             sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),
             dataset=args.dataset, data_root=data_root, splits=tuple(splits))
         fold_runs.append(FoldRun(label, fold, path, state, run, parts))

@@ -21,9 +21,9 @@ Reading order follows the paper:
                                and the target's (segment.py).
 - `vrp_loss`                  Eq. 6: BCE + Dice (or either alone, Table 5's ablation).
 - `save_checkpoint`, `load_checkpoint`, `build_from_checkpoint`, `EmbeddingCache`   plain-dict
-                               checkpoints, the model a checkpoint describes (its SAM weights chosen
-                               by `run_sam_checkpoint`), and the on-disk cache of frozen SAM image
-                               embeddings.
+                               checkpoints, the model a checkpoint describes (its frozen files chosen
+                               by `run_sam_checkpoint` / `run_backbone_weights`, found again when a
+                               run folder moved), and the on-disk cache of frozen SAM image embeddings.
 
 Choices that differ from the paper or the authors' code (docs/differences.md lists them all):
 label downsampling to feature resolution ("area", not the authors' "nearest" that drops sparse
@@ -36,6 +36,7 @@ definition of Table 6's FP / BP / half query initialisations (PromptGenerator.in
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -57,6 +58,8 @@ from torchvision.ops import Conv2dNormActivation
 
 import cli
 from prompts import IGNORE
+
+log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet50_deepstem", "resnet101_deepstem")
 # The authors' backbone: PSPNet's deep-stem ResNet, ImageNet-pretrained by PSPNet's authors and
@@ -857,7 +860,15 @@ class VRPSAM(nn.Module):
     def learnable_state_dict(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()}
 
-    def load_learnable_state_dict(self, state: dict[str, Tensor]) -> None:
+    def load_learnable_state_dict(self, state: dict[str, Tensor], *, source: str = "the checkpoint") -> None:
+        """Load a learnable_state_dict; a state of other keys or shapes (an encoder trained on another
+        backbone, or with another --num-queries) is refused in one line naming `source`, the
+        parameter, both shapes and the likely cause (encoder_state_problem), before anything is copied."""
+        expected = {k: tuple(v.shape) for k, v in self.encoder.state_dict().items()}
+        problem = encoder_state_problem(expected, state, self.config, built="the model is built with")
+        if problem:
+            raise ValueError(f"{source} does not fit this model: {problem}; build the model with the checkpoint's "
+                             "own configuration (model.build_from_checkpoint does)")
         self.encoder.load_state_dict(state)
 
     def prompt_embeddings(self, target_images: Tensor, reference_images: Tensor, reference_labels: Tensor) -> Tensor:
@@ -1009,7 +1020,56 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
         differences = [f"{f.name}: checkpoint {getattr(stored, f.name)}, requested {getattr(config, f.name)}"
                        for f in fields(VRPConfig) if getattr(stored, f.name) != getattr(config, f.name)]
         raise ValueError(f"{path} was built with another configuration: " + "; ".join(differences))
+    problem = encoder_state_problem(encoder_shapes(stored), ckpt["model"], stored, built="its config says")
+    if problem:  # weights and config disagree: found here, before any script builds a model
+        raise ValueError(f"checkpoint {path} does not fit its own config: {problem}; was its config edited, or the "
+                         "file written by another version of model.py?")
     return ckpt
+
+
+# Backbone.mid_channels of each backbone: what the VRP encoder's first layer reads, so that a
+# checkpoint's weights alone name the backbone(s) its encoder can have been trained on.
+BACKBONE_MID_CHANNELS = {"resnet50": 1536, "resnet101": 1536, "resnet50_deepstem": 1536, "resnet101_deepstem": 1536,
+                         "vgg16": 768, "dinov2_vitb14": 1536, "tiny": 160}
+
+
+def encoder_shapes(config: VRPConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of the VRP encoder `config` builds, without building a backbone or
+    SAM (the encoder is made on the meta device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        encoder = VRPEncoder(mid_channels=BACKBONE_MID_CHANNELS[config.backbone], embed_dim=PROMPT_DIM,
+                             num_queries=config.num_queries, num_heads=config.num_heads, dropout=config.dropout,
+                             mask_scale=config.mask_scale, query_init=config.query_init)
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+
+
+def encoder_state_problem(expected: dict[str, tuple[int, ...]], state: dict, config: VRPConfig, *,
+                          built: str) -> str | None:
+    """None when `state` (a learnable_state_dict) has exactly the keys and shapes of `expected`;
+    else one clause naming the first parameter that differs, both shapes and the likely cause.
+    config: the configuration `expected` was made for; built: how to name it ("the model is built")."""
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        return "its 'model' entry is not a state_dict (a dict of tensors)"
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        found = [f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})"
+                 for what, keys in (("keys missing", missing), ("unexpected keys", unexpected)) if keys]
+        return f"{'; '.join(found)}: not the VRP encoder of this model.py"
+    for key, shape in expected.items():
+        found = tuple(state[key].shape)
+        if found == shape:
+            continue
+        difference = f"{key} is {found} in the checkpoint but {shape} in the model"
+        if key == "feature_augmenter.projection.0.weight":  # (256, C_mid, 1, 1): the backbone's feature channels
+            trained = [name for name, c in BACKBONE_MID_CHANNELS.items() if c == found[1]] or ["an unknown backbone"]
+            return (f"{difference}: its encoder was trained on {' / '.join(trained)} features ({found[1]} channels) "
+                    f"but {built} backbone {config.backbone} ({shape[1]})")
+        if key == "prompt_generator.queries.weight":  # (N, 256)
+            return (f"{difference}: it was trained with {found[0]} queries (--num-queries {found[0]}) but {built} "
+                    f"{shape[0]}")
+        return difference
+    return None
 
 
 def default_sam_checkpoint(sam_type: str) -> Path:
@@ -1018,20 +1078,79 @@ def default_sam_checkpoint(sam_type: str) -> Path:
 
 
 def run_sam_checkpoint(state: dict, override: str | Path | None = None) -> Path:
-    """The SAM weights for a train.py checkpoint: `override` if given, else the file its run used,
-    else (a run saved without that argument) the default file for its SAM type."""
-    chosen = override or state.get("args", {}).get("sam_checkpoint") or default_sam_checkpoint(state["config"]["sam"])
-    return Path(chosen)
+    """The SAM weights for a train.py checkpoint: `override` if given (--sam-checkpoint), else the
+    file its run used (found again in CHECKPOINT_DIR if it moved: find_moved_file), else (a run
+    saved without that argument) the default file for its SAM type."""
+    if override:
+        return Path(override)
+    run, sam_type = state.get("args", {}), state["config"]["sam"]
+    recorded = run.get("sam_checkpoint")
+    if not recorded:
+        return default_sam_checkpoint(sam_type)
+    return find_moved_file(recorded, run.get("sam_fingerprint"), lambda path: build_sam(sam_type, path),
+                           what="SAM checkpoint", flag="--sam-checkpoint")
 
 
-def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = None) -> VRPSAM:
+def run_backbone_weights(state: dict, override: str | Path | None = None) -> str | None:
+    """The backbone weights for a train.py checkpoint: `override` if given (--backbone-weights: a
+    state_dict file, 'imagenet' or 'random'), else what its run used (a file found again in
+    CHECKPOINT_DIR if it moved: find_moved_file)."""
+    if override is not None:
+        return str(override)
+    run, backbone = state.get("args", {}), state["config"]["backbone"]
+    recorded = run.get("backbone_weights")
+    if recorded in (None, "imagenet", "random"):
+        return recorded
+    return str(find_moved_file(recorded, run.get("backbone_fingerprint"),
+                               lambda path: build_backbone(backbone, weights=path),
+                               what="backbone weights", flag="--backbone-weights"))
+
+
+def find_moved_file(recorded: str | Path, fingerprint: str | None, build: Callable[[Path], nn.Module], *,
+                    what: str, flag: str) -> Path:
+    """A frozen file a run recorded (train.py stores absolute paths): `recorded` where it exists;
+    else, for a run folder moved to another machine, the file of the same name in this repository's
+    CHECKPOINT_DIR when the weights `build` makes of it have the run's module_fingerprint (said in
+    one logged line). A candidate that cannot be confirmed is refused in one line naming `flag`;
+    with no candidate, `recorded` comes back and the loader says it is missing and which flag to pass.
+    Confirming costs one extra build of the candidate (seconds for ViT-H), only when the file moved."""
+    path = Path(recorded)
+    candidate = CHECKPOINT_DIR / path.name
+    if path.is_file() or not candidate.is_file() or candidate.resolve() == path.resolve():
+        return path
+    missing = f"{what} {path} (recorded by the run) not found"
+    if fingerprint is None:
+        raise FileNotFoundError(f"{missing}; {candidate} has its name, but the run recorded no fingerprint to confirm "
+                                f"it holds the same weights: if it does, pass it with {flag} {candidate}")
+    try:
+        found = module_fingerprint(build(candidate))
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"{missing}; {candidate} has its name but cannot be used ({error}); "
+                                f"pass the run's file with {flag}") from error
+    if found != fingerprint:
+        raise FileNotFoundError(f"{missing}; {candidate} has its name but other weights (fingerprint {found}, the "
+                                f"run's {fingerprint}): pass the run's file with {flag}")
+    log.warning("%s %s (recorded by the run) not found: using %s, which holds the same weights (fingerprint %s)",
+                what, path, candidate, fingerprint)
+    return candidate
+
+
+def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = None,
+                          backbone_weights: str | Path | None = None, source: str = "the checkpoint") -> VRPSAM:
     """The model a train.py checkpoint (load_checkpoint's dict) describes, on the CPU: the frozen
-    backbone and SAM rebuilt from the run's saved arguments (backbone_weights; SAM as
-    run_sam_checkpoint chooses), the trained VRP encoder loaded."""
-    run = state.get("args", {})
-    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=run_sam_checkpoint(state, sam_checkpoint),
-                          backbone_weights=run.get("backbone_weights"))
-    model.load_learnable_state_dict(state["model"])
+    backbone and SAM rebuilt from the run's saved arguments (run_backbone_weights and
+    run_sam_checkpoint choose the files; the arguments override them, as the scripts'
+    --backbone-weights and --sam-checkpoint), the trained VRP encoder loaded. source: the
+    checkpoint's name in messages (its path)."""
+    sam_file, backbone_file = run_sam_checkpoint(state, sam_checkpoint), run_backbone_weights(state, backbone_weights)
+    for given, chosen, what, flag in ((sam_checkpoint, sam_file, "SAM checkpoint", "--sam-checkpoint"),
+                                      (backbone_weights, backbone_file, "backbone weights", "--backbone-weights")):
+        if given is None and chosen not in (None, "imagenet", "random") and not Path(chosen).is_file():
+            # the run's own file is gone (its folder moved to another machine?): the flag that replaces it
+            raise FileNotFoundError(f"{what} {chosen} (recorded by the run of {source}) not found: pass the run's file "
+                                    f"with {flag} PATH")
+    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=sam_file, backbone_weights=backbone_file)
+    model.load_learnable_state_dict(state["model"], source=source)
     return model
 
 

@@ -515,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)")
     group = parser.add_argument_group("model")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--backbone-weights", default=None,
+                       help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     group.add_argument("--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)")
     cli.add_runtime_args(group, workers=False)
     group = parser.add_argument_group("output")
@@ -574,7 +576,8 @@ def run(args: argparse.Namespace) -> dict:
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
     device = torch.device(args.device)
-    model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint).to(device)
+    model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
+                                  source=str(args.checkpoint)).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     with replace_atomically(out) as partial:  # an earlier result in `out` stays whole until this one is
