@@ -16,7 +16,9 @@ per class, foreground intersection and union are summed over all its episodes, t
 mIoU = mean over the fold's classes of their IoU, and FB-IoU = mean of the background and
 foreground IoU summed over all episodes. Pixels labelled 255 are ignored.
 
-Exposes `IoUMeter`, `evaluate_episodes` (used by train.py for validation) and `main`.
+Exposes `IoUMeter`, `evaluate_episodes`, `episode_loader`, `predict`, `check_prerequisites` and
+`no_episode_warning` (train.py validates with them), `result_name` (the results' file names),
+`label_list`, `build_parser` and `main`.
 """
 
 from __future__ import annotations
