@@ -11,16 +11,23 @@ scaled by N against DDP's averaging of the ranks' gradients (train.train_step), 
 single-process one up to float rounding. Validation and evaluation shard the episodes and add up
 the per-class intersections and unions, so the metric is the single-process one exactly.
 
-Exposes `World`, `setup`, `wrap`, `GlobalBatchShare`, `shard` and `sum_meter`; train.py and
-evaluate.py use them.
+When a rank dies (killed, crashed, out of memory), the others meet it in their next collective and
+stop there: `ProcessLost`, reported by the scripts in one line (train.py's names the last.pt to
+resume from, `resumable`), not as the backend's traceback from inside all_reduce.
+
+Exposes `World`, `setup`, `wrap`, `GlobalBatchShare`, `shard`, `sum_meter`, `ProcessLost` and
+`resumable`; train.py and evaluate.py use them.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,8 +55,51 @@ class World:
         if self.size == 1:
             return tensor
         total = tensor.detach().to(self.device, copy=True)
-        dist.all_reduce(total)
+        try:
+            dist.all_reduce(total)
+        except RuntimeError as error:
+            if not peer_gone(error):
+                raise
+            raise ProcessLost(self) from error
         return total.to(tensor.device)
+
+
+class ProcessLost(ConnectionError):
+    """Another rank stopped (killed, crashed, out of memory) while this one waited for it in a
+    collective. A ConnectionError, so the scripts' error wrapper (cli.run_main) ends the rank with
+    this one line rather than the backend's traceback."""
+
+    def __init__(self, world: World, advice: str = "rerun the same command") -> None:
+        super().__init__(f"a process under torchrun stopped (killed or crashed: its own output says why) while rank "
+                         f"{world.rank} of {world.size} waited for it; {advice}")
+
+
+# What gloo and NCCL say when the other end of a collective is gone.
+_PEER_GONE = re.compile(r"by peer|broken pipe|remote (worker|process)|communicator was aborted|timed out waiting",
+                        re.IGNORECASE)
+
+
+def peer_gone(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another rank is gone (not, say, out of memory)."""
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError)
+                                                 and _PEER_GONE.search(str(error)) is not None)
+
+
+@contextlib.contextmanager
+def resumable(world: World, checkpoint: Path):
+    """Under torchrun, another rank lost in any collective (World.sum's, or DDP's gradient
+    all-reduce inside backward) ends this one with a ProcessLost that says whether `checkpoint`
+    (train.py's last.pt, written whole or not at all by rank 0) is there to resume from."""
+    try:
+        yield
+    except (ProcessLost, RuntimeError) as error:
+        if world.size == 1 or not (isinstance(error, ProcessLost) or peer_gone(error)):
+            raise
+        if checkpoint.is_file():
+            advice = f"{checkpoint} is intact: rerun the same command with --resume to continue from it"
+        else:
+            advice = f"no {checkpoint} to resume from yet (rank 0 writes it after each epoch): rerun the same command"
+        raise ProcessLost(world, advice) from error
 
 
 def setup(device: str, batch_size: int, prog: str) -> World:

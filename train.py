@@ -203,7 +203,14 @@ def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: Embed
 def main(argv=None) -> dict:
     args = parse_args(argv)
     world = distributed.setup(args.device, args.batch_size, "train.py")  # torchrun: join the other ranks
-    return cli.run_main("train.py", train, args, world)
+    return cli.run_main("train.py", train_resumably, args, world)
+
+
+def train_resumably(args: argparse.Namespace, world: distributed.World) -> dict:
+    """train(); under torchrun, another rank lost ends this one in a line naming the last.pt to
+    resume from, not in the collective's traceback."""
+    with distributed.resumable(world, args.out / "last.pt"):
+        return train(args, world)
 
 
 @dataclass

@@ -9,9 +9,12 @@ would match.
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import socket
+import sys
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -180,3 +183,70 @@ def test_bad_world_settings_are_one_line(script, tmp_path, monkeypatch, capsys):
         script.main(args + ["--device", "cuda"])
     assert "--device cuda: 2 processes on this machine but 1 GPU(s)" in str(exit_info.value)
     assert not (tmp_path / "run").exists() and not torch.distributed.is_initialized()
+
+
+def _rank_killed_after_first_checkpoint(rank, size, port, argv, logs):
+    """A rank of a 2-process train.py, its output in logs/<rank>.err and .out (as torchrun's
+    --log-dir keeps them); rank 0 is killed (SIGKILL) right after it writes epoch 0's last.pt."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    for fd, name in ((1, f"{rank}.out"), (2, f"{rank}.err")):  # gloo's own logging writes to the descriptors
+        os.dup2(os.open(logs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.stdout, sys.stderr = (open(fd, "w", buffering=1, closefd=False) for fd in (1, 2))
+    if rank == 0:
+        real_save = train.save_checkpoint
+
+        def save_then_die(path, *args, **kwargs):
+            real_save(path, *args, **kwargs)
+            if path.name == "last.pt":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        train.save_checkpoint = save_then_die
+    train.main(argv)
+
+
+def test_a_lost_process_stops_the_others_with_one_line_naming_the_checkpoint_to_resume(tmp_path):
+    run, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    argv = TRAIN + ["--cache-dir", str(tmp_path / "cache"), "--out", str(run)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fork = multiprocessing.get_context("fork")
+    ranks = [fork.Process(target=_rank_killed_after_first_checkpoint, args=(rank, 2, port, argv, logs)) for rank in (0, 1)]
+    for rank in ranks:
+        rank.start()
+    for rank in ranks:
+        rank.join(120)
+    assert [rank.exitcode for rank in ranks] == [-signal.SIGKILL, 1]  # the survivor stopped, and failed
+    errors = (logs / "1.err").read_text()
+    assert "Traceback" not in errors
+    assert errors.splitlines() == [f"train.py: error: a process under torchrun stopped (killed or crashed: its own output "
+                                   f"says why) while rank 1 of 2 waited for it; {run / 'last.pt'} is intact: rerun the "
+                                   "same command with --resume to continue from it"]
+    assert model.load_checkpoint(run / "last.pt")["epoch"] == 0  # and the advice holds
+    with redirect_stdout(StringIO()):
+        train.main(argv + ["--resume"])
+    assert model.load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("message, lost", [
+    ("[third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:16092", True),
+    ("[gloo/transport/tcp/pair.cc:598] Read error [10.0.0.2]:4711: Connection reset by peer", True),
+    ("NCCL communicator was aborted on rank 1", True),
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+    ("DataLoader worker (pid 123) is killed by signal: Killed", False),
+])
+def test_only_a_collective_losing_its_peer_is_reported_as_a_lost_process(message, lost, tmp_path, monkeypatch):
+    """DDP's gradient all-reduce fails inside backward, outside World.sum: resumable sorts those
+    errors too, and lets everything else (out of memory, a dead DataLoader worker) through."""
+    world = distributed.World(rank=1, size=2)
+    (tmp_path / "last.pt").write_bytes(b"")
+    with pytest.raises(distributed.ProcessLost if lost else RuntimeError) as error:
+        with distributed.resumable(world, tmp_path / "last.pt"):
+            raise RuntimeError(message)
+    assert (f"{tmp_path / 'last.pt'} is intact" in str(error.value)) == lost
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: (_ for _ in ()).throw(RuntimeError(message)))
+    with pytest.raises(distributed.ProcessLost if lost else RuntimeError, match="rerun the same command" if lost else None):
+        world.sum(torch.ones(2))  # evaluate.py's only collective: its line needs no checkpoint
