@@ -13,7 +13,11 @@ images. k references give Table 7's k×50 prompts.
 Writes, per target, masks/<name>.png (0 / 255 at the target's own size), overlays/<name>.png (the
 references with their annotation in green | the target with its mask in magenta) and one line of
 results.jsonl. `--propagate` (beyond the paper, as Matcher and SegGPT do for video) adds each
-frame's prediction as one more mask reference for the next frame.
+frame's prediction as one more mask reference for the next frame. Images and annotation PNGs may be
+in any mode Pillow opens, 16-bit and float ones included: each is read as an image viewer shows it
+(read_image). Coordinates may be negative (`--points -1,3`): a point or box outside the reference
+is refused, never clipped. A run folder moved to another machine is used with --sam-checkpoint and
+--backbone-weights (or finds its files in checkpoints/ by fingerprint: model.find_moved_file).
 
 Exposes `VRPPredictor` (set references once, predict many targets; in the spirit of SAM's
 SamPredictor), `Prediction`, `read_image` and `main`.
@@ -25,7 +29,9 @@ import argparse
 import glob
 import io
 import json
+import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -61,69 +67,183 @@ ImageLike = Union[str, Path, Image.Image, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 
 def read_image(source: ImageLike, name: str | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a file, a PIL image or an array, upright (EXIF orientation applied).
+    """(H, W, 3) uint8 RGB from a file, a PIL image or an array, upright (EXIF orientation applied):
+    the picture a person sees in an image viewer, whatever the mode or dtype.
 
-    Any mode is accepted: greyscale and palette images are expanded to RGB, alpha is dropped.
+    - 8-bit modes (1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, LAB, HSV, ...): Pillow's
+      conversion to RGB. Alpha is dropped: the colours under transparent pixels are used as stored.
+    - 16-bit greyscale (I;16, I;16B, ... and uint16 arrays): value / 257, rounded, so the full
+      0..65535 range maps onto 0..255 as viewers show it (an 8-bit image saved as 16 bits, v * 257,
+      comes back exactly).
+    - 32-bit integer 'I' and float 'F' images (TIFFs): see _to_uint8 (kept where already in 0..255;
+      'I' up to 65535 is 16-bit data, / 257; 'F' in [0, 1] is * 255; otherwise min-max stretched to
+      0..255, as viewers show data with no fixed range).
+    - arrays (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), channels last: bool (True = 255), uint8,
+      uint16 (/ 257), other integers in 0..255, floats in [0, 1] (* 255) or [0, 255]; anything else
+      is refused with the form expected (ValueError), as are NaN and infinite values. Other types
+      are a TypeError.
+    An image that cannot be read, or a mode Pillow cannot show as RGB, is refused in one line naming it.
     """
     if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"{name or 'image'}: expected an (H, W), (H, W, 3) or (H, W, 4) uint8 array, "
-                             f"got {source.dtype} {source.shape}")
-        source = Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
+        return _array_to_rgb(source, name or "image array")
     if isinstance(source, Image.Image):
-        return np.array(ImageOps.exif_transpose(source).convert("RGB"))
+        return _pil_to_rgb(source, name or "image")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"{name or 'image'}: expected a file path, a PIL image or an (H, W, 3) uint8 array, "
+                        f"got {type(source).__name__}")
     path = Path(source)
     try:
         with Image.open(path) as pil:
-            return np.array(ImageOps.exif_transpose(pil).convert("RGB"))
+            return _pil_to_rgb(pil, f"image {path}")
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except IsADirectoryError:
+        raise IsADirectoryError(f"image {path} is a folder, not an image file") from None
+    except (OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"image {path} could not be read ({error}); is it a complete image file?") from error
 
 
-def _read_label_image(source, kind: str, class_id: int | None) -> tuple[np.ndarray, str]:
-    """(H, W) bool object pixels of a mask / scribble given as a PNG path or an array, and its name.
+# Pillow's one-band modes of more than 8 bits: their values, not Pillow's clipping conversion, are scaled to 8 bits.
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S")
 
-    Object = non-zero pixels (pixels with alpha > 0 when there is an alpha channel), or the pixels
-    equal to class_id in a palette / greyscale label PNG.
+
+def _pil_to_rgb(pil: Image.Image, name: str, *, upright: bool = True) -> np.ndarray:
+    """read_image for a PIL image; upright: apply its EXIF orientation (not for annotations, drawn on
+    the image as stored)."""
+    pil = ImageOps.exif_transpose(pil) if upright else pil
+    if pil.mode in _WIDE_MODES:
+        grey = _to_uint8(np.asarray(pil), name, stretch=True)
+        return np.repeat(grey[..., None], 3, axis=2)
+    try:
+        return np.array(pil.convert("RGB"))
+    except ValueError:  # a mode Pillow converts to RGB only by way of RGBA (La, ...)
+        try:
+            return np.array(pil.convert("RGBA").convert("RGB"))
+        except ValueError:
+            raise ValueError(f"{name}: Pillow cannot show mode {pil.mode} as RGB; "
+                             "save it as an 8-bit RGB or greyscale PNG or JPEG") from None
+
+
+def _to_uint8(array: np.ndarray, name: str, *, stretch: bool = False) -> np.ndarray:
+    """`array` (any shape) as uint8 values as a viewer shows them: bool True = 255; uint8 as is;
+    uint16 / 257 (rounded); other integers kept when in 0..255; floats * 255 when in [0, 1], kept
+    (rounded) when in [0, 255]. Other values are refused (ValueError naming `name` and the forms
+    accepted) unless `stretch` (Pillow's 32-bit 'I' and 'F' images, which have no fixed range):
+    then integers up to 65535 are 16-bit data (/ 257) and anything else is min-max stretched to 0..255."""
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name}: expected numbers (uint8, uint16, bool or float), got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or infinite values: expected finite numbers in [0, 1] or [0, 255]")
+    low, high = array.min(), array.max()
+    sixteen_bit = array.dtype.kind == "u" and array.dtype.itemsize == 2
+    if array.dtype.kind in "iu" and not sixteen_bit and 0 <= low and high <= 255:
+        return array.astype(np.uint8)
+    if sixteen_bit or (stretch and array.dtype.kind in "iu" and 0 <= low and high <= 65535):
+        return np.rint(array.astype(np.float64) / 257).astype(np.uint8)
+    if array.dtype.kind == "f" and 0 <= low and high <= 255:
+        return np.rint(array.astype(np.float64) * (255 if high <= 1 else 1)).astype(np.uint8)
+    if not stretch:
+        kind = "float" if array.dtype.kind == "f" else f"{array.dtype} integer"
+        wanted = "[0, 1] or [0, 255]" if array.dtype.kind == "f" else "0..255 (pass 16-bit data as uint16)"
+        raise ValueError(f"{name}: {kind} values span {low}..{high}; expected {wanted}, or a uint8 array")
+    span = float(high) - float(low)
+    scaled = (array.astype(np.float64) - float(low)) * (255 / span if span else 0)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    shape = array.shape
+    if array.ndim == 3 and shape[2] not in (1, 3, 4) and shape[0] in (1, 3, 4):
+        raise ValueError(f"{name}: expected channels last, (H, W, 3), got {shape}: pass array.transpose(1, 2, 0)")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) image array, got shape {shape}")
+    pixels = _to_uint8(np.asarray(array), name)
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        return np.repeat(pixels.reshape(shape[0], shape[1], 1), 3, axis=2)
+    return np.ascontiguousarray(pixels[..., :3])  # alpha dropped, as for files
+
+
+def _read_label_image(source, kind: str, class_id: int | None) -> tuple[np.ndarray, str]:
+    """(H, W) bool object pixels of a mask / scribble given as a PNG path, a PIL image or an array,
+    and its name for messages. In every mode, the object is what a person sees drawn:
+
+    - with class_id: the pixels equal to it in a one-band label image (palette, greyscale, 16-bit);
+    - with an alpha channel that is not uniform (strokes on a transparent canvas): alpha > 0;
+    - one band (1, L, P, I;16, I, F, 2-D arrays of any dtype): non-zero pixels (a palette PNG's
+      index 0 is its background, as in VOC labels);
+    - colour (RGB, CMYK, YCbCr, LAB, HSV, an opaque RGBA, 3- or 4-channel arrays): non-black pixels
+      as shown (in YCbCr, LAB and HSV: a lightness band Y, L or V above 0; black is not zero in the others).
     """
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         path, name = Path(source), f"--{kind} {source}"
         try:
             with Image.open(path) as pil:
                 pil.load()
-                mode, array = pil.mode, np.array(pil)
+                return _object_pixels(pil, name, class_id), name
         except FileNotFoundError:
             raise FileNotFoundError(f"{name}: file not found") from None
-        except (OSError, ValueError) as error:
+        except (OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"{name} could not be read as an image ({error})") from error
-    else:
-        name = f"the {kind} annotation"
-        if isinstance(source, Image.Image):
-            mode, array = source.mode, np.array(source)
-        else:
+    name = f"the {kind} annotation"
+    if not isinstance(source, (Image.Image, np.ndarray)):
+        try:
             array = np.asarray(source)
-            mode = {2: "L", 3: "RGB"}.get(array.ndim, "?")
-            if array.ndim == 3 and array.shape[2] == 4:
-                mode = "RGBA"
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.dtype == object:
+            raise TypeError(f"{name}: expected a PNG path, a PIL image or an (H, W) array, "
+                            f"got a {type(source).__name__}")
+        source = array
+    return _object_pixels(source, name, class_id), name
+
+
+_ONE_BAND_MODES = ("1", "L", "P", *_WIDE_MODES)
+_LIGHTNESS_BAND = {"YCbCr": 0, "LAB": 0, "HSV": 2}  # Y, L and V: 0 exactly where the pixel is black
+
+
+def _object_pixels(source: Image.Image | np.ndarray, name: str, class_id: int | None) -> np.ndarray:
+    if isinstance(source, Image.Image):
+        mode, array = source.mode, np.asarray(source)
+    else:
+        array = source
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ValueError(f"{name}: expected an (H, W) array (or (H, W, 3), (H, W, 4)), got shape {array.shape}")
+        mode = "L" if array.ndim == 2 else "RGB" if array.shape[2] == 3 else "RGBA"
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected an (H, W) array of numbers (bool, uint8, ...), got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
     if class_id is not None:
         if array.ndim != 2:
-            raise ValueError(f"{name}: --class-id needs a one-channel label image (palette or greyscale), got mode {mode}")
+            raise ValueError(f"{name}: --class-id needs a one-band label image (palette or greyscale), got mode {mode}")
         obj = array == class_id
         if not obj.any():
             present = sorted(set(np.unique(array).tolist()) - {0})
             raise ValueError(f"{name}: no pixel has class id {class_id}; the values present are {present or 'only 0'}")
-        return obj, name
-    if array.ndim == 3 and mode in ("RGBA", "LA", "PA"):
-        obj = array[..., -1] > 0
-    elif array.ndim == 3:
-        obj = array.any(axis=2)
-    else:
-        obj = array != 0
+        return obj
+    alpha = array[..., -1] if mode in ("LA", "La", "PA", "RGBA", "RGBa") else None
+    if alpha is not None and alpha.min() != alpha.max():
+        obj = alpha > 0
+    elif mode in _ONE_BAND_MODES or mode in ("LA", "La", "PA"):  # a uniform alpha shows nothing: the band is the mask
+        obj = (array if array.ndim == 2 else array[..., 0]) != 0
+    elif mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        obj = array[..., :3].any(axis=2)
+    elif mode in _LIGHTNESS_BAND:  # black is not (0, 0, 0) in these modes, but its lightness is 0
+        obj = array[..., _LIGHTNESS_BAND[mode]] != 0
+    else:  # CMYK, ...: as shown in RGB
+        obj = _pil_to_rgb(source, name, upright=False).any(axis=2)
     if not obj.any():
-        raise ValueError(f"{name} has no object pixel (every pixel is 0): mark the object with non-zero pixels")
-    return obj, name
+        raise ValueError(f"{name} has no object pixel (every pixel is black or 0): mark the object with "
+                         "white or coloured pixels")
+    return obj
 
 
 @dataclass
@@ -158,9 +278,17 @@ class Reference:
 
 def make_reference(image: ImageLike, annotation: dict, *, name: str | None = None) -> Reference:
     """A Reference from an image and an annotation dict with one of the keys
-    "mask" / "scribble" (a PNG path or an (H, W) array; "class_id" optional for masks),
-    "points" ([(x, y), ...] pixel coordinates) or "box" ((x0, y0, x1, y1), inclusive pixels)."""
-    name = name or (str(image) if isinstance(image, (str, Path)) else "image")
+    "mask" / "scribble" (a PNG path, a PIL image or an (H, W) array; "class_id" optional for masks),
+    "points" ([(x, y), ...] pixel coordinates; SAM-style (x, y, 1) triples are accepted, label 1
+    being a click on the object) or "box" ((x0, y0, x1, y1), inclusive pixels).
+
+    Coordinates must be finite and inside the reference: a point or box outside it is refused, not
+    clipped, since it means another image or a typo rather than an object at the edge.
+    """
+    name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
+    if not isinstance(annotation, dict):
+        raise TypeError(f"reference {name}: the annotation is a dict such as {{'points': [(x, y)]}} or "
+                        f"{{'mask': 'mask.png'}}, got {type(annotation).__name__}")
     kinds = [k for k in annotation if k in ANNOTATION_KINDS]
     if len(kinds) != 1 or set(annotation) - {kinds[0], "class_id"}:
         raise ValueError(f"reference {name}: an annotation is a dict with one of the keys {', '.join(ANNOTATION_KINDS)} "
@@ -169,6 +297,9 @@ def make_reference(image: ImageLike, annotation: dict, *, name: str | None = Non
     class_id = annotation.get("class_id")
     if class_id is not None and kind != "mask":
         raise ValueError(f"reference {name}: class_id goes with a mask annotation, not with {kind}")
+    integer = isinstance(class_id, (int, np.integer)) and not isinstance(class_id, bool)
+    if class_id is not None and not (integer and class_id >= 0):
+        raise TypeError(f"reference {name}: class_id is a label value, an integer >= 0; got {class_id!r}")
     pixels = read_image(image, name)
     h, w = pixels.shape[:2]
     size_text = f"{w}x{h} pixels: x must be in 0..{w - 1}, y in 0..{h - 1}"
@@ -179,27 +310,62 @@ def make_reference(image: ImageLike, annotation: dict, *, name: str | None = Non
                              f"the {kind} must be drawn on an image of the reference's size")
         return Reference(pixels, kind, obj)
     if kind == "points":
-        points = np.asarray(value, dtype=np.float64).reshape(-1, 2) if len(value) else np.zeros((0, 2))
-        if len(points) == 0:
-            raise ValueError(f"--points for reference {name}: no point given")
-        points = np.round(points).astype(np.int64)
+        points = np.rint(_points_array(value, name))
         outside = [(x, y) for x, y in points.tolist() if not (0 <= x < w and 0 <= y < h)]
         if outside:
             x, y = outside[0]
-            raise ValueError(f"--points {x},{y} lies outside the reference {name} ({size_text})")
+            raise ValueError(f"--points {x:g},{y:g} lies outside the reference {name} ({size_text})")
+        points = points.astype(np.int64)
         mask = np.zeros((h, w), bool)
         mask[points[:, 1], points[:, 0]] = True
         return Reference(pixels, kind, mask, points)
-    box = tuple(int(round(float(v))) for v in value)
-    if len(box) != 4:
-        raise ValueError(f"--box for reference {name}: expected x0,y0,x1,y1, got {value}")
-    x0, y0, x1, y1 = box
-    if not (0 <= x0 <= x1 < w and 0 <= y0 <= y1 < h):
-        raise ValueError(f"--box {x0},{y0},{x1},{y1} is not a box inside the reference {name} "
-                         f"({size_text}, and x0 <= x1, y0 <= y1)")
+    box = np.rint(_coordinates(value, name, "box", "(x0, y0, x1, y1)", ((4,), (1, 4))))  # SAM's boxes are (1, 4)
+    x0, y0, x1, y1 = box.reshape(-1).tolist()
+    shown = f"--box {x0:g},{y0:g},{x1:g},{y1:g}"
+    if x0 > x1 or y0 > y1:
+        raise ValueError(f"{shown} for the reference {name}: the first corner must be the top left "
+                         "(x0 <= x1, y0 <= y1)")
+    if not (0 <= x0 and x1 < w and 0 <= y0 and y1 < h):
+        raise ValueError(f"{shown} is not a box inside the reference {name} ({size_text})")
     mask = np.zeros((h, w), bool)
-    mask[y0:y1 + 1, x0:x1 + 1] = True
+    mask[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
     return Reference(pixels, kind, mask)
+
+
+def _coordinates(value, name: str, kind: str, form: str, shapes: Sequence[tuple]) -> np.ndarray:
+    """value as a finite float64 array of one of `shapes` (-1: any length >= 1), or a one-line error."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"--{kind} for reference {name}: expected {form} numbers, got {value!r}") from None
+    fits = any(array.ndim == len(shape) and all(n in (-1, m) for n, m in zip(shape, array.shape)) for shape in shapes)
+    if not fits or array.size == 0:
+        raise ValueError(f"--{kind} for reference {name}: expected {form}, got an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"--{kind} for reference {name}: coordinates must be finite numbers, got {value!r}")
+    return array
+
+
+def _points_array(value, name: str) -> np.ndarray:
+    """(N, 2) float64 (x, y) from [(x, y), ...], one (x, y), or SAM-style (x, y, label) triples.
+
+    Label 1 (a click on the object) is what VRP-SAM's point references are; a label 0 (background)
+    click has no counterpart in a VRP reference, which marks the object only (§3.2), so it is refused."""
+    form = "[(x, y), ...] pixel coordinates (or SAM-style (x, y, 1) triples)"
+    array = _coordinates(value, name, "points", form, ((2,), (3,), (-1, 2), (-1, 3)))
+    array = array.reshape(-1, array.shape[-1])
+    if array.shape[1] == 3:
+        labels = array[:, 2]
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"--points for reference {name}: a point's third value is its SAM label, 1 (object) or 0 "
+                             f"(background); got {sorted(set(labels.tolist()) - {0.0, 1.0})}")
+        if (labels == 0).any():
+            x, y = array[labels == 0][0, :2]
+            raise ValueError(f"--points for reference {name}: ({x:g}, {y:g}, 0) is a background click; a VRP reference "
+                             "marks the object only (its encoder learnt from object clicks), so background points "
+                             "cannot be expressed: drop them, or mark the object with a mask, box or scribble")
+        array = array[:, :2]
+    return array
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,17 +420,23 @@ class VRPPredictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device | None = None,
-                        sam_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None) -> "VRPPredictor":
-        """The predictor of a train.py checkpoint; its frozen parts come from the run's arguments."""
+                        sam_checkpoint: str | Path | None = None, backbone_weights: str | Path | None = None,
+                        cache_dir: str | Path | None = None) -> "VRPPredictor":
+        """The predictor of a train.py checkpoint; its frozen parts come from the run's arguments
+        (model.build_from_checkpoint), or from sam_checkpoint / backbone_weights when given (a run
+        folder moved to another machine)."""
         state = load_checkpoint(path)
-        return cls.from_state(state, device=device, sam_checkpoint=sam_checkpoint, cache_dir=cache_dir)
+        return cls.from_state(state, device=device, sam_checkpoint=sam_checkpoint, backbone_weights=backbone_weights,
+                              cache_dir=cache_dir, source=str(path))
 
     @classmethod
-    def from_state(cls, state: dict, *, device=None, sam_checkpoint=None, cache_dir=None) -> "VRPPredictor":
-        """from_checkpoint for a checkpoint already read with model.load_checkpoint."""
+    def from_state(cls, state: dict, *, device=None, sam_checkpoint=None, backbone_weights=None, cache_dir=None,
+                   source: str = "the checkpoint") -> "VRPPredictor":
+        """from_checkpoint for a checkpoint already read with model.load_checkpoint (source: its path, for messages)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         run = state.get("args", {})
-        model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).to(device)
+        model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint, backbone_weights=backbone_weights,
+                                      source=source).to(device)
         image_size = int(run.get("image_size") or 512)
         cache = EmbeddingCache(cache_dir, model.sam, image_size) if cache_dir is not None else None
         return cls(model, image_size=image_size, trained_label=run.get("label"), cache=cache)
@@ -280,11 +452,11 @@ class VRPPredictor:
             return self.model.encode_references(images, labels)
 
     def set_references(self, references: Sequence[tuple[ImageLike, dict] | Reference]) -> None:
-        """k annotated references, each (image, annotation dict: see make_reference) or a Reference.
-        Warns (once per reference) when an annotation kind differs from the checkpoint's training kind."""
-        if not references:
-            raise ValueError("set_references needs at least one (image, annotation) pair")
-        made = [r if isinstance(r, Reference) else make_reference(*r) for r in references]
+        """k annotated references, a list of (image, annotation dict: see make_reference) pairs or
+        Reference objects, e.g. [("ref.png", {"points": [(40, 52)]})]. Anything else is a TypeError
+        showing that form. Warns (once per reference) when an annotation kind differs from the
+        checkpoint's training kind."""
+        made = [r if isinstance(r, Reference) else make_reference(*r) for r in _reference_pairs(references)]
         for n, reference in enumerate(made, 1):
             kind = ANNOTATION_KINDS[reference.kind]
             if self.trained_label not in (None, "any", kind):
@@ -296,11 +468,20 @@ class VRPPredictor:
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[ImageLike], *, extra_reference: Reference | None = None) -> list[Prediction]:
-        """One Prediction per target image (any size, mode, orientation), in one network batch.
+        """One Prediction per target image (any size, mode, orientation: see read_image), in one
+        network batch; images: a list of them (or a (B, H, W, 3) array); an empty list gives [].
         extra_reference: one more reference for this call only (--propagate's previous frame)."""
         if self._features is None:
             raise RuntimeError("call set_references before predict")
-        pixels = [read_image(image) for image in images]
+        if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+            raise TypeError(f"predict_batch takes a list of images, got one {type(images).__name__}: "
+                            "use predict(image), or predict_batch([image])")
+        if extra_reference is not None and not isinstance(extra_reference, Reference):
+            raise TypeError("extra_reference must be a segment.Reference (make_reference), "
+                            f"got {type(extra_reference).__name__}")
+        pixels = [read_image(image, f"target {n}") for n, image in enumerate(images, 1)]
+        if not pixels:
+            return []
         features = self._features if extra_reference is None else self._features.cat(self._encode([extra_reference]))
         targets = torch.stack([self._network_image(p) for p in pixels])  # (B, 3, S, S)
         ids = ["segment"] * len(targets)  # the cache keys each one by its exact pixels (EmbeddingCache.key)
@@ -318,7 +499,33 @@ class VRPPredictor:
         return predictions
 
     def predict(self, image: ImageLike, **kwargs) -> Prediction:
+        """The Prediction of one target image (a path, a PIL image or an array: see read_image)."""
+        if isinstance(image, (list, tuple)):
+            raise TypeError(f"predict takes one image, got a {type(image).__name__}: use predict_batch for several")
         return self.predict_batch([image], **kwargs)[0]
+
+
+def _reference_pairs(references) -> list:
+    """set_references' argument as a list of Reference objects or (image, annotation dict) pairs;
+    a TypeError showing the expected form otherwise."""
+    form = 'a list of (image, annotation) pairs or Reference objects, e.g. [("ref.png", {"points": [(40, 52)]})]'
+    if isinstance(references, Reference):
+        raise TypeError(f"set_references takes {form}; got one Reference: wrap it in a list, [reference]")
+    if isinstance(references, (str, os.PathLike, dict, Image.Image, np.ndarray)) or not hasattr(references, "__iter__"):
+        raise TypeError(f"set_references takes {form}; got a {type(references).__name__}")
+    references = list(references)
+    one_pair = len(references) == 2 and isinstance(references[1], dict)
+    if one_pair and not isinstance(references[0], (Reference, tuple, list)):
+        raise TypeError(f"set_references takes {form}; got one pair: wrap it in a list, [(image, annotation)]")
+    if not references:
+        raise ValueError(f"set_references needs at least one reference: {form}")
+    for n, reference in enumerate(references, 1):
+        if isinstance(reference, Reference):
+            continue
+        if not isinstance(reference, (tuple, list)) or len(reference) != 2 or not isinstance(reference[1], dict):
+            shown = repr(reference) if isinstance(reference, (str, os.PathLike)) else f"a {type(reference).__name__}"
+            raise TypeError(f"set_references: reference {n} is {shown}; expected {form}")
+    return references
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,39 +576,74 @@ class _Annotation(argparse.Action):
         namespace.annotations = annotations
 
 
+def _numbers(text: str) -> list[float]:
+    """Comma-separated finite numbers (negative ones too); ValueError for anything else."""
+    values = [float(v) for v in text.split(",")]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(text)
+    return values
+
+
 def _parse_points(text: str) -> list[tuple[float, float]]:
     try:
-        points = [tuple(float(v) for v in pair.split(",")) for pair in text.replace(" ", "").split(";") if pair]
+        points = [tuple(_numbers(pair)) for pair in text.replace(" ", "").split(";") if pair]
     except ValueError:
         points = []
     if not points or any(len(p) != 2 for p in points):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected x,y pairs separated by ';', e.g. --points \"120,80;140,95\"")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected x,y pairs of finite numbers (pixels) separated by ';', "
+                                         "e.g. --points \"120,80;140,95\"")
     return points
 
 
 def _parse_box(text: str) -> tuple[float, ...]:
     try:
-        box = tuple(float(v) for v in text.replace(" ", "").split(","))
+        box = tuple(_numbers(text.replace(" ", "")))
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected x0,y0,x1,y1 (pixels, inclusive), e.g. --box 10,20,200,180")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected x0,y0,x1,y1, finite numbers (pixels, inclusive), "
+                                         "e.g. --box 10,20,200,180")
     return box
 
 
+# Flags whose value may start with '-' (a negative coordinate): see _Parser.
+_COORDINATE_FLAGS = ("--points", "--box")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse reads `--points -1,3` as two options ("-1,3" looks like one, not like a negative
+    number), so a value after --points / --box that starts with '-' and a number is attached
+    to its flag (`--points=-1,3`, which argparse always reads as a value) before parsing. A
+    negative coordinate then reaches make_reference, which says it lies outside the reference."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else [str(a) for a in args]
+        attached: list[str] = []
+        for arg in args:
+            if attached and attached[-1] in _COORDINATE_FLAGS and re.match(r"-(\d|\.|inf|nan)", arg, re.IGNORECASE):
+                attached[-1] = f"{attached[-1]}={arg}"
+            else:
+                attached.append(arg)
+        return super().parse_known_args(attached, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segment.py", description="Segment images from annotated reference images with a trained VRP-SAM.",
-                                     formatter_class=cli.HelpFormatter)
+    parser = _Parser(prog="segment.py", formatter_class=cli.HelpFormatter,
+                     description="Segment images from annotated reference images with a trained VRP-SAM.")
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
+    group.add_argument("--backbone-weights", default=None,
+                       help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)
     group = parser.add_argument_group("references (each --reference followed by one annotation, in order)")
     group.add_argument("--reference", type=Path, action="append", default=[], help="reference image (repeat for k-shot)")
     group.add_argument("--mask", type=Path, action=_Annotation, help="PNG of the reference's size: non-zero = object")
     group.add_argument("--class-id", type=cli.positive_int, action=_Annotation, help="with --mask: the object is this label value")
-    group.add_argument("--points", type=_parse_points, action=_Annotation, help="clicks on the object: \"x,y;x,y\"")
-    group.add_argument("--box", type=_parse_box, action=_Annotation, help="the object's box: x0,y0,x1,y1")
+    group.add_argument("--points", type=_parse_points, action=_Annotation,
+                       help="clicks on the object: \"x,y;x,y\" (pixels inside the reference; outside ones are refused)")
+    group.add_argument("--box", type=_parse_box, action=_Annotation,
+                       help="the object's box: x0,y0,x1,y1 (inclusive pixels inside the reference; not clipped)")
     group.add_argument("--scribble", type=Path, action=_Annotation, help="strokes on an empty PNG of the reference's size")
     group = parser.add_argument_group("targets and output")
     group.add_argument("--targets", nargs="+", default=[], help="image files, globs or folders (sorted by name)")
@@ -500,7 +742,9 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
 
 def segment(args: argparse.Namespace) -> list[dict]:
     state, references, targets, outputs = check_inputs(args)
-    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint, cache_dir=args.cache_dir)
+    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
+                                        backbone_weights=args.backbone_weights, cache_dir=args.cache_dir,
+                                        source=str(args.checkpoint))
     _make_out_folder(args.out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -558,7 +802,8 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
         raise ValueError(f"--demo segments synthetic scenes, but {checkpoint} was trained on {run.get('dataset')!r}: "
                          "pass a synthetic run's checkpoint")
     _check_out_folder(out.parent)
-    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint)
+    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
+                                        backbone_weights=args.backbone_weights, source=str(checkpoint))
     _make_out_folder(out.parent)
     kind = run.get("label", "mask")
     kind = "mask" if kind == "any" else kind
