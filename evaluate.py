@@ -111,13 +111,13 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
                 downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
                                     f"else copy the file there or pass a state-dict file with --backbone-weights")
         elif weights not in (None, "random") and not Path(weights).is_file():
-            how = ("make it with `python pretrain_tiny_backbone.py` (README), or pass --backbone-weights random"
+            how = ("make it with `python pretrain_tiny_backbone.py` (docs/synthetic.md), or pass --backbone-weights random"
                    if args.backbone == "tiny" else "pass an existing state-dict file (or 'imagenet')")
             missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
         checkpoint = Path(args.sam_checkpoint)
         if not checkpoint.is_file():
             if args.sam == "tiny":
-                how = "make it with `python pretrain_tiny_sam.py` (README), or pass --sam-checkpoint"
+                how = "make it with `python pretrain_tiny_sam.py` (docs/synthetic.md), or pass --sam-checkpoint"
             else:
                 how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
             missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")

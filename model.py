@@ -325,7 +325,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
         weights = None
     if name == "tiny" and weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"tiny backbone weights {weights} not found: the synthetic benchmark's tiny backbone is "
-                                f"made by `python pretrain_tiny_backbone.py` (README) as checkpoints/tiny_backbone_synthetic.pth; "
+                                f"made by `python pretrain_tiny_backbone.py` (docs/synthetic.md) as checkpoints/tiny_backbone_synthetic.pth; "
                                 "pass its path with --backbone-weights, or --backbone-weights random for a random one")
     if name == "dinov2_vitb14":
         return _build_dinov2(weights)
@@ -505,7 +505,7 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
         path = Path(checkpoint)
         if not path.is_file():
             if sam_type == "tiny":
-                where = "the tiny SAM is made by `python pretrain_tiny_sam.py` (README) as checkpoints/sam_tiny_synthetic.pth"
+                where = "the tiny SAM is made by `python pretrain_tiny_sam.py` (docs/synthetic.md) as checkpoints/sam_tiny_synthetic.pth"
             else:
                 name = SAM_CHECKPOINT_FILES[sam_type]
                 where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
