@@ -45,6 +45,7 @@ import io
 import json
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,15 +171,26 @@ SegmentationClassAug: VOC labels augmented with SBD (Hariharan et al. 2011,
 http://home.bharathh.info/pubs/codes/SBD/download.html), distributed ready-made as
 SegmentationClassAug.zip with the DeepLab / PFENet / HSNet code."""
 
-COCO_RENDER_MARKER = ".rendered-from.json"  # names the instances JSON a folder of rendered masks came from
+# How instances_*.json becomes semantic label PNGs: the convention of the masks HSNet, VRP-SAM and
+# most COCO-20i code read, made by PFENet's parsing script (kept as RePRI's data/coco/create_masks.py).
+# Only non-crowd (iscrowd=0) objects, painted in the file's order, a later object over an earlier one;
+# no PNG for an image without a non-crowd object. Its name goes in the render marker: a change of
+# convention re-renders. Polygons go through pycocotools, whose edges differ from the script's
+# cv2.fillPoly (docs/data.md, benchmarks/coco_rasterisation.py).
+COCO_MASK_CONVENTION = "pfenet"
+# In a folder of rendered masks: the convention and the sha256 of the JSON's bytes they come from.
+COCO_RENDER_MARKER = ".rendered-from.json"
+# A killed run's temporary file (cli.write_atomic's) older than this is stale: a live write holds its
+# own for milliseconds, and two processes may render one cache folder at once (torchrun's ranks).
+STALE_TEMP_SECONDS = 60
 
 COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO2014):
   train2014/COCO_train2014_<id>.jpg, val2014/COCO_val2014_<id>.jpg
   and either annotations/train2014/*.png, annotations/val2014/*.png (semantic masks, the HSNet
-  layout: pixel value = 1-based index in COCO's 80-class order, 0 background)
-  or annotations/instances_train2014.json, annotations/instances_val2014.json (rendered once
-  with pycocotools into --cache-dir)
-COCO 2014 images and annotations: https://cocodataset.org/#download"""
+  layout: pixel value = 1-based index in COCO's 80-class order, 0 background; `python prepare.py
+  coco` writes them) or annotations/instances_train2014.json, annotations/instances_val2014.json
+  (rendered once with pycocotools into --cache-dir)
+COCO 2014 images and annotations: https://cocodataset.org/#download; conventions: docs/data.md"""
 
 
 def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[str] = SPLITS) -> list[str]:
@@ -262,8 +274,8 @@ class CocoImages:
     root: the folder holding train2014/, val2014/, annotations/ (or its COCO2014/ subfolder).
     split "train" reads train2014, "test" val2014.
     masks: "png" reads annotations/<split>2014/*.png; "json" renders instances_<split>2014.json
-        with pycocotools into cache_dir once (larger objects first, so a small object on a large
-        one stays visible; crowd regions count as their class); "auto" prefers the PNGs.
+        into cache_dir once (render_coco_masks: the field's convention, COCO_MASK_CONVENTION), and
+        again if the JSON or the convention changes; "auto" prefers the PNGs.
     min_pixels: a class counts as in an image when it covers at least this many pixels.
     Ids look like "coco/train2014/COCO_train2014_000000000009".
     """
@@ -295,11 +307,21 @@ class CocoImages:
         else:
             if not json_path.is_file():
                 raise FileNotFoundError(f"{json_path} not found (nor {png_dir}).\n{COCO_LAYOUT}")
+            # Size and time tell cheaply whether the JSON may have changed; the renderer then checks
+            # its content (sha256) against the marker before it trusts a PNG in the cache.
             stat = json_path.stat()
-            signature = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            signature = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "convention": COCO_MASK_CONVENTION}
             self.label_dir = cache_dir / f"coco-masks-{_short_hash(str(json_path.resolve()))}" / folder
+
+            def render() -> dict[str, list[list[int]]]:
+                rendered = render_coco_masks(json_path, self.label_dir, progress=progress)
+                if rendered.removed_temps:
+                    log.warning("removed %d temporary files a killed run left in %s", rendered.removed_temps,
+                                self.label_dir)
+                return rendered.index
+
             index = _cached_index(cache_dir, f"coco-{folder}-json", source=json_path, signature=signature,
-                                  build=lambda: render_coco_masks(json_path, self.label_dir, progress=progress))
+                                  build=render)
         occurring = {n: _classes_with(counts, min_pixels) for n, counts in index.items()}
         names = sorted(n for n, classes in occurring.items() if classes)
         _check_images_exist(self.image_dir, names, ".jpg", COCO_LAYOUT)
@@ -313,26 +335,63 @@ class CocoImages:
         return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=80)
 
 
-def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
-                       overwrite: bool = True) -> dict[str, list[list[int]]]:
-    """Render instances_*.json into one semantic PNG per labelled image (pixel = 1-based class in
-    COCO's 80-class order, 0 background; the HSNet layout); returns {file stem: [[class, pixels], ...]}.
+def remove_stale_temps(folder: Path, suffixes: Sequence[str], *, before: float) -> int:
+    """Remove the temporary files cli.write_atomic leaves in `folder` when its process is killed
+    mid-write (".<name>.<8 random characters>.tmp", for names ending with one of `suffixes`) that
+    were last modified before `before` (a time.time()); returns how many it removed."""
+    removed = 0
+    for entry in os.scandir(folder) if folder.is_dir() else ():
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        target, _, tag = entry.name[1:-len(".tmp")].rpartition(".")
+        if (len(tag) == 8 and target.endswith(tuple(suffixes)) and entry.is_file(follow_symlinks=False)
+                and entry.stat().st_mtime < before):
+            with contextlib.suppress(FileNotFoundError):  # another process got there first
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
-    The one renderer of both routes: CocoImages' cache on first use and `python prepare.py
-    coco`. Resumable: out_dir carries a marker naming the JSON (path, size, time) its PNGs
-    come from; PNGs are written atomically, so with a matching marker every PNG present is complete
-    and is read back instead of rendered again. PNGs in out_dir that were not rendered from this
-    JSON are replaced only with `overwrite` (the cache always; `prepare.py coco` only when asked).
+
+@dataclass(frozen=True)
+class CocoRender:
+    """What render_coco_masks did. index: {file stem: [[class, pixels], ...]} of every PNG the folder
+    now holds; written: PNGs rendered now; kept: PNGs an interrupted run had rendered from the same
+    JSON and convention, read back; replaced: PNGs of another origin deleted first (`overwrite`);
+    removed_temps: temporary files a killed run had left."""
+
+    index: dict[str, list[list[int]]]
+    written: int
+    kept: int
+    replaced: int
+    removed_temps: int
+
+
+def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool, overwrite: bool = True) -> CocoRender:
+    """Render instances_*.json into one semantic PNG per image with a non-crowd object (single-channel,
+    pixel = 1-based class in COCO's 80-class order, 0 background; the HSNet layout), following
+    COCO_MASK_CONVENTION: crowd regions skipped, objects painted in the file's order.
+
+    The one renderer of both routes: CocoImages' cache on first use and `python prepare.py coco`.
+    Resumable: out_dir carries a marker holding the convention and the sha256 of the JSON's bytes,
+    so a JSON touched or moved but unchanged resumes, reading back every PNG already there (each was
+    written atomically). PNGs that come from another JSON content, another convention or not from
+    this renderer are replaced only with `overwrite` (the cache always; `prepare.py coco` when asked);
+    without it, the error names what differs.
     """
     from pycocotools.coco import COCO  # only this route needs it
 
+    started = time.time()
+    temp_suffixes = (".png", COCO_RENDER_MARKER)
+    removed = remove_stale_temps(out_dir, temp_suffixes, before=started - STALE_TEMP_SECONDS)
     not_coco = f"{json_path} is not COCO instance annotations (instances_*2014.json: an object with lists " \
                "'images', 'annotations' and 'categories')"
     try:
-        with open(json_path, "rb") as f:
-            dataset = json.load(f)
+        raw = json_path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()  # what the marker keys on: the content, not the path or time
+        dataset = json.loads(raw)
     except (OSError, ValueError) as error:
         raise ValueError(f"{json_path} could not be read as JSON ({error}); re-download it") from error
+    del raw  # train2014's is some 300 MB
     if not isinstance(dataset, dict):
         raise ValueError(f"{not_coco}; it holds a JSON {type(dataset).__name__}")
     absent = [key for key in ("images", "annotations", "categories") if not isinstance(dataset.get(key), list)]
@@ -362,53 +421,74 @@ def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool,
         raise ValueError(f"{json_path}: annotations use category id {unknown[0]!r}, which its 'categories' list "
                          "does not define; is the file complete (re-download it)?")
 
-    stat = json_path.stat()
-    source = {"source": str(json_path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    source = {"convention": COCO_MASK_CONVENTION, "json_sha256": digest,
+              "json": str(json_path.resolve())}  # where it was when rendered: for messages, not compared
     marker = out_dir / COCO_RENDER_MARKER
     try:
-        resume = json.loads(marker.read_text()) == source
+        made = json.loads(marker.read_text())
     except (OSError, ValueError):
-        resume = False
+        made = None
+    resume = isinstance(made, dict) and all(made.get(key) == source[key] for key in ("convention", "json_sha256"))
     present = set(list_stems(out_dir, ".png")) if out_dir.is_dir() else set()
+    replaced = 0 if resume else len(present)
     if not resume:
         if present and not overwrite:
-            made_by = "were rendered from another version of it" if marker.exists() else "were not rendered from it"
-            raise FileExistsError(f"{out_dir} already holds {len(present)} PNGs that {made_by} (the HSNet masks?); data.py "
-                                  f"reads them as they are; pass --overwrite to render {json_path.name} over them")
+            raise FileExistsError(f"{out_dir} already holds {len(present)} PNGs that "
+                                  f"{_coco_render_difference(made, source)}; data.py reads them as they are; "
+                                  f"pass --overwrite to render {json_path.name} over them (docs/data.md)")
+        for stem in sorted(present):  # before the marker, so that no PNG of another origin survives under it
+            (out_dir / f"{stem}.png").unlink()
+        present = set()
         cli.write_atomic(marker, json.dumps(source).encode())
-        present = set()  # nothing there is trusted: render every image
 
     index: dict[str, list[list[int]]] = {}
+    written = kept = 0
     with warnings.catch_warnings():
         # pycocotools 2.0 warns on every decode under numpy 2 (its __array__ lacks `copy`); harmless.
         warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
         for image_id in tqdm(sorted(coco.imgs), desc=f"rendering {json_path.name}", unit="image",
                              disable=not progress, dynamic_ncols=True):
             info = coco.imgs[image_id]
+            # imgToAnns keeps the file's order, which decides who is on top where objects overlap
+            objects = [ann for ann in coco.imgToAnns.get(image_id, []) if ann.get("iscrowd", 0) == 0]
+            if not objects:
+                continue  # no PNG: the image is in no COCO-20i list
             stem = Path(info["file_name"]).stem
-            if stem in present:  # rendered by an earlier, interrupted run from this very file
+            if stem in present:  # rendered by an earlier, interrupted run from this very content
                 index[stem] = _class_pixels(read_label(out_dir / f"{stem}.png"), 80)
+                kept += 1
                 continue
-            objects = []
             try:
                 label = np.zeros((info["height"], info["width"]), np.uint8)
-                for ann in coco.imgToAnns.get(image_id, []):
-                    mask = coco.annToMask(ann).astype(bool)
-                    objects.append((-int(mask.sum()), ann["id"], class_of[ann["category_id"]], mask))
+                for ann in objects:
+                    label[coco.annToMask(ann).astype(bool)] = class_of[ann["category_id"]]
             except (KeyError, TypeError, ValueError, IndexError) as error:
                 raise ValueError(f"{json_path}: image {image_id} or one of its annotations is malformed "
                                  f"({type(error).__name__}: {error}); re-download the file") from error
-            for _, _, class_id, mask in sorted(objects, key=lambda o: o[:2]):  # largest first
-                label[mask] = class_id
-            if label.any():
-                buffer = io.BytesIO()
-                Image.fromarray(label).save(buffer, format="PNG")
-                cli.write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
-                index[stem] = _class_pixels(label, 80)
-    # What is left is not this JSON's: a previous version's, or files `overwrite` allowed us to replace.
-    for stem in sorted(present - set(index)) if resume else sorted(set(list_stems(out_dir, ".png")) - set(index)):
-        (out_dir / f"{stem}.png").unlink()
-    return index
+            buffer = io.BytesIO()
+            Image.fromarray(label).save(buffer, format="PNG")  # mode L: one channel of class ids
+            cli.write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
+            index[stem] = _class_pixels(label, 80)
+            written += 1
+    # A run killed just before this one may have left temporary files younger than STALE_TEMP_SECONDS.
+    removed += remove_stale_temps(out_dir, temp_suffixes, before=started)
+    return CocoRender(index=index, written=written, kept=kept, replaced=replaced, removed_temps=removed)
+
+
+def _coco_render_difference(made: object, source: dict) -> str:
+    """How the PNGs of a folder whose marker holds `made` differ from what rendering `source` gives."""
+    if not isinstance(made, dict):
+        return f"this renderer did not make (no readable {COCO_RENDER_MARKER}: downloaded masks, or another tool's)"
+    if "json_sha256" not in made:
+        return ("an earlier version of this renderer made under another convention (crowd regions painted as "
+                "their class, larger objects first, PNGs for crowd-only images)")
+    differences = []
+    if made.get("json_sha256") != source["json_sha256"]:
+        differences.append(f"from another JSON content (sha256 {str(made['json_sha256'])[:12]}..., then at "
+                           f"{made.get('json')}; this file's is {source['json_sha256'][:12]}...)")
+    if made.get("convention") != source["convention"]:
+        differences.append(f"under another convention ({made.get('convention')!r}; now {source['convention']!r})")
+    return "were rendered " + " and ".join(differences)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ files VOC, SBD and COCO ship. Atomic per file, resumable, idempotent.
     python prepare.py coco --coco COCO2014        # annotations/{train,val}2014/*.png (HSNet's layout)
 
 A stage of its own (the researcher runs it once, before training): data.py reads the layouts,
-this file writes them. Exposes ``prepare_pascal``, ``prepare_coco``, ``voc_palette``,
-``read_sbd_label`` and ``main``; docs/data.md describes the layouts and their conventions.
+this file writes them, as single-channel PNGs of class ids (what the field's loaders read, some with
+cv2.IMREAD_GRAYSCALE). A rerun removes the temporary files a killed run left. Exposes
+``prepare_pascal``, ``prepare_coco``, ``read_sbd_label`` and ``main``; docs/data.md describes the
+layouts and their conventions.
 """
 
 from __future__ import annotations
@@ -30,19 +32,6 @@ SBD_SOURCE = ("SBD (Hariharan et al. 2011): benchmark.tgz from http://home.bhara
 # A complete VOC2012 + SBD: 2,913 VOC labels and 11,355 SBD ones, 12,031 images in all, of which
 # 10,582 are outside VOC's val.txt (the PASCAL-5i training pool) and 1,449 in it.
 PASCAL_AUG_TOTAL, PASCAL_AUG_TRAIN = 12_031, 10_582
-
-
-def voc_palette() -> list[int]:
-    """The 256-colour palette of VOC's label PNGs (the devkit's bit-interleaved colour map): class 1
-    is (128, 0, 0), 255 (the boundary) is (224, 224, 192). Flat [r0, g0, b0, r1, ...]."""
-    palette = []
-    for i in range(256):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((i >> (3 * bit + channel)) & 1) << (7 - bit)
-        palette += rgb
-    return palette
 
 
 def read_sbd_label(path: Path) -> np.ndarray:
@@ -76,12 +65,18 @@ def _read_voc_class_label(path: Path) -> np.ndarray:
     return label
 
 
-def _palette_png(label: np.ndarray, palette: Sequence[int]) -> bytes:
-    image = Image.fromarray(label)
-    image.putpalette(palette)  # an "L" image becomes "P": the same indices, now coloured like VOC's
+def _label_png(label: np.ndarray) -> bytes:
+    """A mode "L" PNG whose pixels are the class ids, like the SegmentationClassAug the field
+    distributes: a palette PNG read with cv2.IMREAD_GRAYSCALE (PFENet and the code built on it)
+    gives its colours' luminance instead of the ids."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    Image.fromarray(label).save(buffer, format="PNG")  # (H, W) uint8 -> mode "L"
     return buffer.getvalue()
+
+
+def _png_mode(path: Path) -> str:
+    with Image.open(path) as image:
+        return image.mode
 
 
 def _find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
@@ -100,10 +95,12 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
     voc: the VOC2012 folder (or the VOCdevkit holding it), with SegmentationClass/*.png.
     sbd: SBD's dataset folder holding cls/*.mat (or benchmark_RELEASE above it).
     out: default voc/SegmentationClassAug, where PascalImages reads.
-    Each image gets one palette PNG (VOC's palette): VOC's own label where it has one (it marks
-    object boundaries 255, kept), else SBD's. A file already there with the same class map is
-    left as it is (so a second run writes nothing, and an interrupted run resumes); one that
-    differs is replaced only with `overwrite`. Returns the counts the command prints.
+    Each image gets one single-channel PNG of class ids: VOC's own label where it has one (it marks
+    object boundaries 255, kept), else SBD's. A file already there with the same class map is left
+    as it is (so a second run writes nothing, and an interrupted run resumes; a palette PNG of the
+    same classes is counted, and rewritten single-channel with `overwrite`); one that differs is
+    replaced only with `overwrite`. Temporary files a killed run left in `out` are removed.
+    Returns the counts the command prints.
     """
     voc, sbd = Path(voc), Path(sbd)
     if not voc.is_dir():
@@ -126,26 +123,32 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
         raise FileNotFoundError(f"{voc_dir} holds no .png labels: expected VOC2012's 2,913 SegmentationClass PNGs")
     sources.update({name: voc_dir / f"{name}.png" for name in from_voc})  # VOC's labels take precedence
 
-    palette = voc_palette()
-    written = unchanged = 0
+    started = time.time()
+    removed = data.remove_stale_temps(out, (".png",), before=started - data.STALE_TEMP_SECONDS)
+    written = unchanged = palette = 0
     for name in tqdm(sorted(sources), desc=f"writing {out}", unit="label", disable=not progress, dynamic_ncols=True):
         source = sources[name]
         label = _read_voc_class_label(source) if source.suffix == ".png" else read_sbd_label(source)
         target = out / f"{name}.png"
         if target.exists():
-            if np.array_equal(data.read_label(target), label):
+            same = np.array_equal(data.read_label(target), label)
+            single_channel = same and _png_mode(target) == "L"
+            if single_channel or (same and not overwrite):
                 unchanged += 1
+                palette += not single_channel
                 continue
-            if not overwrite:
+            if not same and not overwrite:
                 raise FileExistsError(f"{target} exists and differs from the label {source} gives: pass --overwrite "
                                       "to replace such files, or --out to write elsewhere")
-        cli.write_atomic(target, _palette_png(label, palette))
+        cli.write_atomic(target, _label_png(label))
         written += 1
+    removed += data.remove_stale_temps(out, (".png",), before=started)  # a kill just before this run
 
     val_list = voc / "ImageSets" / "Segmentation" / "val.txt"
     val = set(val_list.read_text().split()) if val_list.is_file() else None
     images = set(data.list_stems(voc / "JPEGImages", ".jpg")) if (voc / "JPEGImages").is_dir() else None
     return {"out": str(out), "labels": len(sources), "written": written, "unchanged": unchanged,
+            "palette": palette, "removed_temps": removed,
             "from_voc": len(from_voc), "from_sbd": len(sources) - len(from_voc),
             "outside_val": None if val is None else len(set(sources) - val),
             "without_image": None if images is None else len(set(sources) - images)}
@@ -154,9 +157,12 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
 def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val2014"), overwrite: bool = False,
                  progress: bool = True) -> dict:
     """Render annotations/instances_<split>.json into annotations/<split>/*.png (data.COCO_LAYOUT, HSNet's
-    masks) under `coco`, with the renderer CocoImages uses for its cache (data.render_coco_masks):
-    resumable, and never over PNGs it did not render from the same JSON unless `overwrite`.
-    Returns {split: {"labelled": images with a mask written, "seconds"}}."""
+    masks) under `coco`, with the renderer CocoImages uses for its cache (data.render_coco_masks) and
+    the field's convention (data.COCO_MASK_CONVENTION: crowd regions skipped, objects painted in the
+    file's order, no PNG for an image without a non-crowd object). Resumable, keyed on the JSON's
+    content; never over PNGs of another JSON content, convention or origin unless `overwrite`.
+    Returns {split: {"labelled": images with a PNG, "written", "kept", "replaced", "removed_temps",
+    "seconds"}} (see data.CocoRender)."""
     coco = Path(coco)
     if not (coco / "annotations").is_dir() and (coco / "COCO2014" / "annotations").is_dir():
         coco = coco / "COCO2014"
@@ -172,8 +178,11 @@ def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val
     for split in splits:
         start = time.perf_counter()
         json_path = coco / "annotations" / f"instances_{split}.json"
-        index = data.render_coco_masks(json_path, coco / "annotations" / split, progress=progress, overwrite=overwrite)
-        summary[split] = {"labelled": len(index), "seconds": round(time.perf_counter() - start, 1)}
+        rendered = data.render_coco_masks(json_path, coco / "annotations" / split, progress=progress,
+                                          overwrite=overwrite)
+        summary[split] = {"labelled": len(rendered.index), "written": rendered.written, "kept": rendered.kept,
+                          "replaced": rendered.replaced, "removed_temps": rendered.removed_temps,
+                          "seconds": round(time.perf_counter() - start, 1)}
     return summary
 
 
@@ -188,15 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the VOC2012 folder (holding SegmentationClass/, JPEGImages/, ImageSets/)")
     pascal.add_argument("--sbd", type=Path, required=True, help="SBD's folder holding cls/*.mat (benchmark_RELEASE/dataset)")
     pascal.add_argument("--out", type=Path, default=None, help="default: VOC2012/SegmentationClassAug")
-    pascal.add_argument("--overwrite", action="store_true", help="replace label PNGs already there that differ")
+    pascal.add_argument("--overwrite", action="store_true",
+                        help="replace label PNGs already there that differ, and rewrite palette ones single-channel")
     coco = commands.add_parser("coco", help="HSNet's annotations/{train,val}2014/*.png from the instances JSON",
                                formatter_class=cli.HelpFormatter,
-                               description="Render annotations/instances_{train,val}2014.json into annotations/train2014/*.png "
-                                           "and annotations/val2014/*.png (pixel = 1-based class in COCO's 80-class order).")
+                               description="Render annotations/instances_{train,val}2014.json into "
+                                           "annotations/train2014/*.png and annotations/val2014/*.png (pixel = "
+                                           "1-based class in COCO's 80-class order) as the field's masks are made: "
+                                           "crowd regions skipped, objects painted in the file's order, no PNG for "
+                                           "an image without a non-crowd object (docs/data.md).")
     coco.add_argument("--coco", type=Path, required=True, help="the COCO 2014 folder holding annotations/")
     coco.add_argument("--splits", type=cli.choice_list(("train2014", "val2014"), all_word=None), default="train2014,val2014",
                       help="comma list of train2014, val2014")
-    coco.add_argument("--overwrite", action="store_true", help="render over PNGs that did not come from the same JSON")
+    coco.add_argument("--overwrite", action="store_true",
+                      help="delete and re-render PNGs of another JSON content, convention or origin")
     return parser
 
 
@@ -208,12 +222,24 @@ def prepare(args: argparse.Namespace) -> dict:
               f"{summary['unchanged']:,} already there): {summary['from_voc']:,} from VOC SegmentationClass, "
               f"{summary['from_sbd']:,} from SBD{outside}. A complete VOC2012 + SBD gives "
               f"{PASCAL_AUG_TOTAL:,} and {PASCAL_AUG_TRAIN:,}.")
+        if summary["removed_temps"]:
+            print(f"removed {summary['removed_temps']:,} temporary files a killed run left in {summary['out']}")
         if summary["without_image"]:
             print(f"warning: {summary['without_image']:,} of them have no JPEGImages/<id>.jpg; is VOC2012 complete?")
+        if summary["palette"]:
+            print(f"warning: {summary['palette']:,} of them are palette PNGs (an earlier prepare.py wrote those): "
+                  "data.py reads them, but loaders that read labels as greyscale (cv2.IMREAD_GRAYSCALE: PFENet and "
+                  "its descendants) get their colours' luminance; pass --overwrite to rewrite them single-channel")
         return summary
     summary = prepare_coco(args.coco, splits=args.splits, overwrite=args.overwrite)
     for split, counts in summary.items():
-        print(f"{split}: {counts['labelled']:,} labelled images in annotations/{split}/ ({counts['seconds']:.0f} s)")
+        if counts["removed_temps"]:
+            print(f"{split}: removed {counts['removed_temps']:,} temporary files a killed run left")
+        if counts["replaced"]:
+            print(f"{split}: deleted {counts['replaced']:,} PNGs of another JSON content, convention or origin "
+                  "(--overwrite)")
+        print(f"{split}: {counts['labelled']:,} labelled images in annotations/{split}/ ({counts['written']:,} "
+              f"rendered, {counts['kept']:,} already there; {counts['seconds']:.0f} s)")
     return summary
 
 

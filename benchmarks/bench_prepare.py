@@ -6,7 +6,7 @@ of the real formats and sizes (the datasets cannot be downloaded here).
 
 COCO: a 640x480 instances JSON like train2014's (82,783 images, 604,907 objects: 7.3 per image),
 each object a polygon of 8-60 vertices around a centre, sizes log-uniform from 8 to 300 px (COCO is
-mostly small objects), 1% crowd regions in RLE; the time includes reading the JSON. PASCAL: SBD
+mostly small objects), 1% crowd regions in RLE; the time includes reading and hashing the JSON. PASCAL: SBD
 cls/*.mat files at 500x375 (GTcls with Segmentation, Boundaries, CategoriesPresent), a quarter of
 the images also with a VOC palette PNG; then the same run again, which only compares.
 """
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import data  # noqa: E402
 import prepare  # noqa: E402
+from test_data import save_voc_label  # noqa: E402  the fabricated VOC palette PNGs the tests use
 from test_prepare import save_sbd_mat  # noqa: E402  the fabricated SBD format the tests use
 
 
@@ -65,7 +65,6 @@ def fabricate_pascal(root: Path, images: int, rng: np.random.Generator) -> tuple
     voc, cls = root / "VOC2012", root / "SBD" / "cls"
     (voc / "SegmentationClass").mkdir(parents=True)
     cls.mkdir(parents=True)
-    palette = prepare.voc_palette()
     for i in range(images):
         label = np.zeros((375, 500), np.uint8)
         for class_id in rng.choice(np.arange(1, 21), size=rng.integers(1, 4), replace=False):
@@ -76,9 +75,7 @@ def fabricate_pascal(root: Path, images: int, rng: np.random.Generator) -> tuple
         if i % 4 == 0:
             edged = label.copy()
             edged[1:][label[1:] != label[:-1]] = 255  # VOC's boundary band
-            image = Image.fromarray(edged)
-            image.putpalette(palette)
-            image.save(voc / "SegmentationClass" / f"{name}.png")
+            save_voc_label(voc / "SegmentationClass" / f"{name}.png", edged)
     return voc, cls.parent
 
 

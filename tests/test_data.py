@@ -76,21 +76,20 @@ def make_pascal(root, *, train: int = 14, val: int = 27, seed: int = 0) -> dict:
 
 def coco_objects(image_index: int, height: int, width: int):
     """Eight small rectangles (classes 8i..8i+7 mod 80, + 1) on a 2 x 4 grid, plus in image 0 one large
-    rectangle of class 80 under the first two, listed last: painting in file order would hide them."""
-    objects = []
+    rectangle of class 80 under the first two, listed first: the field's masks paint in file order, a
+    later object over an earlier one (data.COCO_MASK_CONVENTION), so the small ones stay visible."""
+    objects = [(80, (0, 0, 26, 18), "rle")] if image_index == 0 else []
     for j in range(8):
         row, col = divmod(j, 4)
         box = (col * 12 + 1, row * 20 + 2, col * 12 + 9, row * 20 + 14)  # x0, y0, x1, y1 (exclusive)
         objects.append(((8 * image_index + j) % 80 + 1, box, "polygon" if j % 2 == 0 else "rle"))
-    if image_index == 0:
-        objects.append((80, (0, 0, 26, 18), "rle"))
     return objects
 
 
 def make_coco(root, *, images_per_split: int = 20, seed: int = 0) -> None:
     """COCO 2014 layout with both mask sources for the same objects: annotations/instances_*.json
     (polygons and compressed RLE, real category ids) and annotations/<split>2014/*.png rendered by
-    hand (largest object first), with JPEGs in train2014/ and val2014/."""
+    hand (in file order, a later object over an earlier one), with JPEGs in train2014/ and val2014/."""
     rng = np.random.default_rng(seed)
     height, width = 40, 48
     for folder in ("train2014", "val2014"):
@@ -117,9 +116,9 @@ def make_coco(root, *, images_per_split: int = 20, seed: int = 0) -> None:
                                     "category_id": data.COCO_CATEGORY_IDS[class_id - 1],
                                     "segmentation": segmentation, "area": float(exact.sum()),
                                     "bbox": [x0, y0, x1 - x0, y1 - y0]})
-                painted.append((exact.sum(), class_id, exact))
+                painted.append((class_id, exact))
             label = np.zeros((height, width), np.uint8)
-            for _, class_id, exact in sorted(painted, key=lambda p: -p[0]):
+            for class_id, exact in painted:
                 label[exact] = class_id
             Image.fromarray(label).save(root / "annotations" / folder / file_name.replace(".jpg", ".png"))
         categories = [{"id": cid, "name": name, "supercategory": "thing"}
@@ -446,7 +445,7 @@ def test_the_pycocotools_route_equals_the_png_route(coco_root, tmp_path):
             assert np.array_equal(from_json.images.load(image_id)[1], from_png.images.load(image_id)[1])
         for index in (0, 7):
             assert same_items(from_json[index], from_png[index])
-    # the small objects on top of the large class-80 one survive: largest painted first
+    # the small objects listed after the large class-80 one are painted over it: file order
     assert data.build_dataset("coco", split="train", coco_masks="json", **common).images.classes[
         "coco/train2014/COCO_train2014_000000000001"] == (1, 2, 3, 4, 5, 6, 7, 8, 80)
     assert len(list((tmp_path / "cache").glob("coco-masks-*/train2014/COCO_train2014_000000000001.png"))) == 1

@@ -1,16 +1,22 @@
 """`python prepare.py pascal` and `coco`, on fabricated files in the real formats: SBD's
 cls/*.mat (MATLAB struct GTcls with Segmentation, Boundaries, CategoriesPresent), VOC's palette PNGs,
-COCO's instances JSON (polygons and RLE). What users need: the right pixels, VOC winning over SBD,
-255 kept, nothing redone or replaced on a second run, an interrupted run finishing, one-line errors."""
+COCO's instances JSON (polygons and RLE). What users need: the right pixels (COCO's as the field
+renders them, in single-channel PNGs any loader reads as class ids), VOC winning over SBD, 255 kept,
+nothing redone or replaced on a second run, an interrupted or killed run finishing clean, one-line errors."""
 
 import json
+import os
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse
 from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 from scipy import ndimage
 
 import cli
@@ -67,7 +73,14 @@ def make_voc_sbd(root):
     return voc, root / "benchmark_RELEASE", expected
 
 
-def test_prepare_pascal_writes_voc_palette_pngs_voc_winning_and_255_kept(tmp_path, capsys):
+def greyscale(path) -> np.ndarray:
+    """The label as loaders that read cv2.imread(path, cv2.IMREAD_GRAYSCALE) see it (PFENet and the
+    code built on it): the luminance of what is stored, which is the class id only in an "L" PNG."""
+    with Image.open(path) as png:
+        return np.array(png.convert("L"))
+
+
+def test_prepare_pascal_writes_single_channel_class_ids_voc_winning_and_255_kept(tmp_path, capsys):
     voc, sbd, expected = make_voc_sbd(tmp_path)
     summary = prepare.main(["pascal", "--voc", str(voc), "--sbd", str(sbd)])
     printed = capsys.readouterr().out
@@ -78,8 +91,10 @@ def test_prepare_pascal_writes_voc_palette_pngs_voc_winning_and_255_kept(tmp_pat
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(expected)
     for name, label in expected.items():
         with Image.open(out / f"{name}.png") as png:
-            assert png.mode == "P" and png.getpalette()[:6] == [0, 0, 0, 128, 0, 0]
-            assert np.array_equal(np.array(png), label)
+            assert png.mode == "L"  # like the SegmentationClassAug the field distributes
+        assert np.array_equal(greyscale(out / f"{name}.png"), label)
+    # the check has teeth: VOC's own palette PNG read the same way gives colours, not class ids
+    assert not np.array_equal(greyscale(voc / "SegmentationClass" / "2008_000002.png"), expected["2008_000002"])
     assert 255 in np.array(Image.open(out / "2008_000002.png"))  # VOC's boundary, not SBD's label
     # what data.py reads: the PASCAL loader indexes the result, val.txt splits it
     images = data.PascalImages(tmp_path, split="train", cache_dir=tmp_path / "cache", min_pixels=1)
@@ -118,6 +133,59 @@ def test_prepare_pascal_is_idempotent_resumable_and_replaces_nothing_silently(tm
     assert np.array_equal(np.array(Image.open(out / "2008_000003.png")), expected["2008_000003"])
 
 
+def test_prepare_pascal_counts_an_earlier_runs_palette_labels_and_rewrites_them_when_asked(tmp_path, capsys):
+    voc, sbd, expected = make_voc_sbd(tmp_path)
+    args = ["pascal", "--voc", str(voc), "--sbd", str(sbd)]
+    prepare.main(args)
+    out = voc / "SegmentationClassAug"
+    save_voc_label(out / "2008_000003.png", expected["2008_000003"])  # what prepare.py wrote before: palette
+    before = tree_state(out)
+    capsys.readouterr()
+    again = prepare.main(args)
+    assert (again["written"], again["unchanged"], again["palette"]) == (0, 6, 1) and tree_state(out) == before
+    assert "1 of them are palette PNGs" in capsys.readouterr().out  # same classes: left, but the user is told
+    assert prepare.main(args + ["--overwrite"])["written"] == 1
+    assert Image.open(out / "2008_000003.png").mode == "L"
+    assert np.array_equal(greyscale(out / "2008_000003.png"), expected["2008_000003"])
+
+
+def age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_prepare_pascal_removes_the_temporary_files_a_killed_run_left(tmp_path, monkeypatch, capsys):
+    voc, sbd, expected = make_voc_sbd(tmp_path)
+    out = tmp_path / "aug"
+    args = ["pascal", "--voc", str(voc), "--sbd", str(sbd), "--out", str(out)]
+    prepare.main(args)
+    stale = out / ".2008_000003.png.k2j4h5g6.tmp"  # cli.write_atomic's name, left by a SIGKILL an hour ago
+    just_killed = out / ".2008_000007.png.a1b2c3d4.tmp"  # ... and by one right before this rerun
+    theirs = [out / ".notes.txt", out / ".draft.txt.abcdefgh.tmp"]  # hidden files that are not our temporaries
+    for path in (stale, just_killed, *theirs):
+        path.write_bytes(b"\x89PNG half a file")
+    age(stale, 3600)
+    age(just_killed, 5)
+    (out / "2008_000002.png").unlink()  # so that the rerun writes one file
+    live = out / ".2011_003276.png.zzzzzzzz.tmp"  # another process's write in progress while we run
+    real_write = cli.write_atomic
+
+    def write_while_another_process_writes(path, payload):
+        live.write_bytes(b"being written")
+        now = time.time()  # the file system's own clock may lag time.time() by a tick
+        os.utime(live, (now, now))
+        real_write(path, payload)
+
+    monkeypatch.setattr(cli, "write_atomic", write_while_another_process_writes)
+    capsys.readouterr()
+    summary = prepare.main(args)
+    assert summary["removed_temps"] == 2
+    assert f"removed 2 temporary files a killed run left in {out}" in capsys.readouterr().out
+    assert not stale.exists() and not just_killed.exists()
+    assert all(path.exists() for path in (*theirs, live))
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(expected)
+
+
 def test_prepare_pascal_bad_input_is_one_line(tmp_path):
     voc, sbd, _ = make_voc_sbd(tmp_path)
     with pytest.raises(SystemExit) as no_cls:
@@ -133,7 +201,170 @@ def test_prepare_pascal_bad_input_is_one_line(tmp_path):
         prepare.main(["pascal", "--voc", str(sbd), "--sbd", str(sbd)])
 
 
-# --- COCO: the HSNet PNG layout from the instances JSON ------------------------------------------
+# --- COCO: the masks the field uses, from the instances JSON -------------------------------------
+
+HEIGHT, WIDTH = 24, 32
+
+
+def quad(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+    """A COCO polygon [x1, y1, x2, y2, ...] with fractional corners, as annotators' clicks are."""
+    return [x0 + 0.3, y0, x1, y0 + 0.45, x1 - 0.2, y1, x0, y1 - 0.65]
+
+
+def crowd_rle(x0: int, y0: int, x1: int, y1: int) -> dict:
+    region = np.zeros((HEIGHT, WIDTH), np.uint8)
+    region[y0:y1, x0:x1] = 1
+    rle = mask_utils.encode(np.asfortranarray(region))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
+
+
+def make_field_coco(root):
+    """COCO2014/ with val2014/*.jpg and annotations/instances_val2014.json in the real format, built
+    so that the field's convention and the one this repo used before disagree everywhere they can:
+    image 1 has overlapping objects listed small-under-large and large-under-small, a two-part
+    polygon, and a crowd region (iscrowd=1, RLE) over two objects; image 2 holds only a crowd;
+    image 3 holds nothing; image 4 has a non-crowd RLE object. Category ids are COCO's real ones,
+    with gaps (13 is stop sign, class 12; 90 toothbrush, class 80)."""
+    (root / "val2014").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    objects = {  # image id: [(category id, iscrowd, segmentation)] in file order
+        1: [(1, 0, [quad(2, 2, 20, 18)]),  # person, large
+            (18, 0, [quad(10, 8, 28, 22)]),  # dog over the person's corner: later wins
+            (1, 1, crowd_rle(0, 12, 14, 24)),  # a crowd of people over both: skipped
+            (90, 0, [quad(4, 4, 8, 8), quad(24, 2, 30, 6)])],  # toothbrush in two parts, one on the person
+        2: [(3, 1, crowd_rle(4, 4, 20, 20))],  # a crowd of cars only: no PNG
+        3: [],  # no object: no PNG
+        4: [(13, 0, [quad(1, 1, 31, 23)]), (62, 0, [quad(12, 6, 20, 14)]), (44, 0, crowd_rle(22, 2, 30, 10))],
+    }
+    images, annotations = [], []
+    for image_id, listed in objects.items():
+        file_name = f"COCO_val2014_{image_id:012d}.jpg"
+        Image.new("RGB", (WIDTH, HEIGHT)).save(root / "val2014" / file_name)
+        images.append({"id": image_id, "file_name": file_name, "height": HEIGHT, "width": WIDTH})
+        for category, crowd, segmentation in listed:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "iscrowd": crowd, "segmentation": segmentation, "area": 0.0, "bbox": [0, 0, 1, 1]})
+    categories = [{"id": c, "name": n, "supercategory": "thing"}
+                  for c, n in zip(data.COCO_CATEGORY_IDS, data.COCO_CLASSES)]
+    (root / "annotations" / "instances_val2014.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return root
+
+
+def field_masks(json_path) -> dict[str, np.ndarray]:
+    """The label maps the field's masks hold, from pycocotools alone: each non-crowd object's annToMask
+    painted in the file's order, a later object over an earlier one; no map for an image without one."""
+    coco = COCO(str(json_path))  # pycocotools' own reader
+    expected = {}
+    for image in coco.dataset["images"]:
+        label, painted = np.zeros((image["height"], image["width"]), np.uint8), False
+        for ann in coco.dataset["annotations"]:
+            if ann["image_id"] == image["id"] and ann["iscrowd"] == 0:
+                label[coco.annToMask(ann) == 1] = data.COCO_CATEGORY_IDS.index(ann["category_id"]) + 1
+                painted = True
+        if painted:
+            expected[image["file_name"].removesuffix(".jpg")] = label
+    return expected
+
+
+@pytest.fixture
+def field_coco(tmp_path):
+    return make_field_coco(tmp_path / "COCO2014")
+
+
+def test_prepare_coco_and_the_json_cache_render_the_fields_masks_pixel_for_pixel(field_coco, tmp_path):
+    expected = field_masks(field_coco / "annotations" / "instances_val2014.json")
+    one = expected["COCO_val2014_000000000001"]
+    assert sorted(expected) == ["COCO_val2014_000000000001", "COCO_val2014_000000000004"]  # no crowd-only, no empty
+    assert one[15, 12] == 17 and one[20, 3] == 0  # under the crowd: the dog, and background, not person
+    assert one[6, 6] == 80 and one[12, 14] == 17  # the later object on top, whatever its size
+    summary = prepare.main(["coco", "--coco", str(field_coco), "--splits", "val2014"])["val2014"]
+    assert (summary["labelled"], summary["written"]) == (2, 2)
+    out = field_coco / "annotations" / "val2014"
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(expected)
+    for stem, label in expected.items():
+        with Image.open(out / f"{stem}.png") as png:
+            assert png.mode == "L"
+        assert np.array_equal(greyscale(out / f"{stem}.png"), label)
+    # CocoImages' JSON route renders the same into its cache and serves it
+    images = data.CocoImages(field_coco, split="test", masks="json", cache_dir=tmp_path / "cache", min_pixels=1)
+    assert images.ids == tuple(f"coco/val2014/{stem}" for stem in sorted(expected))
+    assert sorted(p.stem for p in Path(images.location).glob("*.png")) == sorted(expected)
+    for stem, label in expected.items():
+        assert np.array_equal(images.load(f"coco/val2014/{stem}")[1], label)
+
+
+def test_prepare_coco_keys_its_marker_on_the_json_content_and_says_what_differs(field_coco, tmp_path):
+    json_path = field_coco / "annotations" / "instances_val2014.json"
+    prepare.main(["coco", "--coco", str(field_coco), "--splits", "val2014"])
+    # touched and moved, same bytes: nothing to do
+    os.utime(json_path)
+    root = shutil.move(field_coco, tmp_path / "moved" / "COCO2014")
+    json_path, out = root / "annotations" / "instances_val2014.json", root / "annotations" / "val2014"
+    args = ["coco", "--coco", str(root), "--splits", "val2014"]
+    before = tree_state(out)
+    again = prepare.main(args)["val2014"]
+    assert (again["written"], again["kept"]) == (0, 2) and tree_state(out) == before
+
+    original = json_path.read_bytes()
+    record = json.loads(original)
+    record["annotations"][0]["category_id"] = 2  # another content
+    json_path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"holds 2 PNGs that were rendered from another JSON content \(sha256 "
+                                         r"[0-9a-f]{12}\.\.\., then at .*COCO2014.*; "
+                                         r"this file's is [0-9a-f]{12}\.\.\.\)"):
+        prepare.main(args)
+    json_path.write_bytes(original)
+    marker = json.loads((out / data.COCO_RENDER_MARKER).read_text())
+    (out / data.COCO_RENDER_MARKER).write_text(json.dumps({**marker, "convention": "largest-first"}))
+    with pytest.raises(SystemExit, match=r"rendered under another convention \('largest-first'; now 'pfenet'\)"):
+        prepare.main(args)
+    old = {"source": str(json_path), "bytes": len(original), "mtime_ns": json_path.stat().st_mtime_ns}
+    (out / data.COCO_RENDER_MARKER).write_text(json.dumps(old))  # the marker prepare.py wrote before
+    shutil.copy(out / "COCO_val2014_000000000001.png", out / "COCO_val2014_000000000002.png")  # its crowd-only PNG
+    before = tree_state(out)
+    with pytest.raises(SystemExit, match=r"an earlier version of this renderer made under another convention "
+                                         r"\(crowd regions painted as their class.*--overwrite"):
+        prepare.main(args)
+    assert tree_state(out) == before  # refused: nothing touched
+    replaced = prepare.main(args + ["--overwrite"])["val2014"]
+    assert (replaced["replaced"], replaced["written"]) == (3, 2)
+    assert sorted(p.stem for p in out.glob("*.png")) == ["COCO_val2014_000000000001", "COCO_val2014_000000000004"]
+
+
+def test_the_json_cache_renders_again_when_the_convention_changes(field_coco, tmp_path, monkeypatch):
+    first = data.CocoImages(field_coco, split="test", masks="json", cache_dir=tmp_path, min_pixels=1)
+    monkeypatch.setattr(data, "COCO_MASK_CONVENTION", "next")
+    rendered, real_render = [], data.render_coco_masks
+    monkeypatch.setattr(data, "render_coco_masks", lambda *a, **kw: rendered.append(a) or real_render(*a, **kw))
+    second = data.CocoImages(field_coco, split="test", masks="json", cache_dir=tmp_path, min_pixels=1)
+    assert len(rendered) == 1 and second.ids == first.ids
+    assert json.loads((Path(second.location) / data.COCO_RENDER_MARKER).read_text())["convention"] == "next"
+
+
+def test_prepare_coco_and_the_cache_remove_the_temporary_files_a_killed_run_left(field_coco, tmp_path, capsys, caplog):
+    out = field_coco / "annotations" / "val2014"
+    out.mkdir()
+    stale = [out / ".COCO_val2014_000000000001.png.q8w7e6r5.tmp", out / f".{data.COCO_RENDER_MARKER}.a1b2c3d4.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+        age(path, 600)
+    prepare.main(["coco", "--coco", str(field_coco), "--splits", "val2014"])
+    assert "val2014: removed 2 temporary files a killed run left" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == [data.COCO_RENDER_MARKER, "COCO_val2014_000000000001.png",
+                                       "COCO_val2014_000000000004.png"]
+    # the cache: a run killed while rendering leaves a temporary file and no class index
+    cache = tmp_path / "cache"
+    images = data.CocoImages(field_coco, split="test", masks="json", cache_dir=cache, min_pixels=1)
+    left = Path(images.location) / ".COCO_val2014_000000000004.png.zx9y8w7v.tmp"
+    left.write_bytes(b"half")
+    age(left, 600)
+    for index in cache.glob("coco-val2014-json-index-*.json"):
+        index.unlink()
+    again = data.CocoImages(field_coco, split="test", masks="json", cache_dir=cache, min_pixels=1)
+    assert not left.exists() and again.ids == images.ids
+    assert "removed 1 temporary files a killed run left" in caplog.text
+
 
 @pytest.fixture
 def coco_json_only(tmp_path):
@@ -153,7 +384,7 @@ def test_prepare_coco_writes_the_hsnet_pngs_the_png_route_reads(coco_json_only, 
         expected = sorted((coco_json_only / f"expected-{split}").glob("*.png"))
         written = coco_json_only / "COCO2014" / "annotations" / split
         assert [p.name for p in expected] == sorted(p.name for p in written.glob("*.png"))
-        for path in expected:  # largest objects painted first, so small ones on top stay visible
+        for path in expected:  # painted in file order: the small objects listed after the large one on top
             assert np.array_equal(np.array(Image.open(path)), np.array(Image.open(written / path.name)))
     from_png = data.CocoImages(coco_json_only, split="test", masks="png", cache_dir=coco_json_only / "cache", min_pixels=20)
     from_json = data.CocoImages(coco_json_only, split="test", masks="json", cache_dir=coco_json_only / "cache", min_pixels=20)
@@ -187,9 +418,11 @@ def test_prepare_coco_resumes_and_then_does_nothing(coco_json_only, monkeypatch)
 def test_prepare_coco_never_renders_over_masks_it_did_not_make(coco_json_only):
     root = coco_json_only / "COCO2014"
     shutil.copytree(coco_json_only / "expected-val2014", root / "annotations" / "val2014")  # e.g. HSNet's download
-    with pytest.raises(SystemExit, match=r"val2014 already holds 6 PNGs that were not rendered from it .*--overwrite"):
+    with pytest.raises(SystemExit, match=r"val2014 already holds 6 PNGs that this renderer did not make \(no readable "
+                                         r"\.rendered-from\.json: downloaded masks, or another tool's\).*--overwrite"):
         prepare.main(["coco", "--coco", str(root), "--splits", "val2014"])
-    assert prepare.main(["coco", "--coco", str(root), "--splits", "val2014", "--overwrite"])["val2014"]["labelled"] == 6
+    replaced = prepare.main(["coco", "--coco", str(root), "--splits", "val2014", "--overwrite"])["val2014"]
+    assert (replaced["replaced"], replaced["labelled"]) == (6, 6)
 
 
 def test_prepare_coco_bad_input_is_one_line(coco_json_only):
