@@ -35,7 +35,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # or exists. Remove an entry when its work is merged.
 PENDING_COMMANDS: dict[str, str] = {}  # a substring of the command -> why it may not parse yet
 PENDING_SCRIPTS: dict[str, str] = {}  # a script -> why it may not exist yet
-PENDING_PATHS = {"docs/data.md": "the data layouts page (issue #22) is being written"}
+PENDING_PATHS: dict[str, str] = {}  # a path or link target -> why it may not exist yet
 # Files of other projects that the pages name in backticks (the DAVIS toolkit, Matcher, SAM).
 EXTERNAL_FILES = {"evaluation_method.py", "main_oss.py", "predictor.py", "mask_decoder.py", "build_sam.py"}
 # What the user makes or downloads: never in the repository.
