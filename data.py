@@ -206,8 +206,8 @@ def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[st
             voc = root / "VOC2012"
             wanted = [(voc / "JPEGImages", "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
                        "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/)"),
-                      (voc / "SegmentationClassAug", "SBD-augmented labels, made by `python prepare.py pascal --voc VOC2012 "
-                       "--sbd benchmark_RELEASE/dataset` (docs/data.md)"),
+                      (voc / "SegmentationClassAug", "SBD-augmented labels, made by "
+                       "`python prepare.py pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset` (docs/data.md)"),
                       (voc / "ImageSets" / "Segmentation" / "val.txt", "the 1,449 test image names, in the VOC 2012 tar")]
         else:
             coco = root if (root / "annotations").is_dir() or not (root / "COCO2014").is_dir() else root / "COCO2014"
