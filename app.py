@@ -26,7 +26,7 @@ inclusive), {"scribble": PNG} or {"mask": PNG} (a base64 PNG or data URL of the 
 grey value > 127 = marked). Every error is {"error": "<one line>"} with a 4xx status (a 500 only
 when the model itself fails); the server keeps serving.
 
-Exposes `App` (the state behind the page), `Server`, `decode_image`, `demo_scenes`, `build_parser` and `main`.
+Exposes `App` (the state behind the page), `Server`, `decode_image`, `build_parser` and `main`.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ import cli
 import data
 import segment
 from model import load_checkpoint
-from prompts import SEED_STREAMS, png_bytes
-from segment import ANNOTATION_KINDS, Reference, VRPPredictor, make_reference, read_image
-from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, SyntheticScene, synthetic_scene
+from prompts import png_bytes
+from segment import ANNOTATION_KINDS, Reference, VRPPredictor, demo_scenes, make_reference, read_image
+from synthetic import SYNTHETIC_CLASS_NAMES
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The only files the server ever sends: read once at start, never a path the client names.
@@ -71,7 +71,6 @@ PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/style.css": ("style.css", "text/css; charset=utf-8")}
 # Decoders PIL may use on an upload: the common photo formats, nothing that runs a program (EPS).
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
-DEMO_TARGETS = 4  # targets per demo class, as segment.demo
 DECODE_SLOTS = 4  # images decoded at once, whatever the number of requests: bounds the memory they take
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Nothing but this origin's files: no script, style or image from the internet, no inline script.
@@ -394,21 +393,6 @@ class App:
                 "reference": {"name": f"demo_{slug}_reference.png", "data": _data_url(png_bytes(reference.image))},
                 "targets": [{"name": f"demo_{slug}_{i}.png", "data": _data_url(png_bytes(t.image))}
                             for i, t in enumerate(targets)]}
-
-
-def demo_scenes(class_id: int, seed: int, *, size: int) -> tuple[SyntheticScene, list[SyntheticScene]]:
-    """The page's demo: a reference scene holding one object of `class_id` (for the person to
-    annotate) and DEMO_TARGETS target scenes holding it among 1-2 other classes, drawn as
-    segment.py --demo draws a class's scenes, from the demo's seed stream and the class."""
-    rng = np.random.default_rng([seed, SEED_STREAMS["demo"], class_id])
-    reference = synthetic_scene(rng, classes=[class_id], num_distractors=2, size=size)
-    targets = []
-    for _ in range(DEMO_TARGETS):
-        others = rng.choice([c for c in range(1, SYNTHETIC_NUM_CLASSES + 1) if c != class_id],
-                            size=rng.integers(1, 3), replace=False)
-        targets.append(synthetic_scene(rng, classes=[class_id, *others.tolist()][::rng.choice([1, -1])],
-                                       num_distractors=int(rng.integers(0, 3)), size=size))
-    return reference, targets
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import data
 from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks, load_checkpoint,
                    upsample_logits)
 from prompts import ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask
-from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, synthetic_scene
+from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, SyntheticScene, synthetic_scene
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -786,7 +786,25 @@ def segment(args: argparse.Namespace) -> list[dict]:
 # --demo: synthetic scenes, no download
 # ---------------------------------------------------------------------------------------------
 
-def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
+DEMO_TARGETS = 4  # target scenes per class in the demo (and the web page's demo)
+
+
+def demo_scenes(class_id: int, seed: int, *, size: int) -> tuple[SyntheticScene, list[SyntheticScene]]:
+    """The demo's scenes of one class: a reference holding one object of `class_id` among
+    distractors, and DEMO_TARGETS targets holding it among 1-2 other classes; from the demo's seed
+    stream and the class, so the web page (app.py) shows the scenes `--demo` draws."""
+    rng = np.random.default_rng([seed, SEED_STREAMS["demo"], class_id])
+    reference = synthetic_scene(rng, classes=[class_id], num_distractors=2, size=size)
+    targets = []
+    for _ in range(DEMO_TARGETS):
+        others = rng.choice([c for c in range(1, SYNTHETIC_NUM_CLASSES + 1) if c != class_id],
+                            size=rng.integers(1, 3), replace=False)
+        targets.append(synthetic_scene(rng, classes=[class_id, *others.tolist()][::rng.choice([1, -1])],
+                                       num_distractors=int(rng.integers(0, 3)), size=size))
+    return reference, targets
+
+
+def demo(args: argparse.Namespace) -> dict:
     """Segment fresh synthetic scenes of the checkpoint's novel classes and write one contact sheet:
     a row per class, the annotated reference then the targets with their predicted masks."""
     checkpoint = args.checkpoint or DEMO_CHECKPOINT
@@ -808,22 +826,18 @@ def demo(args: argparse.Namespace, *, targets_per_class: int = 4) -> dict:
     kind = run.get("label", "mask")
     kind = "mask" if kind == "any" else kind
     size = int(run.get("image_size", 128))
-    rng = np.random.default_rng([args.seed, SEED_STREAMS["demo"]])
     rows, ious = [], []
     classes = data.fold_classes("synthetic", int(run.get("fold", 0)), "test")
     for class_id in classes:
-        reference = synthetic_scene(rng, classes=[class_id], num_distractors=2, size=size)
-        annotation = simulate_annotation(np.where(reference.label == IGNORE, IGNORE, reference.label == class_id), kind, rng)
+        reference, scenes = demo_scenes(class_id, args.seed, size=size)
+        rng = np.random.default_rng([args.seed, SEED_STREAMS["demo"], class_id, 1])  # the simulated annotation
+        object_mask = np.where(reference.label == IGNORE, IGNORE, reference.label == class_id)
+        annotation = simulate_annotation(object_mask, kind, rng)
         value = {"point": {"points": annotation.points}, "box": {"box": annotation.box},
                  "scribble": {"scribble": annotation.mask}, "mask": {"mask": annotation.mask}}[kind]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             predictor.set_references([(reference.image, value)])
-        scenes = []
-        for _ in range(targets_per_class):
-            others = rng.choice([c for c in range(1, SYNTHETIC_NUM_CLASSES + 1) if c != class_id], size=rng.integers(1, 3), replace=False)
-            scenes.append(synthetic_scene(rng, classes=[class_id, *others.tolist()][::rng.choice([1, -1])],
-                                          num_distractors=int(rng.integers(0, 3)), size=size))
         predictions = predictor.predict_batch([s.image for s in scenes])
         panels = [_panel(reference.image, predictor.references[0].mask, ANNOTATION_COLOUR, size,
                          grow=1 if kind in ("point", "scribble") else 0)]

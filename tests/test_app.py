@@ -377,8 +377,8 @@ def test_demo_serves_the_demo_scenes_of_the_checkpoints_novel_classes(server):
     assert status == 200 and info["trained_label"] == "mask"
     assert [c["id"] for c in info["demo_classes"]] == [1, 2, 3, 4, 5]
     status, demo = call_json(server, "GET", "/api/demo?class=3&seed=1")
-    assert status == 200 and demo["name"] == "blue triangle" and len(demo["targets"]) == app.DEMO_TARGETS
-    reference, targets = app.demo_scenes(3, 1, size=S)
+    assert status == 200 and demo["name"] == "blue triangle" and len(demo["targets"]) == segment.DEMO_TARGETS
+    reference, targets = segment.demo_scenes(3, 1, size=S)
     shown = [np.array(Image.open(io.BytesIO(base64.b64decode(d["data"].split(",")[1]))))
              for d in [demo["reference"], *demo["targets"]]]
     assert all(np.array_equal(a, b.image) for a, b in zip(shown, [reference, *targets]))

@@ -145,7 +145,7 @@ def test_a_mouse_drawn_scribble_segments_the_demo_scenes_and_the_zip_holds_the_a
                                           "vrp.state.references[0].imageId !== null && vrp.state.targets.length === 4"))
     class_id = int(driver.find_element(By.ID, "demo-class").get_attribute("value"))
     size = int(server.app.run.get("image_size", 128))
-    reference, demo_targets = app.demo_scenes(class_id, 0, size=size)
+    reference, demo_targets = segment.demo_scenes(class_id, 0, size=size)
 
     # A scribble: one stroke in the corner, undone, then a stroke across the object.
     driver.find_element(By.CSS_SELECTOR, "input[name=tool][value=scribble]").find_element(By.XPATH, "..").click()
