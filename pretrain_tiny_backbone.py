@@ -157,14 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pretrain_tiny_backbone.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("--task", choices=TASKS, default="image",
-                        help="image-level multi-label (what ImageNet gives; the shipped default) or per-pixel 21-class segmentation")
-    parser.add_argument("--steps", type=cli.positive_int, default=800, help="AdamW steps (the shipped checkpoint: 800)")
+                        help="image-level multi-label (what ImageNet gives; the shipped default) or per-pixel "
+                             "21-class segmentation")
+    parser.add_argument("--steps", type=cli.positive_int, default=800,
+                        help="AdamW steps (the shipped checkpoint took this many)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="scenes per step")
-    parser.add_argument("--lr", type=cli.positive_float, default=2e-3, help="peak learning rate (cosine decay after a 5%% warm-up)")
+    parser.add_argument("--lr", type=cli.positive_float, default=2e-3,
+                        help="peak learning rate (cosine decay after a 5%% warm-up)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation and the scenes")
     parser.add_argument("--eval-scenes", type=cli.int_range(2), default=256,
                         help="held-out scenes for the final nearest-prototype accuracy (half make the prototypes)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 backbone state dict")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="where to write the fp16 backbone state dict")
     return parser
 
 

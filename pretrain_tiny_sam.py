@@ -152,12 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
     parser = argparse.ArgumentParser(prog="pretrain_tiny_sam.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
-    parser.add_argument("--steps", type=cli.positive_int, default=1500, help="AdamW steps (the shipped checkpoint: 1500)")
-    parser.add_argument("--batch-size", type=cli.int_range(2), default=16, help="scenes per step, half point- and half box-prompted")
-    parser.add_argument("--lr", type=cli.positive_float, default=3e-4, help="peak learning rate (cosine decay after 30 warm-up steps)")
+    parser.add_argument("--steps", type=cli.positive_int, default=1500,
+                        help="AdamW steps (the shipped checkpoint took this many)")
+    parser.add_argument("--batch-size", type=cli.int_range(2), default=16,
+                        help="scenes per step, half point- and half box-prompted")
+    parser.add_argument("--lr", type=cli.positive_float, default=3e-4,
+                        help="peak learning rate (cosine decay after 30 warm-up steps)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation and the scenes")
-    parser.add_argument("--corrections", type=cli.nonnegative_int, default=0, help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
-    parser.add_argument("--eval-scenes", type=cli.positive_int, default=256, help="held-out scenes for the final point-prompt IoU")
+    parser.add_argument("--corrections", type=cli.nonnegative_int, default=0,
+                        help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
+    parser.add_argument("--eval-scenes", type=cli.positive_int, default=256,
+                        help="held-out scenes for the final point-prompt IoU")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
     return parser
 

@@ -221,8 +221,8 @@ def parse_command(argv: list[str] | tuple[str, ...]) -> argparse.Namespace:
         module = _load(script)
         if script == "evaluate.py":  # as evaluate.main: video datasets take video.py's flags
             video = _load("video.py")
-            datasets = [a.partition("=")[2] if a.startswith("--dataset=") else args[i + 1]
-                        for i, a in enumerate(args) if a.startswith("--dataset=") or (a == "--dataset" and i + 1 < len(args))]
+            datasets = [a.partition("=")[2] if a.startswith("--dataset=") else args[i + 1] for i, a in enumerate(args)
+                        if a.startswith("--dataset=") or (a == "--dataset" and i + 1 < len(args))]
             if any(d in video.VIDEO_DATASETS for d in datasets):
                 module = video
         if not hasattr(module, "build_parser"):
@@ -279,7 +279,8 @@ def named_paths(text: str) -> list[tuple[int, str]]:
                 continue
             if "/" in word:
                 first = word.split("/")[0]
-                if first in USER_DIRS or first.startswith("runs-") or not (ROOT / first).exists() and first not in _PENDING_TOP:
+                ours = (ROOT / first).exists() or first in _PENDING_TOP
+                if first in USER_DIRS or first.startswith("runs-") or not ours:
                     continue
                 if USER_FILES.search(word):
                     continue
@@ -312,7 +313,8 @@ def anchors(path: Path) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 
 COMMANDS = [command for page in PAGES for command in page_commands(page)]
-PATHS = sorted({(str(page.relative_to(ROOT)), line, path) for page in PAGES for line, path in named_paths(page.read_text())})
+PATHS = sorted({(str(page.relative_to(ROOT)), line, path)
+                for page in PAGES for line, path in named_paths(page.read_text())})
 LINKS = sorted({(page, line, target) for page in PAGES for line, target in links(page.read_text())})
 
 
@@ -342,7 +344,8 @@ def test_every_named_repository_path_exists(page, line, path):
         _xfail_if_pending(path, error, PENDING_PATHS, whole=True)
 
 
-@pytest.mark.parametrize("page, line, target", LINKS, ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else str(v))
+@pytest.mark.parametrize("page, line, target", LINKS,
+                         ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else str(v))
 def test_every_link_and_anchor_resolves(page, line, target):
     file, _, anchor = target.partition("#")
     resolved = (page.parent / file).resolve() if file else page
@@ -384,7 +387,8 @@ def test_a_bad_value_a_missing_script_and_a_video_dataset_are_told_apart():
     with pytest.raises(AssertionError, match="no such script"):
         parse_command(["trian.py", "--dataset", "synthetic"])
     # evaluate.py hands davis2017 to video.py, whose --checkpoint is any path (evaluate's own: [FOLD=]PATH)
-    assert parse_command(["evaluate.py", "--dataset", "davis2017", "--checkpoint", "9=best.pt"]).checkpoint == Path("9=best.pt")
+    video_args = parse_command(["evaluate.py", "--dataset", "davis2017", "--checkpoint", "9=best.pt"])
+    assert video_args.checkpoint == Path("9=best.pt")
     with pytest.raises(AssertionError, match="argument --checkpoint"):
         parse_command(["evaluate.py", "--dataset", "synthetic", "--checkpoint", "9=best.pt"])
 
