@@ -219,6 +219,9 @@ def test_a_lost_process_stops_the_others_with_one_line_naming_the_checkpoint_to_
         rank.start()
     for rank in ranks:
         rank.join(120)
+        if rank.is_alive():  # a hang fails the test instead of hanging the suite at exit
+            rank.kill()
+            rank.join()
     assert [rank.exitcode for rank in ranks] == [-signal.SIGKILL, 1]  # the survivor stopped, and failed
     errors = (logs / "1.err").read_text()
     assert "Traceback" not in errors

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -142,6 +143,7 @@ def test_an_interrupted_run_leaves_the_earlier_result_and_the_next_run_succeeds(
 def _killed_run(argv: list[str], kill_after: str) -> None:
     """A forked video.main that SIGKILLs itself after the 6th PNG ("png") or right after it has set
     the earlier result aside ("set aside"): as a user's kill -9 or the machine's OOM killer would."""
+    torch.set_num_threads(1)  # a forked child must not wait on the parent's OpenMP threads: it would hang
     if kill_after == "png":
         real_write, count = video.write_palette_png, []
 
@@ -162,6 +164,15 @@ def _killed_run(argv: list[str], kill_after: str) -> None:
     video.main(argv)
 
 
+def _join_or_kill(child, seconds: float = 60) -> None:
+    """Wait for a forked child; one still alive after `seconds` is killed, so that a hang fails the
+    test instead of hanging the suite (multiprocessing joins its children when the process exits)."""
+    child.join(seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
 @pytest.mark.parametrize("kill_after", ["png", "set aside"])
 def test_a_killed_run_is_tidied_up_by_the_next(davis, tmp_path, kill_after):
     _, argv = davis
@@ -171,7 +182,7 @@ def test_a_killed_run_is_tidied_up_by_the_next(davis, tmp_path, kill_after):
     child = multiprocessing.get_context("fork").Process(target=_killed_run,
                                                         args=(argv + ["--out", str(out), "--label", "box"], kill_after))
     child.start()
-    child.join(60)
+    _join_or_kill(child)
     assert child.exitcode == -signal.SIGKILL
     if kill_after == "png":
         assert tree(out) == before and leftovers(out) == [f".out.partial-{child.pid}"]
@@ -189,7 +200,7 @@ def test_a_run_killed_while_swapping_gets_the_earlier_result_back_even_if_the_re
     before = tree(out)
     child = multiprocessing.get_context("fork").Process(target=_killed_run, args=(argv + ["--out", str(out)], "set aside"))
     child.start()
-    child.join(60)
+    _join_or_kill(child)
     video.write_palette_png(root / "DAVIS/Annotations/480p/car-turn/00002.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8))
     error_line(argv + ["--out", str(out)])
     assert tree(out) == before and leftovers(out) == []
