@@ -13,6 +13,7 @@ names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
 - `write_atomic(path, payload)` and `write_json(path, obj)`: how every file the scripts write
   reaches the disk (all or nothing, mode 0644, a failure as one line naming the path);
   `write_error` builds that line.
+- `remove_stale_temps(folder, suffixes, before=...)`: what a killed write_atomic left behind.
 - `add_runtime_args(group, ...)`: the run-time flags every model-running script shares
   (`--device`, `--workers`, `--cache-dir`, `--no-cache`).
 - `run_main(prog, run, args)`: the scripts' error wrapper: a missing, unreadable or unwritable
@@ -261,6 +262,28 @@ def write_atomic(path: str | Path, payload: bytes | Callable[[BinaryIO], object]
 def write_json(path: str | Path, obj: object) -> None:
     """`obj` as indented JSON, written atomically (results are never left half-written)."""
     write_atomic(path, json.dumps(obj, indent=2).encode())
+
+
+# A killed run's temporary file (write_atomic's) older than this is stale: a live write holds its own
+# for milliseconds, and two processes may write one folder at once (torchrun's ranks).
+STALE_TEMP_SECONDS = 60
+
+
+def remove_stale_temps(folder: Path, suffixes: Sequence[str], *, before: float) -> int:
+    """Remove the temporary files write_atomic leaves in `folder` when its process is killed
+    mid-write (".<name>.<8 random characters>.tmp", for names ending with one of `suffixes`) that
+    were last modified before `before` (a time.time()); returns how many it removed."""
+    removed = 0
+    for entry in os.scandir(folder) if folder.is_dir() else ():
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        target, _, tag = entry.name[1:-len(".tmp")].rpartition(".")
+        if (len(tag) == 8 and target.endswith(tuple(suffixes)) and entry.is_file(follow_symlinks=False)
+                and entry.stat().st_mtime < before):
+            with contextlib.suppress(FileNotFoundError):  # another process got there first
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,9 +180,6 @@ SegmentationClassAug.zip with the DeepLab / PFENet / HSNet code."""
 COCO_MASK_CONVENTION = "pfenet"
 # In a folder of rendered masks: the convention and the sha256 of the JSON's bytes they come from.
 COCO_RENDER_MARKER = ".rendered-from.json"
-# A killed run's temporary file (cli.write_atomic's) older than this is stale: a live write holds its
-# own for milliseconds, and two processes may render one cache folder at once (torchrun's ranks).
-STALE_TEMP_SECONDS = 60
 
 COCO_LAYOUT = """COCO-20i expects under --data-root (or under --data-root/COCO2014):
   train2014/COCO_train2014_<id>.jpg, val2014/COCO_val2014_<id>.jpg
@@ -335,23 +332,6 @@ class CocoImages:
         return _read_pair(self.image_dir / f"{name}.jpg", self.label_dir / f"{name}.png", num_classes=80)
 
 
-def remove_stale_temps(folder: Path, suffixes: Sequence[str], *, before: float) -> int:
-    """Remove the temporary files cli.write_atomic leaves in `folder` when its process is killed
-    mid-write (".<name>.<8 random characters>.tmp", for names ending with one of `suffixes`) that
-    were last modified before `before` (a time.time()); returns how many it removed."""
-    removed = 0
-    for entry in os.scandir(folder) if folder.is_dir() else ():
-        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-            continue
-        target, _, tag = entry.name[1:-len(".tmp")].rpartition(".")
-        if (len(tag) == 8 and target.endswith(tuple(suffixes)) and entry.is_file(follow_symlinks=False)
-                and entry.stat().st_mtime < before):
-            with contextlib.suppress(FileNotFoundError):  # another process got there first
-                os.unlink(entry.path)
-                removed += 1
-    return removed
-
-
 @dataclass(frozen=True)
 class CocoRender:
     """What render_coco_masks did. index: {file stem: [[class, pixels], ...]} of every PNG the folder
@@ -382,7 +362,7 @@ def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool, overwri
 
     started = time.time()
     temp_suffixes = (".png", COCO_RENDER_MARKER)
-    removed = remove_stale_temps(out_dir, temp_suffixes, before=started - STALE_TEMP_SECONDS)
+    removed = cli.remove_stale_temps(out_dir, temp_suffixes, before=started - cli.STALE_TEMP_SECONDS)
     not_coco = f"{json_path} is not COCO instance annotations (instances_*2014.json: an object with lists " \
                "'images', 'annotations' and 'categories')"
     try:
@@ -470,8 +450,8 @@ def render_coco_masks(json_path: Path, out_dir: Path, *, progress: bool, overwri
             cli.write_atomic(out_dir / f"{stem}.png", buffer.getvalue())
             index[stem] = _class_pixels(label, 80)
             written += 1
-    # A run killed just before this one may have left temporary files younger than STALE_TEMP_SECONDS.
-    removed += remove_stale_temps(out_dir, temp_suffixes, before=started)
+    # A run killed just before this one may have left temporary files younger than cli.STALE_TEMP_SECONDS.
+    removed += cli.remove_stale_temps(out_dir, temp_suffixes, before=started)
     return CocoRender(index=index, written=written, kept=kept, replaced=replaced, removed_temps=removed)
 
 

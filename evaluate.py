@@ -111,8 +111,8 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
                 downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
                                     f"else copy the file there or pass a state-dict file with --backbone-weights")
         elif weights not in (None, "random") and not Path(weights).is_file():
-            how = ("make it with `python pretrain_tiny_backbone.py` (docs/synthetic.md), or pass --backbone-weights random"
-                   if args.backbone == "tiny" else "pass an existing state-dict file (or 'imagenet')")
+            how = ("make it with `python pretrain_tiny_backbone.py` (docs/synthetic.md), or point --backbone-weights at it"
+                   if args.backbone == "tiny" else "point --backbone-weights at an existing state-dict file")
             missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
         checkpoint = Path(args.sam_checkpoint)
         if not checkpoint.is_file():

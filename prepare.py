@@ -124,7 +124,7 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
     sources.update({name: voc_dir / f"{name}.png" for name in from_voc})  # VOC's labels take precedence
 
     started = time.time()
-    removed = data.remove_stale_temps(out, (".png",), before=started - data.STALE_TEMP_SECONDS)
+    removed = cli.remove_stale_temps(out, (".png",), before=started - cli.STALE_TEMP_SECONDS)
     written = unchanged = palette = 0
     for name in tqdm(sorted(sources), desc=f"writing {out}", unit="label", disable=not progress, dynamic_ncols=True):
         source = sources[name]
@@ -142,7 +142,7 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
                                       "to replace such files, or --out to write elsewhere")
         cli.write_atomic(target, _label_png(label))
         written += 1
-    removed += data.remove_stale_temps(out, (".png",), before=started)  # a kill just before this run
+    removed += cli.remove_stale_temps(out, (".png",), before=started)  # a kill just before this run
 
     val_list = voc / "ImageSets" / "Segmentation" / "val.txt"
     val = set(val_list.read_text().split()) if val_list.is_file() else None

@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         object_mask, reading = _object_mask_from_png(parser, args.mask, args.class_id)
         print(f"{args.mask}: read as {reading}")
     annotation = simulate_annotation(object_mask, args.kind, episode_rng(args.seed))
-    Image.fromarray(render_overlay(object_mask, annotation)).save(args.out)
+    cli.write_atomic(args.out, png_bytes(render_overlay(object_mask, annotation)))
 
     labelled = int(annotation.mask.sum())
     area = int((object_mask == 1).sum())
