@@ -20,7 +20,15 @@ import torch.nn.functional as F
 
 import data
 import prompts
-from model import EmbeddingCache, autocast, decode_prompts, downsample_label, embed_targets, pseudo_mask, upsample_logits
+from model import (
+    EmbeddingCache,
+    autocast,
+    decode_prompts,
+    downsample_label,
+    embed_targets,
+    pseudo_mask,
+    upsample_logits,
+)
 from prompts import IGNORE, SEED_STREAMS
 
 
@@ -43,10 +51,14 @@ def reference_prior(model, target_images: torch.Tensor, reference_images: torch.
     backbone = model.backbone
     target_high = backbone.high_features(backbone.mid_features(target_images)[1])
     reference_mid, reference_last = backbone.mid_features(reference_images.flatten(0, 1))
-    reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], model.config.label_downsample)
+    reference_mask = downsample_label(
+        reference_labels.flatten(0, 1), reference_mid.shape[-2:], model.config.label_downsample
+    )
     reference_high = backbone.high_features(reference_last * reference_mask)
     if reference_high.shape[-2:] != reference_mask.shape[-2:]:
-        reference_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
+        reference_mask = F.interpolate(
+            reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True
+        )
     prior = pseudo_mask(target_high.repeat_interleave(k, dim=0), reference_high, reference_mask, norm="minmax")
     prior = prior.view(b, k, *prior.shape[-2:]).amax(dim=1, keepdim=True)
     return upsample_logits(prior.float(), target_images.shape[-2:])[:, 0]
@@ -82,10 +94,16 @@ def gp_sam_predictor(model, *, prompt: str, seed: int, cache: EmbeddingCache | N
     def run(batch: dict) -> torch.Tensor:
         target = batch["target_image"].to(device, non_blocking=True)
         with autocast(device):
-            prior = reference_prior(model, target, batch["reference_images"].to(device), batch["reference_labels"].to(device))
+            prior = reference_prior(
+                model, target, batch["reference_images"].to(device), batch["reference_labels"].to(device)
+            )
             binary = binarise_prior(prior.float(), threshold)
-            points, boxes = zip(*(geometric_prompts(mask, np.random.default_rng([seed, SEED_STREAMS["gp-sam"], int(episode)]))
-                                  for mask, episode in zip(binary, batch["episode"])))
+            points, boxes = zip(
+                *(
+                    geometric_prompts(mask, np.random.default_rng([seed, SEED_STREAMS["gp-sam"], int(episode)]))
+                    for mask, episode in zip(binary, batch["episode"])
+                )
+            )
             scale = sam.image_encoder.img_size / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
             point_prompt = torch.stack(points).to(device) * scale if "point" in prompt else None
             box_prompt = torch.stack(boxes).to(device) * scale if "box" in prompt else None
@@ -135,7 +153,9 @@ class WrongReferenceEpisodes(torch.utils.data.Dataset):
             candidates = [i for i in dataset.images_of[other]
                           if i != episode.target_id and episode.class_id not in dataset.images.classes[i]]
             if len(candidates) < dataset.shots:
-                raise ValueError(f"--method wrong-reference: class {other} has too few images without class {episode.class_id}")
+                raise ValueError(
+                    f"--method wrong-reference: class {other} has too few images without class {episode.class_id}"
+                )
             chosen = rng.choice(len(candidates), size=dataset.shots, replace=False)
             self.others.append(data.Episode(episode.target_id, other, tuple(candidates[j] for j in chosen)))
 
@@ -148,8 +168,12 @@ class WrongReferenceEpisodes(torch.utils.data.Dataset):
         other = self.others[index]
         # Built as an episode of the other class (its first reference standing in as the target), of
         # which only the references are kept.
-        wrong = self.dataset.episode_item(index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
-                                   self.dataset.label_kinds[index])  # the episode's own label kind
+        wrong = self.dataset.episode_item(
+            index,
+            data.Episode(other.reference_ids[0], other.class_id, other.reference_ids),
+            rngs,
+            self.dataset.label_kinds[index],
+        )  # the episode's own label kind
         for key in ("reference_images", "reference_masks", "reference_labels", "reference_ids"):
             item[key] = wrong[key]
         return item

@@ -76,7 +76,12 @@ def _float_above(low: float, inclusive: bool) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if not value == value or value in (float("inf"), float("-inf")) or value < low or (value == low and not inclusive):
+        if (
+            not value == value
+            or value in (float("inf"), float("-inf"))
+            or value < low
+            or (value == low and not inclusive)
+        ):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
         return value
 
@@ -111,7 +116,9 @@ def int_list(allowed: Iterable[int] | None = None, *, low: int | None = None) ->
                 raise argparse.ArgumentTypeError(f"{error} (in {text!r}: a comma list, e.g. {example})") from None
             if allowed is not None and value not in allowed:
                 shown = ", ".join(map(str, allowed))
-                raise argparse.ArgumentTypeError(f"{value} is not one of {shown} (a comma list of them, e.g. {allowed[0]})")
+                raise argparse.ArgumentTypeError(
+                    f"{value} is not one of {shown} (a comma list of them, e.g. {allowed[0]})"
+                )
             if value not in values:
                 values.append(value)
         return values
@@ -130,7 +137,9 @@ def choice_list(choices: Sequence[str], *, all_word: str | None = "all") -> Call
         for item in text.split(","):
             if item not in choices:
                 also = f", or {all_word}" if all_word else ""
-                raise argparse.ArgumentTypeError(f"unknown {item!r}: use one of {', '.join(choices)}, a comma list{also}")
+                raise argparse.ArgumentTypeError(
+                    f"unknown {item!r}: use one of {', '.join(choices)}, a comma list{also}"
+                )
             if item not in values:
                 values.append(item)
         return values
@@ -180,7 +189,9 @@ def per_dataset(defaults: dict[str, dict], key: str, fmt: Callable[[object], str
     return "default: " + ", ".join(f"{'/'.join(names)} {value}" for value, names in groups.items())
 
 
-_WORKER_HEADER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback \(most recent call last\):\n")
+_WORKER_HEADER = re.compile(
+    r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback \(most recent call last\):\n"
+)
 
 
 def error_message(error: BaseException) -> str:

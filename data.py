@@ -15,10 +15,11 @@ Benchmarks (``DATASETS``), each read from the layout researchers already have on
 An episode is one target image, one class, and k reference images of that class (never the
 target); every other class is background, so a fold's test classes are never foreground in its
 training episodes. The "base" split (Table 13) is the fold's training classes tested on fixed
-episodes drawn from the training images, as the paper's base-class evaluation is. As in the list files the authors' code reads, a PASCAL/COCO image holds a class
-only where the class covers at least MIN_OBJECT_PIXELS (2 x 32 x 32) pixels. Training episodes are a pure function of (seed, epoch, index); evaluation episodes are a
-fixed list of N per fold built once from the seed (``write_episodes`` / ``episodes_hash`` prove two
-runs used the same pairs). Every item is a dict:
+episodes drawn from the training images, as the paper's base-class evaluation is. As in the list
+files the authors' code reads, a PASCAL/COCO image holds a class only where the class covers at
+least MIN_OBJECT_PIXELS (2 x 32 x 32) pixels. Training episodes are a pure function of (seed, epoch,
+index); evaluation episodes are a fixed list of N per fold built once from the seed
+(``write_episodes`` / ``episodes_hash`` prove two runs used the same pairs). Every item is a dict:
 
     target_image      (3, S, S) float32, ImageNet-normalised
     target_mask       (S, S) int64: 0 background, 1 object, 255 ignore (PASCAL boundaries)
@@ -201,11 +202,19 @@ def missing_data(name: str, data_root: str | Path | None, *, splits: Sequence[st
     for split in ("train" if split == "base" else split for split in splits):  # the base set reads the training images
         if name == "pascal" or (name == "coco2pascal" and split == "test"):
             voc = root / "VOC2012"
-            wanted = [(voc / "JPEGImages", "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
-                       "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/)"),
-                      (voc / "SegmentationClassAug", "SBD-augmented labels, made by "
-                       "`python prepare.py pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset` (docs/data.md)"),
-                      (voc / "ImageSets" / "Segmentation" / "val.txt", "the 1,449 test image names, in the VOC 2012 tar")]
+            wanted = [
+                (
+                    voc / "JPEGImages",
+                    "PASCAL VOC 2012 images, from VOCtrainval_11-May-2012.tar "
+                    "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/)",
+                ),
+                (
+                    voc / "SegmentationClassAug",
+                    "SBD-augmented labels, made by "
+                    "`python prepare.py pascal --voc VOC2012 --sbd benchmark_RELEASE/dataset` (docs/data.md)",
+                ),
+                (voc / "ImageSets" / "Segmentation" / "val.txt", "the 1,449 test image names, in the VOC 2012 tar"),
+            ]
         else:
             coco = root if (root / "annotations").is_dir() or not (root / "COCO2014").is_dir() else root / "COCO2014"
             folder = "train2014" if split == "train" else "val2014"
@@ -298,7 +307,10 @@ class CocoImages:
             self.label_dir = png_dir
             label_names = list_stems(png_dir, ".png")
             index = _cached_index(
-                cache_dir, f"coco-{folder}-png", source=png_dir, signature=_files_signature(png_dir, label_names, ".png"),
+                cache_dir,
+                f"coco-{folder}-png",
+                source=png_dir,
+                signature=_files_signature(png_dir, label_names, ".png"),
                 build=lambda: _index_label_pngs(png_dir, label_names, num_classes=80, progress=progress),
             )
         else:
@@ -553,7 +565,9 @@ class EpisodeDataset(Dataset):
                 f"({self.class_names[class_id - 1]}), but the class index built from it lists the class: the "
                 "label changed after the index was built; run again to rebuild the index")
 
-    def episode_item(self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str) -> dict:
+    def episode_item(
+        self, index: int, episode: Episode, annotation_rngs: Sequence[np.random.Generator], kind: str
+    ) -> dict:
         size, c = self.image_size, episode.class_id
         image, label = self.images.load(episode.target_id)
         self._check_label_holds(label, c, episode.target_id)
@@ -704,7 +718,9 @@ class EvaluationEpisodes(EpisodeDataset):
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:
     if not isinstance(dataset, EvaluationEpisodes):
-        raise TypeError(f"only evaluation episodes (split 'test' or 'base') are a fixed list; got {type(dataset).__name__}")
+        raise TypeError(
+            f"only evaluation episodes (split 'test' or 'base') are a fixed list; got {type(dataset).__name__}"
+        )
     record = {
         "dataset": dataset.name, "split": dataset.split, "fold": dataset.fold, "shots": dataset.shots,
         "label": dataset.label, "seed": dataset.seed,
@@ -772,8 +788,10 @@ def read_davis_annotation(path: Path) -> np.ndarray:
     unknown = [c for c in colours.tolist() if c not in lookup]
     if unknown:
         c = unknown[0]
-        raise ValueError(f"annotation {path} is an RGB PNG with colour {(c >> 16, (c >> 8) & 255, c & 255)}, which is not in "
-                         "DAVIS's palette: expected a palette PNG of object ids (0 background, 1..n objects, 255 void)")
+        raise ValueError(
+            f"annotation {path} is an RGB PNG with colour {(c >> 16, (c >> 8) & 255, c & 255)}, which is not in "
+            "DAVIS's palette: expected a palette PNG of object ids (0 background, 1..n objects, 255 void)"
+        )
     return np.array([lookup[c] for c in colours.tolist()], np.uint8)[inverse].reshape(rgb.shape[:2])
 
 
@@ -786,7 +804,9 @@ class DavisVideos:
     Frames load as (H, W, 3) uint8 RGB, annotations as (H, W) uint8 ids (0, 1..n, 255 void).
     """
 
-    def __init__(self, root: Path, *, split: str = "val", resolution: str = "480p", sequences: Sequence[str] | None = None):
+    def __init__(
+        self, root: Path, *, split: str = "val", resolution: str = "480p", sequences: Sequence[str] | None = None
+    ):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"data root {root} not found.\n{DAVIS_LAYOUT}")
@@ -810,8 +830,10 @@ class DavisVideos:
         for sequence in listed:
             frames = list_stems(self.image_dir / sequence, ".jpg") if (self.image_dir / sequence).is_dir() else []
             if not frames:
-                raise FileNotFoundError(f"sequence {sequence} is listed in {split_list} but {self.image_dir / sequence} "
-                                        f"holds no .jpg frames: is the download complete?\n{DAVIS_LAYOUT}")
+                raise FileNotFoundError(
+                    f"sequence {sequence} is listed in {split_list} but {self.image_dir / sequence} "
+                    f"holds no .jpg frames: is the download complete?\n{DAVIS_LAYOUT}"
+                )
             folder = self.annotation_dir / sequence
             annotations = list_stems(folder, ".png") if folder.is_dir() else []
             if annotations != frames:
@@ -839,8 +861,10 @@ class DavisVideos:
         annotation_path = self.annotation_dir / sequence / f"{frame}.png"
         image, annotation = _read_image(image_path), read_davis_annotation(annotation_path)
         if image.shape[:2] != annotation.shape:
-            raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its annotation {annotation_path} is "
-                             f"{annotation.shape[1]}x{annotation.shape[0]}: they must match; re-extract the dataset")
+            raise ValueError(
+                f"{image_path} is {image.shape[1]}x{image.shape[0]} but its annotation {annotation_path} is "
+                f"{annotation.shape[1]}x{annotation.shape[0]}: they must match; re-extract the dataset"
+            )
         return image, annotation
 
 
@@ -892,13 +916,19 @@ def build_dataset(
     classes = fold_classes(name, fold, split)  # validates name, split, fold
     image_split = "train" if split == "base" else split  # base episodes come from the training images
     if name == "synthetic":
-        images = SyntheticImages(seed=seed, split=image_split, scene_size=scene_size,
-                                 num_images=num_images if num_images is not None else (2000 if image_split == "train" else 1000))
+        images = SyntheticImages(
+            seed=seed,
+            split=image_split,
+            scene_size=scene_size,
+            num_images=num_images if num_images is not None else (2000 if image_split == "train" else 1000),
+        )
         image_size = image_size if image_size is not None else scene_size
         sampling = "image"
     else:
         if data_root is None:
-            layout = COCO_LAYOUT if name == "coco" or (name == "coco2pascal" and image_split == "train") else PASCAL_LAYOUT
+            layout = (
+                COCO_LAYOUT if name == "coco" or (name == "coco2pascal" and image_split == "train") else PASCAL_LAYOUT
+            )
             raise FileNotFoundError(f"{name} needs data_root (--data-root): the dataset folder.\n{layout}")
         data_root = Path(data_root)
         if not data_root.is_dir():
@@ -906,7 +936,9 @@ def build_dataset(
             raise FileNotFoundError(f"data root {data_root} not found.\n{layout}")
         cache = _resolve_cache_dir(cache_dir, data_root)
         if name == "pascal" or (name == "coco2pascal" and image_split == "test"):
-            images = PascalImages(data_root, split=image_split, cache_dir=cache, min_pixels=min_pixels, progress=progress)
+            images = PascalImages(
+                data_root, split=image_split, cache_dir=cache, min_pixels=min_pixels, progress=progress
+            )
             sampling = "image"
         else:
             images = CocoImages(data_root, split=image_split, cache_dir=cache, masks=coco_masks, min_pixels=min_pixels,

@@ -123,8 +123,9 @@ def setup(device: str, batch_size: int, prog: str) -> World:
         error = f"--device {device}: under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda"
     elif target.type == "cuda" and torch.cuda.device_count() < local_size:
         gpus = torch.cuda.device_count()
-        error = (f"--device cuda: {local_size} processes on this machine but {gpus} GPU(s) visible; "
-                 + (f"launch torchrun --nproc_per_node={gpus} or fewer, or pass --device cpu" if gpus else "pass --device cpu"))
+        error = f"--device cuda: {local_size} processes on this machine but {gpus} GPU(s) visible; " + (
+            f"launch torchrun --nproc_per_node={gpus} or fewer, or pass --device cpu" if gpus else "pass --device cpu"
+        )
     elif target.type not in ("cuda", "cpu"):
         error = f"--device {device}: torchrun runs on cuda (NCCL) or cpu (gloo) only"
     if error:

@@ -111,8 +111,11 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
                 downloadable.append(f"{cached}: {args.backbone} ImageNet weights; downloaded on first use when online, "
                                     f"else copy the file there or pass a state-dict file with --backbone-weights")
         elif weights not in (None, "random") and not Path(weights).is_file():
-            how = ("make it with `python pretrain_tiny_backbone.py` (docs/synthetic.md), or point --backbone-weights at it"
-                   if args.backbone == "tiny" else "point --backbone-weights at an existing state-dict file")
+            how = (
+                "make it with `python pretrain_tiny_backbone.py` (docs/synthetic.md), or point --backbone-weights at it"
+                if args.backbone == "tiny"
+                else "point --backbone-weights at an existing state-dict file"
+            )
             missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
         checkpoint = Path(args.sam_checkpoint)
         if not checkpoint.is_file():
@@ -254,12 +257,18 @@ def label_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
-                                     formatter_class=cli.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
+        formatter_class=cli.HelpFormatter,
+    )
     group = parser.add_argument_group("what to evaluate")
-    group.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)")
-    group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="FOLD=PATH",
-                       help="use this checkpoint for a fold instead of searching --runs (repeatable; default: none)")
+    group.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)"
+    )
+    group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="[FOLD=]PATH",
+                       help="use this checkpoint for a fold (FOLD=PATH) or for every fold (PATH) instead of searching "
+                            "--runs (repeatable; default: none)")
     group.add_argument("--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default=None,
                        help="benchmark (default: the dataset of the runs found); pascal-part: Table 15, any checkpoint "
                             "on the part folds; davis2017 and synthetic-video: video.py, Table 16")
@@ -273,22 +282,38 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model (default: 1)")
     group.add_argument("--folds", type=cli.int_list(range(data.NUM_FOLDS)), default=list(range(data.NUM_FOLDS)),
                        help="folds to evaluate, a comma list (default: 0,1,2,3)")
-    group.add_argument("--backbone", choices=BACKBONES, default=None, help="only runs with this backbone (default: any)")
+    group.add_argument(
+        "--backbone", choices=BACKBONES, default=None, help="only runs with this backbone (default: any)"
+    )
     group.add_argument("--untrained", action="store_true",
                        help="evaluate a freshly initialised encoder with the runs' frozen parts (a baseline)")
-    group.add_argument("--method", choices=METHODS, default="vrp-sam",
-                       help="vrp-sam: the runs' encoders; gp-sam: Table 3's training-free geometric prompts from the "
-                            "pseudo mask; every-class-object / every-object: reference-free yardsticks from the target's "
-                            "ground truth; wrong-reference: the trained encoder given a reference of another class")
-    group.add_argument("--gp-prompt", type=cli.choice_list(GP_PROMPTS, all_word=None), default=None,
-                       help=f"gp-sam prompts: one of {', '.join(GP_PROMPTS)} or a comma list (default: all three, Table 3's rows)")
-    group.add_argument("--gp-threshold", type=cli.unit_float, default=None,
-                       help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})")
+    group.add_argument(
+        "--method",
+        choices=METHODS,
+        default="vrp-sam",
+        help="vrp-sam: the runs' encoders; gp-sam: Table 3's training-free geometric prompts from the "
+        "pseudo mask; every-class-object / every-object: reference-free yardsticks from the target's "
+        "ground truth; wrong-reference: the trained encoder given a reference of another class",
+    )
+    group.add_argument(
+        "--gp-prompt",
+        type=cli.choice_list(GP_PROMPTS, all_word=None),
+        default=None,
+        help=f"gp-sam prompts: one of {', '.join(GP_PROMPTS)} or a comma list (default: all three, Table 3's rows)",
+    )
+    group.add_argument(
+        "--gp-threshold",
+        type=cli.unit_float,
+        default=None,
+        help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})",
+    )
     group = parser.add_argument_group("protocol")
     group.add_argument("--episodes", type=cli.positive_int, default=None,
                        help="fixed episodes per fold (default: 1000 as in the paper; pascal-part: Matcher's count, "
                             "at most 2500)")
-    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)")
+    group.add_argument(
+        "--seed", type=cli.nonnegative_int, default=0, help="seed of the episode list (train.py validates on the same)"
+    )
     group.add_argument("--split", choices=("test", "base"), default="test",
                        help="'test': novel classes on the test images; 'base' (Table 13): also the fold's training "
                             "classes on fixed episodes from the training images, printed beside the novel mean")
@@ -298,10 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
-    group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per forward pass (results do not depend on it)")
+    group.add_argument(
+        "--batch-size", type=cli.positive_int, default=8, help="episodes per forward pass (results do not depend on it)"
+    )
     cli.add_runtime_args(group)
     group = parser.add_argument_group("output")
-    group.add_argument("--save-vis", type=cli.nonnegative_int, default=0, metavar="K", help="write K overlay images per fold (Figs. 4-5)")
+    group.add_argument(
+        "--save-vis",
+        type=cli.nonnegative_int,
+        default=0,
+        metavar="K",
+        help="write K overlay images per fold (Figs. 4-5)",
+    )
     return parser
 
 
@@ -312,8 +345,8 @@ def fold_checkpoint(text: str) -> tuple[int | None, Path]:
     if not path and not text.startswith("="):
         return None, Path(text)
     if not fold.isdigit() or int(fold) >= data.NUM_FOLDS or not path:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FOLD=PATH with FOLD in 0..{data.NUM_FOLDS - 1}, "
-                                         "e.g. --checkpoint 1=runs/pascal-fold1-mask-resnet50/best.pt")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATH (every fold) or FOLD=PATH with FOLD in "
+                                         f"0..{data.NUM_FOLDS - 1}, e.g. --checkpoint 1=runs/pascal-fold1/best.pt")
     return int(fold), Path(path)
 
 
@@ -386,7 +419,9 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     if args.dataset is None:
         datasets = sorted({config["dataset"] for _, config in runs}) or ["pascal"]
         if len(datasets) > 1:
-            raise ValueError(f"{args.runs} holds runs of several datasets ({', '.join(datasets)}); choose one with --dataset")
+            raise ValueError(
+                f"{args.runs} holds runs of several datasets ({', '.join(datasets)}); choose one with --dataset"
+            )
         args.dataset = datasets[0]
     for label in labels:
         for fold in folds:
@@ -462,10 +497,15 @@ def check_checkpoint(path: Path, state: dict, *, dataset: str | None, fold: int 
 
 
 def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> str:
-    """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's result tables (per-fold mIoU, mean, FB-IoU)."""
+    """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's result tables
+    (per-fold mIoU, mean, FB-IoU)."""
     width = max([9] + [len(label) + 1 for label, _ in rows])
-    lines = [f"VRP-SAM on {dataset}: mIoU (%) on novel classes, {episodes} episodes per fold",
-             f"{'label':<{width}}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'FB-IoU':>8}"]
+    lines = [
+        f"VRP-SAM on {dataset}: mIoU (%) on novel classes, {episodes} episodes per fold",
+        f"{'label':<{width}}{'shots':>5}"
+        + "".join(f"{'fold' + str(f):>8}" for f in folds)
+        + f"{'mean':>8}{'FB-IoU':>8}",
+    ]
     for (label, shots), results in rows.items():
         cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
         done = [results[f] for f in folds if f in results]
@@ -479,13 +519,17 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
 
 def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int) -> str:
     """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean beside it."""
-    lines = [f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
-             f"{'':<14}{'base classes':^{8 * (len(folds) + 1)}}{'novel':>8}",
-             f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'mean':>8}"]
+    lines = [
+        f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
+        f"{'':<14}{'base classes':^{8 * (len(folds) + 1)}}{'novel':>8}",
+        f"{'label':<9}{'shots':>5}" + "".join(f"{'fold' + str(f):>8}" for f in folds) + f"{'mean':>8}{'mean':>8}",
+    ]
     for key, results in base_rows.items():
         cells = "".join(f"{results[f]['miou']:8.1f}" if f in results else f"{'-':>8}" for f in folds)
         means = [[rows[key][f]["miou"] for f in folds if f in rows[key]] for rows in (base_rows, novel_rows)]
-        lines.append(f"{key[0]:<9}{key[1]:>5}{cells}" + "".join(f"{np.mean(m):8.1f}" if m else f"{'-':>8}" for m in means))
+        lines.append(
+            f"{key[0]:<9}{key[1]:>5}{cells}" + "".join(f"{np.mean(m):8.1f}" if m else f"{'-':>8}" for m in means)
+        )
     if any(len(results) < len(folds) for results in base_rows.values()):
         lines.append("means are over the folds evaluated only")
     return "\n".join(lines)
@@ -598,10 +642,20 @@ def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *
     row = label if variant is None else f"{label}/{variant}"
     what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
             + ("" if args.method == "vrp-sam" else f" {args.method}"))
-    result = evaluate_episodes(model, episodes, class_ids=class_ids,
-                               batch_size=args.batch_size, workers=args.workers, cache=cache,
-                               original_size=args.original_size, save_vis=args.save_vis,
-                               vis_dir=fold_run.path.parent / f"vis-{name}", desc=what, predictor=predictor, world=world)
+    result = evaluate_episodes(
+        model,
+        episodes,
+        class_ids=class_ids,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache=cache,
+        original_size=args.original_size,
+        save_vis=args.save_vis,
+        vis_dir=fold_run.path.parent / f"vis-{name}",
+        desc=what,
+        predictor=predictor,
+        world=world,
+    )
     if result["classes_without_episodes"] and world.is_main:
         print(no_episode_warning(result, args.dataset, what))
     result.update(checkpoint=str(fold_run.path), trained_label=fold_run.run.get("label"),
@@ -630,11 +684,16 @@ def check_method_flags(args: argparse.Namespace) -> None:
 
 
 def table_title(args: argparse.Namespace) -> str:
-    title = args.dataset + {"vrp-sam": " (untrained encoder)" if args.untrained else "",
-                            "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {gp_threshold(args)}",
-                            "every-class-object": ", yardstick: every class object of the target, no reference",
-                            "every-object": ", yardstick: every object of the target, no reference",
-                            "wrong-reference": ", the trained encoder given a reference of another class"}[args.method]
+    title = (
+        args.dataset
+        + {
+            "vrp-sam": " (untrained encoder)" if args.untrained else "",
+            "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {gp_threshold(args)}",
+            "every-class-object": ", yardstick: every class object of the target, no reference",
+            "every-object": ", yardstick: every object of the target, no reference",
+            "wrong-reference": ", the trained encoder given a reference of another class",
+        }[args.method]
+    )
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
     return title
@@ -674,9 +733,13 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
         print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
     fold_runs = load_fold_runs(args, chosen, splits)
     by_key = {(r.label, r.fold): r for r in fold_runs}
-    cells = [(by_key[(label, fold)], shots, variant, split)
-             for label, shots, variant, fold, split in itertools.product(args.label, args.shots, variants, args.folds, splits)
-             if (label, fold) in by_key]
+    cells = [
+        (by_key[(label, fold)], shots, variant, split)
+        for label, shots, variant, fold, split in itertools.product(
+            args.label, args.shots, variants, args.folds, splits
+        )
+        if (label, fold) in by_key
+    ]
     names = {cell: _result_name(args, *cell) for cell in cells}
     if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
         for (fold_run, *_), name in names.items():

@@ -13,8 +13,10 @@ Reading order follows the paper:
                                then to the augmented target; the result is SAM's sparse prompt.
 - `VRPEncoder`                FeatureAugmenter + PromptGenerator: everything that is trained
                                (1,592,064 parameters for ResNet-50, Table 2's "1.6M").
-- `build_sam`, `sam_image_embeddings`, `decode_masks` (`decode_prompts`: SAM's own point / box prompts)   the frozen SAM of §3.1 / §4, unmodified
-                               `segment_anything` package, batched over (image, prompts) pairs.
+- `build_sam`, `sam_image_embeddings`, `decode_masks`
+                               the frozen SAM of §3.1 / §4, the unmodified `segment_anything`
+                               package, batched over (image, prompts) pairs; `decode_prompts`:
+                               SAM's own point / box prompts.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
                                `encode_references` / `target_prompt_embeddings` split the prompts
                                into the reference's half (once per reference set, `ReferenceFeatures`)
@@ -80,7 +82,9 @@ PSEUDO_MASK_NORMS = ("none", "minmax")
 QUERY_INITS = ("random", "fp", "bp", "half")
 LOSSES = ("bce+dice", "bce", "dice")  # Eq. 6 and Table 5's ablation of its two terms
 TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see docs/synthetic.md)"
-TINY_BACKBONE_REMAKE = "remake it with `python pretrain_tiny_backbone.py` (about 5 min on 2 CPU cores, see docs/synthetic.md)"
+TINY_BACKBONE_REMAKE = (
+    "remake it with `python pretrain_tiny_backbone.py` (about 5 min on 2 CPU cores, see docs/synthetic.md)"
+)
 PROMPT_DIM = 256  # SAM's prompt embedding width: the VRP must speak it (§4.2)
 
 
@@ -125,7 +129,9 @@ class VRPConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"VRPConfig.{name}={getattr(self, name)!r} is not one of {allowed} (--{name.replace('_', '-')})")
+                raise ValueError(
+                    f"VRPConfig.{name}={getattr(self, name)!r} is not one of {allowed} (--{name.replace('_', '-')})"
+                )
         if self.num_queries < 1:
             raise ValueError(f"VRPConfig.num_queries={self.num_queries} must be >= 1 (--num-queries)")
         if self.num_heads < 1 or PROMPT_DIM % self.num_heads:
@@ -307,7 +313,11 @@ DINOV2_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2
 
 def imagenet_weights_file(name: str) -> Path | None:
     """Where torch.hub keeps backbone `name`'s published weights once downloaded (None: it has none)."""
-    url = IMAGENET_WEIGHTS[name].url if name in IMAGENET_WEIGHTS else DINOV2_WEIGHTS_URL if name == "dinov2_vitb14" else None
+    url = (
+        IMAGENET_WEIGHTS[name].url
+        if name in IMAGENET_WEIGHTS
+        else DINOV2_WEIGHTS_URL if name == "dinov2_vitb14" else None
+    )
     return None if url is None else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
@@ -324,17 +334,24 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
     if weights == "random":
         weights = None
     if name == "tiny" and weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"tiny backbone weights {weights} not found: the synthetic benchmark's tiny backbone is "
-                                f"made by `python pretrain_tiny_backbone.py` (docs/synthetic.md) as checkpoints/tiny_backbone_synthetic.pth; "
-                                "pass its path with --backbone-weights, or --backbone-weights random for a random one")
+        raise FileNotFoundError(
+            f"tiny backbone weights {weights} not found: the synthetic benchmark's tiny backbone is "
+            "made by `python pretrain_tiny_backbone.py` (docs/synthetic.md) as "
+            "checkpoints/tiny_backbone_synthetic.pth; "
+            "pass its path with --backbone-weights, or --backbone-weights random for a random one"
+        )
     if name == "dinov2_vitb14":
         return _build_dinov2(weights)
     if weights == "imagenet" and name == "tiny":
-        raise ValueError("the tiny backbone has no ImageNet weights: leave --backbone-weights unset or pass a state_dict file")
+        raise ValueError(
+            "the tiny backbone has no ImageNet weights: leave --backbone-weights unset or pass a state_dict file"
+        )
 
     if weights == "imagenet" and name in DEEP_STEM_FILES:
-        raise ValueError(f"{name} has no torchvision ImageNet weights: pass the authors' {DEEP_STEM_FILES[name]} (PSPNet's "
-                         "initmodel, hszhao/semseg) with --backbone-weights PATH, or use --backbone resnet50 (torchvision's stem)")
+        raise ValueError(
+            f"{name} has no torchvision ImageNet weights: pass the authors' {DEEP_STEM_FILES[name]} (PSPNet's "
+            "initmodel, hszhao/semseg) with --backbone-weights PATH, or use --backbone resnet50 (torchvision's stem)"
+        )
 
     with _seeded(0):
         if name in DEEP_STEM_FILES:
@@ -351,7 +368,13 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             # stem has public weights (the authors' deep stem is resnet50_deepstem, with PSPNet's file).
             net = constructor(weights=None, replace_stride_with_dilation=[False, True, True])
             del net.fc
-            blocks = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
+            blocks = [
+                nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+                net.layer1,
+                net.layer2,
+                net.layer3,
+                net.layer4,
+            ]
             channels = (512, 1024, 2048)
             imagenet = IMAGENET_WEIGHTS[name]
         elif name == "vgg16":
@@ -359,7 +382,13 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             net = nn.Module()
             net.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=True)
             f = net.features
-            blocks = [f[0:7], f[7:14], f[14:24], f[24:34], f[34:43]]  # the authors' five stages; the last pool is unused
+            blocks = [
+                f[0:7],
+                f[7:14],
+                f[14:24],
+                f[24:34],
+                f[34:43],
+            ]  # the authors' five stages; the last pool is unused
             channels = (256, 512, 512)
             imagenet = IMAGENET_WEIGHTS[name]
         else:
@@ -421,9 +450,11 @@ def _check_backbone_state_dict(net: nn.Module, state: dict[str, Tensor], *, name
                 if k in state and tuple(state[k].shape) != expected[k]]
     if not (missing or unexpected or reshaped):
         return
-    problems = [f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
-                for what, found in (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
-                if found]
+    problems = [
+        f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
+        for what, found in (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
+        if found
+    ]
     if name in DEEP_STEM_FILES:
         stem = state.get("conv1.weight")
         hint = (f"it looks like torchvision's ResNet (one 7×7 stem conv): load it with --backbone {name.split('_')[0]}"
@@ -505,16 +536,21 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
         path = Path(checkpoint)
         if not path.is_file():
             if sam_type == "tiny":
-                where = "the tiny SAM is made by `python pretrain_tiny_sam.py` (docs/synthetic.md) as checkpoints/sam_tiny_synthetic.pth"
+                where = ("the tiny SAM is made by `python pretrain_tiny_sam.py` (docs/synthetic.md) as "
+                         "checkpoints/sam_tiny_synthetic.pth")
             else:
                 name = SAM_CHECKPOINT_FILES[sam_type]
                 where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
                          "(listed at https://github.com/facebookresearch/segment-anything#model-checkpoints)")
-            raise FileNotFoundError(f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint")
+            raise FileNotFoundError(
+                f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint"
+            )
         state = _load_file(path, "SAM checkpoint", fix=TINY_SAM_REMAKE if sam_type == "tiny" else
                            f"download {SAM_CHECKPOINT_FILES[sam_type]} again from {SAM_CHECKPOINT_URL}")
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint")
+            raise ValueError(
+                f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint"
+            )
         found = sam_type_of_state_dict(state)
         if found != sam_type:
             looks = f"looks like {found}" if found else "matches no known SAM type"
@@ -725,7 +761,12 @@ class PromptGenerator(nn.Module):
         self.target_cross_norm = nn.LayerNorm(embed_dim)
         self.target_self_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
         self.target_self_norm = nn.LayerNorm(embed_dim)
-        for attn in (self.reference_cross_attn, self.reference_self_attn, self.target_cross_attn, self.target_self_attn):
+        for attn in (
+            self.reference_cross_attn,
+            self.reference_self_attn,
+            self.target_cross_attn,
+            self.target_self_attn,
+        ):
             nn.init.xavier_uniform_(attn.in_proj_weight)
             nn.init.xavier_uniform_(attn.out_proj.weight)
 
@@ -763,7 +804,9 @@ class PromptGenerator(nn.Module):
         q = self.initial_queries(prototypes.to(reference.dtype))  # (B, N, C)
 
         # Eq. 4: Q'_r = SelfAttn(CrossAttn(Q, F'_r))
-        q = self.reference_cross_norm(q + self.reference_cross_attn(q, reference_keys, reference, need_weights=False)[0])
+        q = self.reference_cross_norm(
+            q + self.reference_cross_attn(q, reference_keys, reference, need_weights=False)[0]
+        )
         q = self.reference_self_norm(q + self.reference_self_attn(q, q, q, need_weights=False)[0])
         # Eq. 5: Q'_t = SelfAttn(CrossAttn(Q'_r, F'_t))
         q = self.target_cross_norm(q + self.target_cross_attn(q, target_keys, target, need_weights=False)[0])
@@ -777,8 +820,17 @@ class VRPEncoder(nn.Module):
     Works on frozen backbone features, so its parameters are exactly what is trained and saved.
     """
 
-    def __init__(self, *, mid_channels: int, embed_dim: int = PROMPT_DIM, num_queries: int = 50,
-                 num_heads: int = 4, dropout: float = 0.5, mask_scale: float = 10.0, query_init: str = "random") -> None:
+    def __init__(
+        self,
+        *,
+        mid_channels: int,
+        embed_dim: int = PROMPT_DIM,
+        num_queries: int = 50,
+        num_heads: int = 4,
+        dropout: float = 0.5,
+        mask_scale: float = 10.0,
+        query_init: str = "random",
+    ) -> None:
         super().__init__()
         self.feature_augmenter = FeatureAugmenter(mid_channels=mid_channels, embed_dim=embed_dim,
                                                   dropout=dropout, mask_scale=mask_scale)
@@ -788,7 +840,9 @@ class VRPEncoder(nn.Module):
     def forward(self, target_mid: Tensor, reference_mid: Tensor, reference_mask: Tensor,
                 target_pseudo_mask: Tensor) -> Tensor:
         """(B, C_mid, h, w) ×2, (B, 1, h, w) ×2 -> prompt embeddings (B, N, embed_dim)."""
-        reference, target, prototypes = self.feature_augmenter(target_mid, reference_mid, reference_mask, target_pseudo_mask)
+        reference, target, prototypes = self.feature_augmenter(
+            target_mid, reference_mid, reference_mask, target_pseudo_mask
+        )
         return self.prompt_generator(reference, target, prototypes)
 
 
@@ -809,7 +863,9 @@ class ReferenceFeatures:
 
     def cat(self, other: "ReferenceFeatures") -> "ReferenceFeatures":
         """More references for the same targets (Table 7's k-shot): concatenated along k."""
-        return ReferenceFeatures(*(torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=1) for f in fields(self)))
+        return ReferenceFeatures(
+            *(torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=1) for f in fields(self))
+        )
 
 
 class VRPSAM(nn.Module):
@@ -822,7 +878,9 @@ class VRPSAM(nn.Module):
     def __init__(self, *, config: VRPConfig, backbone: Backbone, sam: Sam, seed: int | None = None) -> None:
         super().__init__()
         if getattr(backbone, "name", None) != config.backbone:
-            raise ValueError(f"config.backbone is {config.backbone!r} but the backbone given is {getattr(backbone, 'name', None)!r}")
+            raise ValueError(
+                f"config.backbone is {config.backbone!r} but the backbone given is {getattr(backbone, 'name', None)!r}"
+            )
         if _sam_type_of_model(sam) != config.sam:
             raise ValueError(f"config.sam is {config.sam!r} but the SAM given looks like {_sam_type_of_model(sam)!r}")
         self.config = config
@@ -875,8 +933,10 @@ class VRPSAM(nn.Module):
         """target_images (B, 3, S, S), reference_images (B, k, 3, S, S), reference_labels (B, k, S, S)
         in {0, 1} -> prompt embeddings (B, k·N, 256): each reference yields N prompts (Table 7)."""
         if reference_images.dim() != 5 or reference_labels.dim() != 4:
-            raise ValueError(f"reference_images must be (B, k, 3, S, S) and reference_labels (B, k, S, S), got "
-                             f"{tuple(reference_images.shape)} and {tuple(reference_labels.shape)}: add the shot axis (x[:, None])")
+            raise ValueError(
+                f"reference_images must be (B, k, 3, S, S) and reference_labels (B, k, S, S), got "
+                f"{tuple(reference_images.shape)} and {tuple(reference_labels.shape)}: add the shot axis (x[:, None])"
+            )
         b, k = reference_images.shape[:2]
         if (reference_labels.shape != (b, k, *reference_images.shape[-2:]) or target_images.shape[0] != b
                 or target_images.shape[-2:] != reference_images.shape[-2:]):
@@ -891,13 +951,18 @@ class VRPSAM(nn.Module):
         targets (segment.py). reference_images (B, k, 3, S, S), reference_labels (B, k, S, S)."""
         b, k = reference_images.shape[:2]
         # All k references in one backbone pass.
-        reference_mid, reference_last = self.backbone.mid_features(reference_images.flatten(0, 1))  # (B·k, C_mid, h, w)
-        reference_mask = downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], self.config.label_downsample)
+        # (B·k, C_mid, h, w)
+        reference_mid, reference_last = self.backbone.mid_features(reference_images.flatten(0, 1))
+        reference_mask = downsample_label(
+            reference_labels.flatten(0, 1), reference_mid.shape[-2:], self.config.label_downsample
+        )
         # The reference's 5th block sees only the annotated region (authors' code).
         reference_high = self.backbone.high_features(reference_last * reference_mask)
         high_mask = reference_mask
         if reference_high.shape[-2:] != reference_mask.shape[-2:]:
-            high_mask = F.interpolate(reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True)
+            high_mask = F.interpolate(
+                reference_mask, size=reference_high.shape[-2:], mode="bilinear", align_corners=True
+            )
         unflatten = lambda x: x.reshape(b, k, *x.shape[1:])  # noqa: E731
         return ReferenceFeatures(mid=unflatten(reference_mid), mask=unflatten(reference_mask),
                                  high=unflatten(reference_high), high_mask=unflatten(high_mask))
@@ -907,7 +972,9 @@ class VRPSAM(nn.Module):
         output for B or for 1 set of k references (then shared by all B targets) -> (B, k·N, 256)."""
         b, k = target_images.shape[0], references.shots
         if references.mid.shape[0] not in (1, b):
-            raise ValueError(f"{references.mid.shape[0]} reference sets for {b} targets: pass one set or one per target")
+            raise ValueError(
+                f"{references.mid.shape[0]} reference sets for {b} targets: pass one set or one per target"
+            )
         target_mid, target_last = self.backbone.mid_features(target_images)  # (B, C_mid, h, w)
         target_high = self.backbone.high_features(target_last)  # (B, C_high, h, w)
         # The target's features are shared by its k references.
@@ -962,7 +1029,9 @@ def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = IGNORE, loss
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: choose one of {LOSSES} (--loss)")
     if logits.shape != target.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same (B, S, S) shape")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same (B, S, S) shape"
+        )
     logits = logits.float()  # the loss in fp32 also under autocast
     valid = (target != ignore_index).float()
     y = (target == 1).float()
@@ -971,7 +1040,9 @@ def vrp_loss(logits: Tensor, target: Tensor, *, ignore_index: int = IGNORE, loss
     valid_count = valid.sum() if global_sum is None else global_sum(valid.sum())
     total = logits.new_zeros(())
     if loss in ("bce+dice", "bce"):
-        total = total + F.binary_cross_entropy_with_logits(logits, y, weight=valid, reduction="sum") / valid_count.clamp_min(1.0)
+        total = total + F.binary_cross_entropy_with_logits(
+            logits, y, weight=valid, reduction="sum"
+        ) / valid_count.clamp_min(1.0)
     if loss in ("bce+dice", "dice"):
         p = torch.sigmoid(logits) * valid
         intersection = (p * y).flatten(1).sum(1)
@@ -1008,13 +1079,19 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: pass a file written by train.py (--checkpoint)")
     ckpt = _load_file(path, "checkpoint")
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("config"), dict)
+        or not isinstance(ckpt.get("model"), dict)
+    ):
         raise ValueError(f"{path} is not a VRP-SAM checkpoint (a dict with 'config' and 'model'); "
                          "SAM or backbone weights go to --sam-checkpoint / --backbone-weights")
     known = {f.name for f in fields(VRPConfig)}
     unknown = sorted(set(ckpt["config"]) - known)
     if unknown:
-        raise ValueError(f"{path} has config fields {unknown} this model.py does not know: was it written by a newer version?")
+        raise ValueError(
+            f"{path} has config fields {unknown} this model.py does not know: was it written by a newer version?"
+        )
     stored = VRPConfig(**ckpt["config"])
     if config is not None and stored != config:
         differences = [f"{f.name}: checkpoint {getattr(stored, f.name)}, requested {getattr(config, f.name)}"
@@ -1188,7 +1265,9 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path, sam: Sam, image_size: int) -> None:
         if not isinstance(sam, Sam):
-            raise TypeError(f"EmbeddingCache needs the SAM model itself (its weights key the cache), got {type(sam).__name__}")
+            raise TypeError(
+                f"EmbeddingCache needs the SAM model itself (its weights key the cache), got {type(sam).__name__}"
+            )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         self.image_size = image_size
@@ -1227,7 +1306,9 @@ class EmbeddingCache:
 
     def put(self, key: str, embedding: Tensor) -> None:
         """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
-        cli.write_atomic(self.path(key), partial(torch.save, embedding.detach().to("cpu", torch.float16).clone()), durable=True)
+        cli.write_atomic(
+            self.path(key), partial(torch.save, embedding.detach().to("cpu", torch.float16).clone()), durable=True
+        )
 
     @torch.no_grad()
     def embed(self, sam: Sam, images: Tensor, image_ids: Sequence[str]) -> Tensor:

@@ -50,7 +50,9 @@ def read_sbd_label(path: Path) -> np.ndarray:
     segmentation = getattr(mat["GTcls"], "Segmentation", None)
     label = None if segmentation is None else np.asarray(segmentation)
     if label is None or label.ndim != 2 or label.dtype.kind not in "ui":
-        raise ValueError(f"{path}: GTcls.Segmentation is missing or not a 2-D integer class map; is this an SBD cls/*.mat file?")
+        raise ValueError(
+            f"{path}: GTcls.Segmentation is missing or not a 2-D integer class map; is this an SBD cls/*.mat file?"
+        )
     bad = [int(v) for v in np.unique(label) if not 0 <= v <= len(data.PASCAL_CLASSES)]
     if bad:
         raise ValueError(f"{path}: GTcls.Segmentation has value {bad[0]}: expected 0 background and 1-20 classes")
@@ -85,7 +87,9 @@ def _find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
         if (root / candidate).is_dir():
             return root / candidate
     looked = " nor ".join(str(root / c) for c in candidates)
-    raise FileNotFoundError(f"neither {looked} exists: {what}" if len(candidates) > 1 else f"{looked} not found: {what}")
+    raise FileNotFoundError(
+        f"neither {looked} exists: {what}" if len(candidates) > 1 else f"{looked} not found: {what}"
+    )
 
 
 def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
@@ -104,7 +108,9 @@ def prepare_pascal(voc: str | Path, sbd: str | Path, out: str | Path | None = No
     """
     voc, sbd = Path(voc), Path(sbd)
     if not voc.is_dir():
-        raise FileNotFoundError(f"VOC folder {voc} not found: --voc is the VOC2012 folder of VOCtrainval_11-May-2012.tar")
+        raise FileNotFoundError(
+            f"VOC folder {voc} not found: --voc is the VOC2012 folder of VOCtrainval_11-May-2012.tar"
+        )
     if not (voc / "SegmentationClass").is_dir() and (voc / "VOC2012").is_dir():
         voc = voc / "VOC2012"
     voc_dir = _find_dir(voc, ["SegmentationClass"], "--voc is the VOC2012 folder holding SegmentationClass/*.png "
@@ -172,8 +178,10 @@ def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val
     for split in splits:  # every input is checked before anything is written
         path = coco / "annotations" / f"instances_{split}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: --coco is the folder holding annotations/instances_{{train,val}}2014.json "
-                                    "(annotations_trainval2014.zip from https://cocodataset.org/#download)")
+            raise FileNotFoundError(
+                f"{path} not found: --coco is the folder holding annotations/instances_{{train,val}}2014.json "
+                "(annotations_trainval2014.zip from https://cocodataset.org/#download)"
+            )
     summary = {}
     for split in splits:
         start = time.perf_counter()
@@ -190,12 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prepare.py", formatter_class=cli.HelpFormatter,
                                      description="Prepare the label layouts data.py reads (docs/data.md).")
     commands = parser.add_subparsers(dest="command", required=True)
-    pascal = commands.add_parser("pascal", help="SegmentationClassAug from VOC2012 + SBD", formatter_class=cli.HelpFormatter,
-                                 description="Write VOC2012/SegmentationClassAug/*.png (0 background, 1-20, 255 "
-                                             "boundary) from SBD's cls/*.mat and VOC's SegmentationClass/*.png (VOC's win).")
+    pascal = commands.add_parser(
+        "pascal",
+        help="SegmentationClassAug from VOC2012 + SBD",
+        formatter_class=cli.HelpFormatter,
+        description="Write VOC2012/SegmentationClassAug/*.png (0 background, 1-20, 255 "
+        "boundary) from SBD's cls/*.mat and VOC's SegmentationClass/*.png (VOC's win).",
+    )
     pascal.add_argument("--voc", type=Path, required=True,
                         help="the VOC2012 folder (holding SegmentationClass/, JPEGImages/, ImageSets/)")
-    pascal.add_argument("--sbd", type=Path, required=True, help="SBD's folder holding cls/*.mat (benchmark_RELEASE/dataset)")
+    pascal.add_argument(
+        "--sbd", type=Path, required=True, help="SBD's folder holding cls/*.mat (benchmark_RELEASE/dataset)"
+    )
     pascal.add_argument("--out", type=Path, default=None, help="default: VOC2012/SegmentationClassAug")
     pascal.add_argument("--overwrite", action="store_true",
                         help="replace label PNGs already there that differ, and rewrite palette ones single-channel")
@@ -207,8 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "crowd regions skipped, objects painted in the file's order, no PNG for "
                                            "an image without a non-crowd object (docs/data.md).")
     coco.add_argument("--coco", type=Path, required=True, help="the COCO 2014 folder holding annotations/")
-    coco.add_argument("--splits", type=cli.choice_list(("train2014", "val2014"), all_word=None), default="train2014,val2014",
-                      help="comma list of train2014, val2014")
+    coco.add_argument(
+        "--splits",
+        type=cli.choice_list(("train2014", "val2014"), all_word=None),
+        default="train2014,val2014",
+        help="comma list of train2014, val2014",
+    )
     coco.add_argument("--overwrite", action="store_true",
                       help="delete and re-render PNGs of another JSON content, convention or origin")
     return parser
@@ -217,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare(args: argparse.Namespace) -> dict:
     if args.command == "pascal":
         summary = prepare_pascal(args.voc, args.sbd, args.out, overwrite=args.overwrite)
-        outside = "" if summary["outside_val"] is None else f"; {summary['outside_val']:,} outside val.txt (the training pool)"
+        outside = (
+            ""
+            if summary["outside_val"] is None
+            else f"; {summary['outside_val']:,} outside val.txt (the training pool)"
+        )
         print(f"{summary['labels']:,} label images in {summary['out']} ({summary['written']:,} written, "
               f"{summary['unchanged']:,} already there): {summary['from_voc']:,} from VOC SegmentationClass, "
               f"{summary['from_sbd']:,} from SBD{outside}. A complete VOC2012 + SBD gives "

@@ -53,7 +53,9 @@ NUM_SHAPES, NUM_APPEARANCES = len(synthetic.SYNTHETIC_SHAPES), len(synthetic.SYN
 APPEARANCE_INDEX = {name: i for i, (name, _, _) in enumerate(synthetic.SYNTHETIC_APPEARANCES)}
 
 
-def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAGE_SIZE) -> tuple[Tensor, Tensor, Tensor]:
+def sample_scenes(
+    rng: np.random.Generator, batch_size: int, *, size: int = IMAGE_SIZE
+) -> tuple[Tensor, Tensor, Tensor]:
     """Draw `batch_size` scenes with 1-3 of all 20 classes and 0-3 distractors (as the benchmark).
 
     Returns images (B, 3, S, S) ImageNet-normalised, label maps (B, S, S) int64 in 0..20 or 255
@@ -183,7 +185,11 @@ def main(argv=None) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup))))
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup)))
+        ),
+    )
     print(f"tiny backbone: {sum(p.numel() for p in model.blocks.parameters()) / 1e6:.2f}M parameters, "
           f"task {args.task}, {args.steps} steps of {args.batch_size}")
     start = time.time()

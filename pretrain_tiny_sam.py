@@ -60,18 +60,32 @@ def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAG
     mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
     images = (torch.stack(images) - mean) / std
-    return images, torch.stack(masks), torch.tensor(points, dtype=torch.float32), torch.tensor(boxes, dtype=torch.float32)
+    return (
+        images,
+        torch.stack(masks),
+        torch.tensor(points, dtype=torch.float32),
+        torch.tensor(boxes, dtype=torch.float32),
+    )
 
 
-def decode(sam, embeddings: torch.Tensor, size, *, points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-           boxes: torch.Tensor | None = None) -> torch.Tensor:
+def decode(
+    sam,
+    embeddings: torch.Tensor,
+    size,
+    *,
+    points: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Single-mask logits (B, S, S) from SAM image embeddings, for points (B, N, 2) with `labels`
     (B, N; 1 positive, 0 negative; default all positive) and/or one box (B, 4) per image."""
     low_res = decode_prompts(sam, embeddings, points=points, labels=labels, boxes=boxes)  # (B, 1, 4h, 4w)
     return upsample_logits(low_res, size)[:, 0]  # the resize VRP-SAM uses downstream
 
 
-def predict(sam, images: torch.Tensor, *, points: torch.Tensor | None = None, boxes: torch.Tensor | None = None) -> torch.Tensor:
+def predict(
+    sam, images: torch.Tensor, *, points: torch.Tensor | None = None, boxes: torch.Tensor | None = None
+) -> torch.Tensor:
     """Single-mask logits (B, S, S) for one positive point (B, 1, 2) or one box (B, 4) per image."""
     return decode(sam, sam_image_embeddings(sam, images), images.shape[-2:], points=points, boxes=boxes)
 
@@ -108,7 +122,9 @@ def train_step(sam, optimizer: torch.optim.Optimizer, batch, *, rng: np.random.G
     rows = (slice(0, half), slice(half, None))
 
     def decode_all() -> torch.Tensor:
-        return torch.cat([decode(sam, embeddings[r], size, points=p, labels=l, boxes=b) for (p, l, b), r in zip(prompts, rows)])
+        return torch.cat(
+            [decode(sam, embeddings[r], size, points=p, labels=l, boxes=b) for (p, l, b), r in zip(prompts, rows)]
+        )
 
     logits = decode_all()
     loss = vrp_loss(logits, masks)  # BCE + Dice, as SAM's own focal + Dice in spirit
@@ -145,7 +161,11 @@ def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: 
 
 def save_fp16(sam, path: Path) -> None:
     """Write the state dict in fp16, atomically (a half-written file never replaces a good one)."""
-    cli.write_atomic(path, partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}), durable=True)
+    cli.write_atomic(
+        path,
+        partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}),
+        durable=True,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +203,11 @@ def main(argv=None) -> float:
     warmup = min(30, args.steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (s + 1) / (warmup + 1) if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup))),
+        lambda s: (
+            (s + 1) / (warmup + 1)
+            if s < warmup
+            else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup)))
+        ),
     )
     print(f"tiny SAM: {sum(p.numel() for p in sam.parameters()) / 1e6:.2f}M parameters, {args.steps} steps")
     start = time.time()
@@ -196,7 +220,10 @@ def main(argv=None) -> float:
         bar.set_postfix(loss=f"{loss:.3f}")
     iou = held_out_point_iou(sam, num_scenes=args.eval_scenes, seed=args.seed)
     save_fp16(sam, args.out)
-    print(f"held-out point-prompt IoU on {args.eval_scenes} fresh scenes: {iou:.3f}  ({(time.time() - start) / 60:.1f} min)")
+    print(
+        f"held-out point-prompt IoU on {args.eval_scenes} fresh scenes: {iou:.3f}  "
+        f"({(time.time() - start) / 60:.1f} min)"
+    )
     print(f"saved {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
     return iou
 

@@ -412,8 +412,10 @@ def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="prompts.py", description="Draw one simulated user label (point / scribble / box / mask) over a label PNG.",
-        formatter_class=cli.HelpFormatter)
+        prog="prompts.py",
+        description="Draw one simulated user label (point / scribble / box / mask) over a label PNG.",
+        formatter_class=cli.HelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mask", type=Path, help="label PNG: 0 background, class ids, 255 ignore")
     source.add_argument("--demo", action="store_true", help="use a built-in ellipse object with a 255 border")

@@ -48,9 +48,26 @@ from tqdm import tqdm
 
 import cli
 import data
-from model import (EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks, load_checkpoint,
-                   upsample_logits)
-from prompts import ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask
+from model import (
+    EmbeddingCache,
+    ReferenceFeatures,
+    VRPSAM,
+    autocast,
+    build_from_checkpoint,
+    embed_targets,
+    decode_masks,
+    load_checkpoint,
+    upsample_logits,
+)
+from prompts import (
+    ANNOTATION_COLOUR,
+    IGNORE,
+    SEED_STREAMS,
+    PREDICTION_COLOUR,
+    png_bytes,
+    simulate_annotation,
+    tint_mask,
+)
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, SyntheticScene, synthetic_scene
 
 ROOT = Path(__file__).resolve().parent
@@ -291,8 +308,10 @@ def make_reference(image: ImageLike, annotation: dict, *, name: str | None = Non
                         f"{{'mask': 'mask.png'}}, got {type(annotation).__name__}")
     kinds = [k for k in annotation if k in ANNOTATION_KINDS]
     if len(kinds) != 1 or set(annotation) - {kinds[0], "class_id"}:
-        raise ValueError(f"reference {name}: an annotation is a dict with one of the keys {', '.join(ANNOTATION_KINDS)} "
-                         f"(and 'class_id' with 'mask'), got keys {sorted(annotation)}")
+        raise ValueError(
+            f"reference {name}: an annotation is a dict with one of the keys {', '.join(ANNOTATION_KINDS)} "
+            f"(and 'class_id' with 'mask'), got keys {sorted(annotation)}"
+        )
     kind, value = kinds[0], annotation[kinds[0]]
     class_id = annotation.get("class_id")
     if class_id is not None and kind != "mask":
@@ -446,8 +465,12 @@ class VRPPredictor:
 
     @torch.no_grad()
     def _encode(self, references: Sequence[Reference]) -> ReferenceFeatures:
-        images = torch.stack([self._network_image(r.image) for r in references])[None].to(self.device)  # (1, k, 3, S, S)
-        labels = torch.stack([torch.from_numpy(r.network_label(self.image_size)) for r in references])[None].to(self.device)
+        images = torch.stack([self._network_image(r.image) for r in references])[None].to(
+            self.device
+        )  # (1, k, 3, S, S)
+        labels = torch.stack([torch.from_numpy(r.network_label(self.image_size)) for r in references])[None].to(
+            self.device
+        )
         with autocast(self.device):
             return self.model.encode_references(images, labels)
 
@@ -460,14 +483,18 @@ class VRPPredictor:
         for n, reference in enumerate(made, 1):
             kind = ANNOTATION_KINDS[reference.kind]
             if self.trained_label not in (None, "any", kind):
-                warnings.warn(f"reference {n} is annotated with {reference.kind} but this checkpoint was trained with "
-                              f"{self.trained_label} annotations (train.py --label {self.trained_label}); expect lower accuracy",
-                              stacklevel=2)
+                warnings.warn(
+                    f"reference {n} is annotated with {reference.kind} but this checkpoint was trained with "
+                    f"{self.trained_label} annotations (train.py --label {self.trained_label}); expect lower accuracy",
+                    stacklevel=2,
+                )
         self.references = made
         self._features = self._encode(made)
 
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[ImageLike], *, extra_reference: Reference | None = None) -> list[Prediction]:
+    def predict_batch(
+        self, images: Sequence[ImageLike], *, extra_reference: Reference | None = None
+    ) -> list[Prediction]:
         """One Prediction per target image (any size, mode, orientation: see read_image), in one
         network batch; images: a list of them (or a (B, H, W, 3) array); an empty list gives [].
         extra_reference: one more reference for this call only (--propagate's previous frame)."""
@@ -550,7 +577,15 @@ def overlay_picture(references: Sequence[Reference], target: np.ndarray, predict
     panels = []
     for r in references:
         # sparse annotations are grown so that points and thin strokes show at any size
-        panels.append(_panel(r.image, r.mask, ANNOTATION_COLOUR, height, grow=max(1, height // 100) if r.kind in ("points", "scribble") else 0))
+        panels.append(
+            _panel(
+                r.image,
+                r.mask,
+                ANNOTATION_COLOUR,
+                height,
+                grow=max(1, height // 100) if r.kind in ("points", "scribble") else 0,
+            )
+        )
     panels.append(_panel(target, prediction.mask, PREDICTION_COLOUR, height))
     gap = np.full((height, 4, 3), 255, np.uint8)
     return np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
@@ -631,27 +666,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segment.py", formatter_class=cli.HelpFormatter,
                      description="Segment images from annotated reference images with a trained VRP-SAM.")
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)")
+    group.add_argument(
+        "--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)"
+    )
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)
     group = parser.add_argument_group("references (each --reference followed by one annotation, in order)")
-    group.add_argument("--reference", type=Path, action="append", default=[], help="reference image (repeat for k-shot)")
+    group.add_argument(
+        "--reference", type=Path, action="append", default=[], help="reference image (repeat for k-shot)"
+    )
     group.add_argument("--mask", type=Path, action=_Annotation, help="PNG of the reference's size: non-zero = object")
-    group.add_argument("--class-id", type=cli.positive_int, action=_Annotation, help="with --mask: the object is this label value")
+    group.add_argument(
+        "--class-id", type=cli.positive_int, action=_Annotation, help="with --mask: the object is this label value"
+    )
     group.add_argument("--points", type=_parse_points, action=_Annotation,
                        help="clicks on the object: \"x,y;x,y\" (pixels inside the reference; outside ones are refused)")
     group.add_argument("--box", type=_parse_box, action=_Annotation,
                        help="the object's box: x0,y0,x1,y1 (inclusive pixels inside the reference; not clipped)")
-    group.add_argument("--scribble", type=Path, action=_Annotation, help="strokes on an empty PNG of the reference's size")
+    group.add_argument(
+        "--scribble", type=Path, action=_Annotation, help="strokes on an empty PNG of the reference's size"
+    )
     group = parser.add_argument_group("targets and output")
     group.add_argument("--targets", nargs="+", default=[], help="image files, globs or folders (sorted by name)")
     group.add_argument("--out", type=Path, default=None,
                        help="output folder (--demo: the PNG to write; default: demo.png beside the checkpoint)")
     group.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
-    group.add_argument("--propagate", action="store_true",
-                       help="video: also use the previous frame's prediction as a mask reference (beyond the paper; one frame at a time)")
+    group.add_argument(
+        "--propagate",
+        action="store_true",
+        help="video: also use the previous frame's prediction as a mask reference (beyond the paper; one frame "
+        "at a time)",
+    )
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="targets per network batch")
     group = parser.add_argument_group("demo")
     group.add_argument("--demo", action="store_true", help="segment synthetic scenes and write one contact sheet")
@@ -665,7 +712,9 @@ def expand_targets(items: Sequence[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
             if not found:
                 raise ValueError(f"--targets {item}: the folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
@@ -705,11 +754,15 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
     """Everything a run needs, checked before any model is built or file written: the checkpoint,
     the references with their annotations, every target decoded once, the output paths."""
     if not args.reference:
-        raise ValueError("give at least one --reference image with its annotation (--mask, --points, --box or --scribble)")
+        raise ValueError(
+            "give at least one --reference image with its annotation (--mask, --points, --box or --scribble)"
+        )
     annotations = getattr(args, "annotations", None) or []
     if len(annotations) != len(args.reference):
-        raise ValueError(f"{len(args.reference)} --reference image(s) but {len(annotations)} annotation(s): follow each "
-                         "--reference with one --mask, --points, --box or --scribble")
+        raise ValueError(
+            f"{len(args.reference)} --reference image(s) but {len(annotations)} annotation(s): follow each "
+            "--reference with one --mask, --points, --box or --scribble"
+        )
     if not args.targets:
         raise ValueError("give --targets (image files, globs or folders)")
     if args.out is None:
@@ -729,7 +782,10 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
             raise ValueError(f"--targets {names[path.stem]} and {path} would both write {path.stem}.png: "
                              "segment them into separate --out folders")
         names[path.stem] = path
-        outputs[path] = {"mask": args.out / "masks" / f"{path.stem}.png", "overlay": args.out / "overlays" / f"{path.stem}.png"}
+        outputs[path] = {
+            "mask": args.out / "masks" / f"{path.stem}.png",
+            "overlay": args.out / "overlays" / f"{path.stem}.png",
+        }
     _check_out_folder(args.out)
     existing = [p for paths in outputs.values() for p in paths.values() if p.exists()]
     if (args.out / "results.jsonl").exists():
@@ -765,9 +821,15 @@ def segment(args: argparse.Namespace) -> list[dict]:
             cli.write_atomic(outputs[path]["overlay"], png_bytes(overlay_picture(references, image, prediction)))
         seconds = (time.perf_counter() - began) / len(batch)
         for path, prediction in zip(batch, predictions):
-            line = {"file": str(path), "mask": str(outputs[path]["mask"]), "area": round(prediction.area, 6),
-                    "mean_probability": None if prediction.mean_probability is None else round(prediction.mean_probability, 6),
-                    "seconds": round(seconds, 4)}
+            line = {
+                "file": str(path),
+                "mask": str(outputs[path]["mask"]),
+                "area": round(prediction.area, 6),
+                "mean_probability": (
+                    None if prediction.mean_probability is None else round(prediction.mean_probability, 6)
+                ),
+                "seconds": round(seconds, 4),
+            }
             if args.propagate:
                 line["propagated"] = previous is not None
             lines.append(line)
@@ -778,7 +840,10 @@ def segment(args: argparse.Namespace) -> list[dict]:
         bar.update(len(batch))
     bar.close()
     total = sum(line["seconds"] for line in lines)
-    print(f"segmented {len(lines)} target(s) in {total:.1f} s ({len(lines) / max(total, 1e-9):.2f} targets/s) -> {args.out}")
+    print(
+        f"segmented {len(lines)} target(s) in {total:.1f} s ({len(lines) / max(total, 1e-9):.2f} targets/s) "
+        f"-> {args.out}"
+    )
     return lines
 
 

@@ -98,7 +98,9 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: fl
         arm = math.hypot(r, half)
         corner = math.atan2(half, r)
         for base in (0.0, math.pi / 2):
-            draw.polygon(polygon([(arm, base + s) for s in (corner, math.pi - corner, math.pi + corner, -corner)]), fill=1)
+            draw.polygon(
+                polygon([(arm, base + s) for s in (corner, math.pi - corner, math.pi + corner, -corner)]), fill=1
+            )
     else:
         raise ValueError(f"unknown synthetic shape {shape!r}; expected one of {SYNTHETIC_SHAPES}")
     return np.asarray(canvas, dtype=bool)
@@ -371,7 +373,12 @@ class SyntheticVideos:
             raise ValueError(f"classes must be at least 3 distinct synthetic class ids, got {list(classes)}")
         if not 3 <= num_frames[0] <= num_frames[1]:
             raise ValueError(f"num_frames must be (low, high) with 3 <= low <= high, got {num_frames}")
-        self.classes, self.seed, self.size, self.num_frames = tuple(int(c) for c in classes), int(seed), int(size), num_frames
+        self.classes, self.seed, self.size, self.num_frames = (
+            tuple(int(c) for c in classes),
+            int(seed),
+            int(size),
+            num_frames,
+        )
         self.sequences = tuple(f"video{j:03d}" for j in range(num_videos))
         # the cache key names everything that decides the pixels (v1: this renderer)
         self.name = f"synthetic-video-v1-s{seed}-c{'.'.join(map(str, self.classes))}-{size}px"

@@ -69,44 +69,89 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=cli.HelpFormatter)
     defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=data.DATASETS, default="pascal", help="benchmark whose base classes train the encoder")
-    group.add_argument("--fold", type=int, choices=range(data.NUM_FOLDS), default=0, help="fold whose test (novel) classes are held out")
-    group.add_argument("--label", choices=data.LABEL_CHOICES, default="mask",
-                       help="simulated annotation of the references; 'any' draws one kind per episode, so one model serves all four")
+    group.add_argument(
+        "--dataset", choices=data.DATASETS, default="pascal", help="benchmark whose base classes train the encoder"
+    )
+    group.add_argument(
+        "--fold",
+        type=int,
+        choices=range(data.NUM_FOLDS),
+        default=0,
+        help="fold whose test (novel) classes are held out",
+    )
+    group.add_argument(
+        "--label",
+        choices=data.LABEL_CHOICES,
+        default="mask",
+        help="simulated annotation of the references; 'any' draws one kind per episode, so one model serves all four",
+    )
     group.add_argument("--shots", type=cli.positive_int, default=1, help="references per training episode")
-    group.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout")
+    group.add_argument(
+        "--data-root", type=Path, default=Path("data"), help="folder holding VOC2012/ and/or the COCO 2014 layout"
+    )
     group.add_argument("--image-size", type=cli.int_range(MIN_IMAGE_SIZE), default=None,
                        help=f"side of the square network input, at least {MIN_IMAGE_SIZE} ({defaults('image_size')})")
     group = parser.add_argument_group("model")
-    group.add_argument("--backbone", choices=BACKBONES, default=None, help=f"frozen semantic-aware encoder ({defaults('backbone')}); *_deepstem: the authors' PSPNet ResNet, "
-                       "with --backbone-weights resnet50_v2.pth")
-    group.add_argument("--backbone-weights", default=None,
-                       help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
-                            "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)")
+    group.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default=None,
+        help=f"frozen semantic-aware encoder ({defaults('backbone')}); *_deepstem: the authors' PSPNet ResNet, "
+        "with --backbone-weights resnet50_v2.pth",
+    )
+    group.add_argument(
+        "--backbone-weights",
+        default=None,
+        help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
+        "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)",
+    )
     group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
-    group.add_argument("--sam-checkpoint", type=Path, default=None,
-                       help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)")
-    group.add_argument("--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Fig. 6)")
+    group.add_argument(
+        "--sam-checkpoint",
+        type=Path,
+        default=None,
+        help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)",
+    )
+    group.add_argument(
+        "--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Fig. 6)"
+    )
     group.add_argument("--query-init", choices=QUERY_INITS, default="random",
                        help="Table 6: learnable queries alone (random), or plus the reference's foreground (fp) / "
                             "background (bp) prototype, or half each (half); see model.PromptGenerator.initial_queries")
-    group.add_argument("--label-downsample", choices=("area", "max", "nearest"), default="area",
-                       help="how annotations shrink to feature resolution ('nearest' = authors' code, which drops most points; docs/differences.md)")
+    group.add_argument(
+        "--label-downsample",
+        choices=("area", "max", "nearest"),
+        default="area",
+        help="how annotations shrink to feature resolution ('nearest' = authors' code, which drops most points; "
+        "docs/differences.md)",
+    )
     group.add_argument("--pseudo-mask-norm", choices=("none", "minmax"), default="none",
                        help="pseudo mask normalisation (App. A): 'none' = authors' code, 'minmax' = the paper's text")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=cli.positive_int, default=None, help=f"training epochs ({defaults('epochs')})")
-    group.add_argument("--lr", type=cli.positive_float, default=None, help=f"AdamW learning rate, cosine-decayed ({defaults('lr')})")
+    group.add_argument(
+        "--lr", type=cli.positive_float, default=None, help=f"AdamW learning rate, cosine-decayed ({defaults('lr')})"
+    )
     group.add_argument("--weight-decay", type=cli.nonnegative_float, default=1e-6, help="AdamW weight decay (§5.1)")
-    group.add_argument("--loss", choices=LOSSES, default="bce+dice", help="Eq. 6's BCE + Dice, or one term alone (Table 5)")
-    group.add_argument("--batch-size", type=cli.positive_int, default=8, help="episodes per iteration (§5.1: 8 in all)")
+    group.add_argument(
+        "--loss", choices=LOSSES, default="bce+dice", help="Eq. 6's BCE + Dice, or one term alone (Table 5)"
+    )
+    group.add_argument("--batch-size", type=cli.positive_int, default=8,
+                       help="episodes per iteration (§5.1: 8 in all)")
     group.add_argument("--steps-per-epoch", type=cli.positive_int, default=None,
                        help="cap on iterations per epoch (default: no cap, one pass over the training targets)")
-    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the initialisation, training episodes and validation episodes")
+    group.add_argument(
+        "--seed",
+        type=cli.nonnegative_int,
+        default=0,
+        help="seeds the initialisation, training episodes and validation episodes",
+    )
     group = parser.add_argument_group("validation and output")
     group.add_argument("--val-episodes", type=cli.positive_int, default=None,
                        help=f"fixed test episodes scored after each epoch ({defaults('val_episodes')})")
-    group.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)")
+    group.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)"
+    )
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     cli.add_runtime_args(group)
     return parser
@@ -134,7 +179,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = resolve_args(parser.parse_args(argv))
     if args.backbone == "tiny" and args.backbone_weights == "imagenet":
-        parser.error("argument --backbone-weights: the tiny backbone has no ImageNet weights; pass a state-dict file or leave it unset")
+        parser.error(
+            "argument --backbone-weights: the tiny backbone has no ImageNet weights; pass a state-dict file or "
+            "leave it unset"
+        )
     return args
 
 
@@ -157,16 +205,22 @@ def load_resume_state(args: argparse.Namespace, config: VRPConfig) -> dict | Non
     last = args.out / "last.pt"
     if not args.resume:
         if last.exists():
-            raise FileExistsError(f"{args.out} already holds a run ({last}); pass --resume to continue it, or --out elsewhere")
+            raise FileExistsError(
+                f"{args.out} already holds a run ({last}); pass --resume to continue it, or --out elsewhere"
+            )
         return None
     if not last.exists():
         raise FileNotFoundError(f"--resume: {last} not found; start the run without --resume")
     state = load_checkpoint(last, config=config)
     saved = {**RESUME_DEFAULTS, **state.get("args", {})}
     now = jsonable(args)
-    changed = [f"--{k.replace('_', '-')}: run {saved.get(k)}, now {now[k]}" for k in RESUME_KEYS if saved.get(k) != now[k]]
+    changed = [
+        f"--{k.replace('_', '-')}: run {saved.get(k)}, now {now[k]}" for k in RESUME_KEYS if saved.get(k) != now[k]
+    ]
     if changed:
-        raise ValueError(f"--resume: {args.out} was started with other settings ({'; '.join(changed)}); use the run's own settings")
+        raise ValueError(
+            f"--resume: {args.out} was started with other settings ({'; '.join(changed)}); use the run's own settings"
+        )
     return state
 
 
@@ -191,7 +245,9 @@ def train_step(model, batch: dict, *, optimizer, scheduler, scaler, cache: Embed
     returns the global batch's loss (Eq. 6, or one of its terms: Table 5)."""
     logits = predict(model, batch, cache, device)
     global_sum = world.sum if world.size > 1 else None  # normalise over the global batch
-    loss = vrp_loss(logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind, global_sum=global_sum)
+    loss = vrp_loss(
+        logits.float(), batch["target_mask"].to(device, non_blocking=True), loss=loss_kind, global_sum=global_sum
+    )
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss * world.size).backward()  # DDP averages the ranks' gradients: their sum is the global batch's
     scaler.step(optimizer)
@@ -256,7 +312,9 @@ def build_run(args: argparse.Namespace, world: distributed.World, device: torch.
     if args.steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images of fold {args.fold}")
+        raise ValueError(
+            f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images of fold {args.fold}"
+        )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
     # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
@@ -309,8 +367,19 @@ def train_epoch(args: argparse.Namespace, run: Run, loader: DataLoader, order: d
     for step, batch in enumerate(bar):
         if step == run.steps_per_epoch:
             break
-        losses.append(train_step(run.trained, batch, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
-                                 cache=run.cache, device=device, loss_kind=args.loss, world=world))
+        losses.append(
+            train_step(
+                run.trained,
+                batch,
+                optimizer=run.optimizer,
+                scheduler=run.scheduler,
+                scaler=run.scaler,
+                cache=run.cache,
+                device=device,
+                loss_kind=args.loss,
+                world=world,
+            )
+        )
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
     return losses
 
@@ -351,9 +420,16 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
         state = dict(epoch=epoch, best_miou=run.best_miou, args=jsonable(args), optimizer=run.optimizer.state_dict(),
                      scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), val_miou=result["miou"],
                      val_fbiou=result["fbiou"])
-        line = dict(epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
-                    lr=run.scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
-                    steps_per_s=round(len(losses) / train_time, 3))
+        line = dict(
+            epoch=epoch,
+            loss=float(np.mean(losses)),
+            miou=result["miou"],
+            fbiou=result["fbiou"],
+            lr=run.scheduler.get_last_lr()[0],
+            train_s=round(train_time, 1),
+            time_s=round(time.time() - start, 1),
+            steps_per_s=round(len(losses) / train_time, 3),
+        )
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.
         log.append(json.dumps(line))
         write_log(args.out / METRICS_FILE, log)

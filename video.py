@@ -162,7 +162,9 @@ def count_objects(first: np.ndarray) -> int:
     return int(first[first != IGNORE].max(initial=0))
 
 
-def score_sequence(truth: np.ndarray, prediction: np.ndarray, *, exclude_void: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def score_sequence(
+    truth: np.ndarray, prediction: np.ndarray, *, exclude_void: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-object, per-frame J and F of one sequence -> two (n_objects, T - 2) arrays.
 
     truth, prediction: (T, H, W) integer id maps (0 background, 1..n objects; truth may hold 255
@@ -500,24 +502,44 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"a train.py checkpoint (default for synthetic-video: {DEFAULT_SYNTHETIC_CHECKPOINT}; "
                             "required for davis2017, e.g. a COCO-20i model)")
-    group.add_argument("--label", choices=prompts.LABEL_KINDS, default="mask",
-                       help="what the first frame gives of each object: its mask, or a point / scribble / box simulated from it")
+    group.add_argument(
+        "--label",
+        choices=prompts.LABEL_KINDS,
+        default="mask",
+        help="what the first frame gives of each object: its mask, or a point / scribble / box simulated from it",
+    )
     group.add_argument("--propagate", action="store_true",
                        help="not in the paper: also use the previous frame and its prediction as a second reference")
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", type=Path, default=Path("data"), help="davis2017: the folder holding DAVIS/")
     group.add_argument("--split", default="val", help="davis2017: the ImageSets/2017 list (Table 16: val)")
-    group.add_argument("--sequences", default=None, help="davis2017: a comma list of sequences (default: the whole list)")
+    group.add_argument(
+        "--sequences", default=None, help="davis2017: a comma list of sequences (default: the whole list)"
+    )
     group.add_argument("--videos", type=cli.positive_int, default=30, help="synthetic-video: number of videos")
-    group.add_argument("--frames", type=frame_range, default=(10, 20), help="synthetic-video: frames per video, LOW-HIGH (default: 10-20)")
-    group.add_argument("--fold", type=cli.int_range(0, data.NUM_FOLDS - 1), default=None,
-                       help="synthetic-video: objects of this fold's test classes (default: the checkpoint's fold, unseen in its training)")
-    group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)")
+    group.add_argument(
+        "--frames",
+        type=frame_range,
+        default=(10, 20),
+        help="synthetic-video: frames per video, LOW-HIGH (default: 10-20)",
+    )
+    group.add_argument(
+        "--fold",
+        type=cli.int_range(0, data.NUM_FOLDS - 1),
+        default=None,
+        help="synthetic-video: objects of this fold's test classes (default: the checkpoint's fold, unseen in "
+        "its training)",
+    )
+    group.add_argument(
+        "--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)"
+    )
     group = parser.add_argument_group("model")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
-    group.add_argument("--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)")
+    group.add_argument(
+        "--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)"
+    )
     cli.add_runtime_args(group, workers=False)
     group = parser.add_argument_group("output")
     group.add_argument("--out", type=Path, default=None,
@@ -596,7 +618,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def format_table(result: dict, out: Path) -> str:
     name = f"{result['dataset']} {result['split']}" if result["split"] else result["dataset"]
-    reference = f"{result['label']} of the first frame" + (" + previous frame's prediction (--propagate)" if result["propagate"] else "")
+    reference = f"{result['label']} of the first frame" + (
+        " + previous frame's prediction (--propagate)" if result["propagate"] else ""
+    )
     lines = [f"VRP-SAM video object segmentation on {name} (Table 16's protocol), reference: {reference}",
              "".join(f"{m:>10}" for m in MEASURES),
              "".join(f"{100 * result['summary'][m]:10.1f}" for m in MEASURES),

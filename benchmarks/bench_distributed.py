@@ -59,13 +59,17 @@ def main(argv=None) -> None:
         settings.append((f"torchrun, {args.nproc} processes", torchrun + train, env))
         print(f"train.py {args.args} on {args.device}: total batch {args.batch_size}, {args.steps} steps, "
               f"{args.val_episodes} validation episodes, warm embedding cache")
-        print(f"{'setting':<26}{'batch/process':>14}{'steps/s':>9}{'images/s':>10}{'val episodes/s':>16}{'val mIoU':>10}")
+        print(
+            f"{'setting':<26}{'batch/process':>14}{'steps/s':>9}{'images/s':>10}{'val episodes/s':>16}{'val mIoU':>10}"
+        )
         for n, (name, command, settings_env) in enumerate(settings):
             line = run(command, tmp / f"run{n}", settings_env)
             processes = args.nproc if name.startswith("torchrun") else 1
             val_s = line["time_s"] - line["train_s"]
-            print(f"{name:<26}{args.batch_size // processes:>14}{line['steps_per_s']:>9.2f}"
-                  f"{line['steps_per_s'] * args.batch_size:>10.1f}{args.val_episodes / val_s:>16.1f}{line['miou']:>10.1f}")
+            print(
+                f"{name:<26}{args.batch_size // processes:>14}{line['steps_per_s']:>9.2f}"
+                f"{line['steps_per_s'] * args.batch_size:>10.1f}{args.val_episodes / val_s:>16.1f}{line['miou']:>10.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -120,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=None, help="S (default: 128 for the tiny SAM, 512 otherwise)")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch (paper: 8)")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per measurement")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (torch.set_num_threads); 1 is much faster when another process keeps a core busy")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (torch.set_num_threads); 1 is much faster when another process keeps a core busy",
+    )
     return parser
 
 
@@ -137,8 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     for spec in rows:
         backbone, _, sam_type = spec.partition(":")
         if backbone not in model.BACKBONES or sam_type not in model.SAM_TYPES:
-            parser.error(f"--rows {spec}: expected BACKBONE:SAM with BACKBONE in {model.BACKBONES} and SAM in {model.SAM_TYPES}")
-        device = torch.device("cpu" if spec == "tiny:tiny" and args.device is None else args.device or ("cuda" if cuda else "cpu"))
+            parser.error(
+                f"--rows {spec}: expected BACKBONE:SAM with BACKBONE in {model.BACKBONES} and SAM in {model.SAM_TYPES}"
+            )
+        device = torch.device(
+            "cpu" if spec == "tiny:tiny" and args.device is None else args.device or ("cuda" if cuda else "cpu")
+        )
         image_size = args.image_size or (128 if sam_type == "tiny" else 512)
         results.append(bench_row(backbone, sam_type, device=device, image_size=image_size,
                                  batch_size=args.batch_size, steps=args.steps))

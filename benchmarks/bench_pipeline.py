@@ -96,8 +96,13 @@ def main(argv=None) -> None:
                                                                desc="bench", loader=eval_batches), 1, device)
             if setting == "cold":  # the run above filled the cache: start this one from an empty one
                 cache = EmbeddingCache(Path(tmp) / "cold-again", model.sam, image_size)
-            loaded = timed(lambda: evaluate.evaluate_episodes(model, test_set, class_ids=class_ids, batch_size=args.batch_size,
-                                                              cache=cache, desc="bench"), 1, device)
+            loaded = timed(
+                lambda: evaluate.evaluate_episodes(
+                    model, test_set, class_ids=class_ids, batch_size=args.batch_size, cache=cache, desc="bench"
+                ),
+                1,
+                device,
+            )
             rows.append((setting, 1 / step, len(test_set) / episode, len(test_set) / loaded))
 
     print(f"{model.config.backbone} + SAM {model.config.sam} at {image_size}², batch {args.batch_size}, {device}")

@@ -37,7 +37,9 @@ def fabricate_coco(root: Path, images: int, rng: np.random.Generator) -> None:
     records, annotations = [], []
     for i in range(images):
         image_id = i + 1
-        records.append({"id": image_id, "file_name": f"COCO_train2014_{image_id:012d}.jpg", "height": height, "width": width})
+        records.append(
+            {"id": image_id, "file_name": f"COCO_train2014_{image_id:012d}.jpg", "height": height, "width": width}
+        )
         for _ in range(rng.poisson(7.3)):
             category = int(rng.choice(data.COCO_CATEGORY_IDS))
             radius = float(np.exp(rng.uniform(np.log(4), np.log(150))))
@@ -55,7 +57,9 @@ def fabricate_coco(root: Path, images: int, rng: np.random.Generator) -> None:
                 segmentation, crowd = [np.round(np.stack([xs, ys], 1).ravel(), 2).tolist()], 0
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
                                 "segmentation": segmentation, "iscrowd": crowd, "area": 0.0, "bbox": [0, 0, 1, 1]})
-    categories = [{"id": c, "name": n, "supercategory": "thing"} for c, n in zip(data.COCO_CATEGORY_IDS, data.COCO_CLASSES)]
+    categories = [
+        {"id": c, "name": n, "supercategory": "thing"} for c, n in zip(data.COCO_CATEGORY_IDS, data.COCO_CLASSES)
+    ]
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "instances_train2014.json").write_text(
         json.dumps({"images": records, "annotations": annotations, "categories": categories}))
@@ -96,7 +100,9 @@ def main(argv=None) -> None:
         size = (tmp / "coco" / "annotations" / "instances_train2014.json").stat().st_size
         start = time.perf_counter()
         prepare.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
-        rows.append((f"prepare.py coco, {size / args.images / 1e3:.0f} kB of JSON per image", time.perf_counter() - start))
+        rows.append(
+            (f"prepare.py coco, {size / args.images / 1e3:.0f} kB of JSON per image", time.perf_counter() - start)
+        )
         start = time.perf_counter()
         prepare.prepare_coco(tmp / "coco", splits=["train2014"], progress=False)
         rows.append(("prepare.py coco again (resume: reads the PNGs back)", time.perf_counter() - start))

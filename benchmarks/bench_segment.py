@@ -78,10 +78,14 @@ def main(argv=None) -> None:
         synchronize(device)
         start = time.perf_counter()
         for i in range(0, len(targets), batch_size):
-            chunk = torch.stack([torch.from_numpy(data.image_array(t, image_size)) for t in targets[i:i + batch_size]]).to(device)
+            chunk = torch.stack(
+                [torch.from_numpy(data.image_array(t, image_size)) for t in targets[i : i + batch_size]]
+            ).to(device)
             b = len(chunk)
             with autocast(device):
-                logits = model(chunk, ref_image.expand(b, -1, -1, -1, -1), ref_label.expand(b, -1, -1, -1)).float().cpu()
+                logits = (
+                    model(chunk, ref_image.expand(b, -1, -1, -1, -1), ref_label.expand(b, -1, -1, -1)).float().cpu()
+                )
             for row in logits:  # back to the target's size, as the predictor does
                 upsample_logits(row[None, None], (height, width)) > 0
         synchronize(device)
@@ -97,8 +101,10 @@ def main(argv=None) -> None:
             run(cached, batch_size)  # fills the cache
             rows.append((batch_size, full_forward(plain, batch_size), run(plain, batch_size), run(cached, batch_size)))
 
-    print(f"{model.config.backbone} + SAM {model.config.sam} at {image_size}², {len(targets)} targets of {width}x{height}, "
-          f"{device}, {torch.get_num_threads()} threads")
+    print(
+        f"{model.config.backbone} + SAM {model.config.sam} at {image_size}², {len(targets)} targets of {width}x{height}, "
+        f"{device}, {torch.get_num_threads()} threads"
+    )
     print(f"{'batch':>5}{'forward per target':>20}{'predictor':>11}{'predictor, cache warm':>23}   (targets/s)")
     for batch_size, forward, plain, warm in rows:
         print(f"{batch_size:>5}{forward:20.2f}{plain:11.2f}{warm:23.2f}")

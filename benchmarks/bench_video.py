@@ -87,14 +87,19 @@ def main(argv=None) -> None:
         vrp = model.build_vrp_sam(model.VRPConfig(backbone="resnet50", sam="vit_h"), seed=0).to(device)
         source, image_size, name = ScaledVideos(source, (854, 480)), 512, "resnet50 + vit_h, 512², 854x480 frames"
     else:
-        vrp = model.build_vrp_sam(model.VRPConfig(backbone="tiny", sam="tiny"), seed=0,
-                                  sam_checkpoint=Path(__file__).resolve().parents[1] / "checkpoints/sam_tiny_synthetic.pth").to(device)
+        vrp = model.build_vrp_sam(
+            model.VRPConfig(backbone="tiny", sam="tiny"),
+            seed=0,
+            sam_checkpoint=Path(__file__).resolve().parents[1] / "checkpoints/sam_tiny_synthetic.pth",
+        ).to(device)
         image_size, name = 128, "tiny + tiny SAM, 128², 128x128 frames"
     print(f"{name}, {args.videos} synthetic videos, {device}, {torch.get_num_threads()} threads")
     print(f"{'reference':<28}{'s per frame':>12}")
     for propagate in (False, True):
         label = "first frame + previous" if propagate else "first frame"
-        print(f"{label:<28}{seconds_per_frame(vrp, source, image_size=image_size, propagate=propagate, device=device):12.3f}")
+        print(
+            f"{label:<28}{seconds_per_frame(vrp, source, image_size=image_size, propagate=propagate, device=device):12.3f}"
+        )
     j, f = metric_ms()
     print(f"J&F of one 854x480 object-frame: J {j:.1f} ms, F {f:.1f} ms")
 

@@ -28,8 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import baselines  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
-from model import (build_from_checkpoint, build_sam, decode_masks, decode_prompts, default_sam_checkpoint, load_checkpoint,  # noqa: E402
-                   run_sam_checkpoint, sam_image_embeddings, upsample_logits, vrp_loss)
+from model import (
+    build_from_checkpoint,
+    build_sam,
+    decode_masks,
+    decode_prompts,
+    default_sam_checkpoint,
+    load_checkpoint,  # noqa: E402
+    run_sam_checkpoint,
+    sam_image_embeddings,
+    upsample_logits,
+    vrp_loss,
+)
 
 CLASSES = data.fold_classes("synthetic", 0, "test")
 
@@ -48,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", default="1,50", help="token counts, comma-separated")
     parser.add_argument("--steps", type=int, default=150, help="Adam steps per fit")
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--sam-checkpoint", type=Path, default=None, help="default: the --checkpoint run's, else the shipped tiny SAM")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="a train.py checkpoint to score on the same episodes")
+    parser.add_argument(
+        "--sam-checkpoint", type=Path, default=None, help="default: the --checkpoint run's, else the shipped tiny SAM"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="a train.py checkpoint to score on the same episodes"
+    )
     return parser
 
 
@@ -57,13 +71,19 @@ def main(argv=None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     state = None if args.checkpoint is None else load_checkpoint(args.checkpoint)
-    sam_checkpoint = run_sam_checkpoint(state, args.sam_checkpoint) if state else args.sam_checkpoint or default_sam_checkpoint("tiny")
+    sam_checkpoint = (
+        run_sam_checkpoint(state, args.sam_checkpoint)
+        if state
+        else args.sam_checkpoint or default_sam_checkpoint("tiny")
+    )
     sam = build_sam("tiny", sam_checkpoint)
 
     episodes = data.build_dataset("synthetic", split="test", fold=0, num_episodes=args.episodes + args.fit_episodes)
     scored = [episodes[i] for i in range(args.episodes)]
     seen = {item["target_id"] for item in scored}
-    fitting = [item for item in (episodes[i] for i in range(args.episodes, len(episodes))) if item["target_id"] not in seen]
+    fitting = [
+        item for item in (episodes[i] for i in range(args.episodes, len(episodes))) if item["target_id"] not in seen
+    ]
     scored, fitting = data.collate_episodes(scored), data.collate_episodes(fitting)
     size = scored["target_image"].shape[-2:]
     with torch.no_grad():
@@ -79,7 +99,9 @@ def main(argv=None) -> None:
     if state is not None:
         with torch.no_grad():
             vrp = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint).eval()
-            print(f"the trained VRP encoder ({args.checkpoint}): {miou(evaluate.predict(vrp, scored, None, torch.device('cpu')), scored):.1f}")
+            print(
+                f"the trained VRP encoder ({args.checkpoint}): {miou(evaluate.predict(vrp, scored, None, torch.device('cpu')), scored):.1f}"
+            )
 
     def decode(tokens: torch.Tensor, batch: dict, rows: torch.Tensor) -> torch.Tensor:
         return upsample_logits(decode_masks(sam, batch["embeddings"], tokens[rows]), size)[:, 0]
@@ -102,8 +124,10 @@ def main(argv=None) -> None:
         own = fit(torch.randn(args.episodes, count, 256), scored, own_rows)
         shared = fit(torch.randn(len(CLASSES), count, 256), fitting, fitting["row"])
         with torch.no_grad():
-            print(f"{count:>6}  {miou(decode(own, scored, own_rows), scored):10.1f}  "
-                  f"{miou(decode(shared, fitting, fitting['row']), fitting):9.1f} / {miou(decode(shared, scored, scored['row']), scored):.1f}")
+            print(
+                f"{count:>6}  {miou(decode(own, scored, own_rows), scored):10.1f}  "
+                f"{miou(decode(shared, fitting, fitting['row']), fitting):9.1f} / {miou(decode(shared, scored, scored['row']), scored):.1f}"
+            )
 
 
 if __name__ == "__main__":

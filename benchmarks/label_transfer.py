@@ -46,7 +46,11 @@ def main(argv=None) -> dict:
     print(f"{args.dataset}, fold(s) {args.folds}: mIoU (%), rows = trained with, columns = evaluated with")
     print(f"{'trained':<9}" + "".join(f"{kind:>10}" for kind in LABEL_KINDS) + f"{'mean':>10}")
     for trained, row in table.items():
-        print(f"{trained:<9}" + "".join(f"{row[kind]:10.1f}" for kind in LABEL_KINDS) + f"{np.mean(list(row.values())):10.1f}")
+        print(
+            f"{trained:<9}"
+            + "".join(f"{row[kind]:10.1f}" for kind in LABEL_KINDS)
+            + f"{np.mean(list(row.values())):10.1f}"
+        )
     return table
 
 

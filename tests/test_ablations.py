@@ -51,7 +51,9 @@ def test_dice_alone_is_the_authors_dice_per_image():
         valid = target[b] != 255
         p, y = torch.sigmoid(logits[b][valid]), (target[b][valid] == 1).float()
         per_image.append(1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1))
-    assert model.vrp_loss(logits, target, loss="dice").item() == pytest.approx(torch.stack(per_image).mean().item(), rel=1e-6)
+    assert model.vrp_loss(logits, target, loss="dice").item() == pytest.approx(
+        torch.stack(per_image).mean().item(), rel=1e-6
+    )
 
 
 def test_the_default_loss_is_the_sum_of_the_two_terms():
@@ -85,7 +87,9 @@ def test_every_query_initialisation_keeps_the_papers_learnable_parameters(query_
     encoder = model.VRPEncoder(mid_channels=1536, embed_dim=256, num_queries=50, num_heads=4, query_init=query_init)
     assert sum(p.numel() for p in encoder.parameters()) == 1_592_064
     reference = model.VRPEncoder(mid_channels=1536, num_queries=50)
-    assert {k: v.shape for k, v in encoder.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in encoder.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
 
 
 @torch.no_grad()
@@ -94,7 +98,9 @@ def test_query_initialisations_give_n_prompts_per_reference(frozen_parts):
     references = torch.randn(1, 2, 3, 128, 128)
     labels = torch.zeros(1, 2, 128, 128)
     labels[:, :, 30:90, 20:70] = 1
-    build = lambda config: model.VRPSAM(config=config, backbone=frozen_parts[0], sam=frozen_parts[1], seed=0).eval()  # noqa: E731
+    build = lambda config: model.VRPSAM(
+        config=config, backbone=frozen_parts[0], sam=frozen_parts[1], seed=0
+    ).eval()  # noqa: E731
     paper_count = build(TINY).num_learnable_parameters()  # 50 queries
     for num_queries in (7, 50):  # Fig. 6 varies N; an odd N splits "half" unevenly
         random = build(replace(TINY, num_queries=num_queries)).learnable_state_dict()
@@ -220,7 +226,9 @@ def test_evaluate_split_base_refuses_a_dataset_without_training_images(tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--dataset", "synthetic", "--split", "base", "--checkpoint", f"0={checkpoint}", "--folds", "0"])
     message = str(exit_info.value.code)
-    assert message.startswith("evaluate.py: error: --split base: synthetic has no training images") and "\n" not in message
+    assert (
+        message.startswith("evaluate.py: error: --split base: synthetic has no training images") and "\n" not in message
+    )
 
 
 # --- through train.py and evaluate.py ----------------------------------------------------------------
@@ -228,7 +236,10 @@ def test_evaluate_split_base_refuses_a_dataset_without_training_images(tmp_path,
 def test_train_flags_reach_the_checkpoint_and_evaluate_prints_table_13(tmp_path, capsys):
     out = tmp_path / "runs" / "dice-half"
     cache = str(tmp_path / "cache")
-    train.main(TINY_RUN + ["--loss", "dice", "--query-init", "half", "--num-queries", "7", "--out", str(out), "--cache-dir", cache])
+    train.main(
+        TINY_RUN
+        + ["--loss", "dice", "--query-init", "half", "--num-queries", "7", "--out", str(out), "--cache-dir", cache]
+    )
     assert json.loads((out / "config.json").read_text())["loss"] == "dice"
     state = model.load_checkpoint(out / "last.pt")
     assert state["config"]["query_init"] == "half" and state["config"]["num_queries"] == 7
@@ -243,7 +254,13 @@ def test_train_flags_reach_the_checkpoint_and_evaluate_prints_table_13(tmp_path,
     assert "base and novel classes (Table 13)" in printed
     row = [line for line in printed.splitlines() if line.startswith("mask")][0].split()
     base, novel = results["mask/1/base"][0], results["mask/1"][0]
-    assert row == ["mask", "1", f"{base['miou']:.1f}", f"{base['miou']:.1f}", f"{novel['miou']:.1f}"]  # fold0, mean, novel mean
+    assert row == [
+        "mask",
+        "1",
+        f"{base['miou']:.1f}",
+        f"{base['miou']:.1f}",
+        f"{novel['miou']:.1f}",
+    ]  # fold0, mean, novel mean
     assert set(base["class_iou"]) <= set(data.fold_classes("synthetic", 0, "train"))
     assert set(novel["class_iou"]) <= set(data.fold_classes("synthetic", 0, "test"))
     saved = json.loads((out / "eval-mask-1shot-8ep-seed0-base.json").read_text())
@@ -254,12 +271,16 @@ def test_the_base_set_needs_the_training_images_only(tmp_path):
     missing = [line.split(":")[0] for line in data.missing_data("coco2pascal", tmp_path, splits=("base",))]
     assert str(tmp_path / "train2014") in missing  # COCO's training images hold coco2pascal's base classes
     assert not any("val2014" in path or "VOC2012" in path for path in missing)
-    assert data.missing_data("coco", tmp_path, splits=("base",)) == data.missing_data("coco", tmp_path, splits=("train",))
+    assert data.missing_data("coco", tmp_path, splits=("base",)) == data.missing_data(
+        "coco", tmp_path, splits=("train",)
+    )
 
 
 def test_seed_spread_reads_each_seeds_result_and_gives_the_sample_std(tmp_path, capsys):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("seed_spread", Path(__file__).parents[1] / "benchmarks" / "seed_spread.py")
+    spec = importlib.util.spec_from_file_location(
+        "seed_spread", Path(__file__).parents[1] / "benchmarks" / "seed_spread.py"
+    )
     seed_spread = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(seed_spread)
     for folder, miou in (("e3", 69.1), ("e3-s1", 59.3), ("e3-s2", 72.2), ("e3-s10x", 0.0)):  # e3-s10x: not a seed

@@ -66,7 +66,9 @@ def test_missing_or_corrupt_checkpoint_says_how_to_remake_it(tmp_path):
 def test_synthetic_runs_default_to_the_pretrained_backbone_and_can_ask_for_a_random_one():
     args = train.resolve_args(train.build_parser().parse_args(["--dataset", "synthetic"]))
     assert args.backbone_weights == str(pretrain.DEFAULT_CHECKPOINT)
-    args = train.resolve_args(train.build_parser().parse_args(["--dataset", "synthetic", "--backbone-weights", "random"]))
+    args = train.resolve_args(
+        train.build_parser().parse_args(["--dataset", "synthetic", "--backbone-weights", "random"])
+    )
     random = build_backbone("tiny", weights=args.backbone_weights)
     assert torch.equal(random.blocks[4][0].weight, build_backbone("tiny").blocks[4][0].weight)
     # the synthetic weights belong to the tiny backbone only

@@ -364,7 +364,9 @@ def test_one_persistent_loader_with_epoch_order_serves_the_same_episodes_as_set_
         reference.set_epoch(epoch)
         for index, item in got:
             expected_item = reference[index]
-            assert item["target_id"] == expected_item["target_id"] and int(item["class_id"]) == expected_item["class_id"]
+            assert (
+                item["target_id"] == expected_item["target_id"] and int(item["class_id"]) == expected_item["class_id"]
+            )
             for key in ("target_image", "target_mask", "reference_images", "reference_labels"):
                 assert torch.equal(item[key], expected_item[key]), (epoch, index, key)
     assert not same_items(dataset[(2, 0)], dataset[(5, 0)])
@@ -540,7 +542,9 @@ def test_a_class_with_fewer_than_two_images_is_named(tmp_path):
     make_pascal(tmp_path / "few", val=8)  # val images 0..7 show classes 1..20, then 1..4 again: 5 only once
     with pytest.raises(ValueError, match=r"class 5 \(bottle\) is in 1 image"):
         pascal(tmp_path / "few", tmp_path, fold=0)
-    with pytest.raises(ValueError, match=r"class 1 \(aeroplane\) is in 2 image.*2-shot episode needs a target and 2 other"):
+    with pytest.raises(
+        ValueError, match=r"class 1 \(aeroplane\) is in 2 image.*2-shot episode needs a target and 2 other"
+    ):
         pascal(tmp_path / "few", tmp_path, fold=0, shots=2)
 
 

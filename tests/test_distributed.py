@@ -112,7 +112,9 @@ def test_two_processes_train_the_same_weights_as_one(runs):
     root, *_ = runs
     assert max_weight_difference(root / "one" / "last.pt", root / "two" / "last.pt") < 1e-5
     assert max_gradient_average_difference(root / "one" / "last.pt", root / "two" / "last.pt") < 1e-6
-    one, two = ([json.loads(line) for line in (root / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two"))
+    one, two = (
+        [json.loads(line) for line in (root / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two")
+    )
     assert [line["epoch"] for line in two] == [0, 1]  # rank 0 alone logs
     for a, b in zip(one, two):  # the logged loss is the global batch's
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
@@ -129,7 +131,9 @@ def test_two_processes_evaluate_to_the_same_miou_and_fbiou_to_every_digit(runs):
     root, one_eval, rank0_stdout, rank1_stdout = runs
     assert table_rows(one_eval) and table_rows(rank0_stdout) == table_rows(one_eval)
     assert rank1_stdout == ""  # rank 0 alone prints
-    (one,), (two,) = ([json.loads(path.read_text()) for path in (root / run).glob("eval-*.json")] for run in ("one", "copy"))
+    (one,), (two,) = (
+        [json.loads(path.read_text()) for path in (root / run).glob("eval-*.json")] for run in ("one", "copy")
+    )
     for key in ("miou", "fbiou", "class_iou", "classes_without_episodes", "episodes", "episodes_hash"):
         assert two[key] == one[key], key
 
@@ -214,7 +218,9 @@ def test_a_lost_process_stops_the_others_with_one_line_naming_the_checkpoint_to_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     fork = multiprocessing.get_context("fork")
-    ranks = [fork.Process(target=_rank_killed_after_first_checkpoint, args=(rank, 2, port, argv, logs)) for rank in (0, 1)]
+    ranks = [
+        fork.Process(target=_rank_killed_after_first_checkpoint, args=(rank, 2, port, argv, logs)) for rank in (0, 1)
+    ]
     for rank in ranks:
         rank.start()
     for rank in ranks:
@@ -225,9 +231,11 @@ def test_a_lost_process_stops_the_others_with_one_line_naming_the_checkpoint_to_
     assert [rank.exitcode for rank in ranks] == [-signal.SIGKILL, 1]  # the survivor stopped, and failed
     errors = (logs / "1.err").read_text()
     assert "Traceback" not in errors
-    assert errors.splitlines() == [f"train.py: error: a process under torchrun stopped (killed or crashed: its own output "
-                                   f"says why) while rank 1 of 2 waited for it; {run / 'last.pt'} is intact: rerun the "
-                                   "same command with --resume to continue from it"]
+    assert errors.splitlines() == [
+        f"train.py: error: a process under torchrun stopped (killed or crashed: its own output "
+        f"says why) while rank 1 of 2 waited for it; {run / 'last.pt'} is intact: rerun the "
+        "same command with --resume to continue from it"
+    ]
     assert model.load_checkpoint(run / "last.pt")["epoch"] == 0  # and the advice holds
     with redirect_stdout(StringIO()):
         train.main(argv + ["--resume"])
@@ -251,5 +259,7 @@ def test_only_a_collective_losing_its_peer_is_reported_as_a_lost_process(message
             raise RuntimeError(message)
     assert (f"{tmp_path / 'last.pt'} is intact" in str(error.value)) == lost
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: (_ for _ in ()).throw(RuntimeError(message)))
-    with pytest.raises(distributed.ProcessLost if lost else RuntimeError, match="rerun the same command" if lost else None):
+    with pytest.raises(
+        distributed.ProcessLost if lost else RuntimeError, match="rerun the same command" if lost else None
+    ):
         world.sum(torch.ones(2))  # evaluate.py's only collective: its line needs no checkpoint

@@ -26,9 +26,16 @@ def batch_of(dataset, n=4):
 
 def test_gp_sam_points_lie_in_the_binarised_pseudo_mask_and_its_box_is_the_masks_bounding_box(model, episodes):
     batch = batch_of(episodes)
-    prior = baselines.reference_prior(model, batch["target_image"], batch["reference_images"], batch["reference_labels"])
+    prior = baselines.reference_prior(
+        model, batch["target_image"], batch["reference_images"], batch["reference_labels"]
+    )
     # min-max normalised on the feature grid, then resized bilinearly: within [0, 1], its top near 1
-    assert prior.shape == (4, 128, 128) and prior.min() >= 0 and (prior.flatten(1).amax(1) > 0.9).all() and prior.max() <= 1
+    assert (
+        prior.shape == (4, 128, 128)
+        and prior.min() >= 0
+        and (prior.flatten(1).amax(1) > 0.9).all()
+        and prior.max() <= 1
+    )
     binary = baselines.binarise_prior(prior)
     assert torch.equal(binary, prior >= baselines.GP_THRESHOLD)
     for mask, episode in zip(binary, batch["episode"]):

@@ -35,7 +35,11 @@ TINY = ["--dataset", "synthetic", "--epochs", "1", "--steps-per-epoch", "2", "--
 
 
 def tree(root) -> dict:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")} if root.exists() else {}
+    return (
+        {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+        if root.exists()
+        else {}
+    )
 
 
 def parse_error(main, argv, capsys) -> str:
@@ -73,7 +77,7 @@ def test_train_refuses_bad_values_at_parse_time_naming_the_flag(flag, value, tmp
 
 @pytest.mark.parametrize("flag, value", [
     ("--shots", "a"), ("--shots", "0"), ("--folds", "a"), ("--folds", "9"), ("--folds", "0,4"), ("--episodes", "0"),
-    ("--label", "polygon"), ("--batch-size", "0"), ("--seed", "-1"), ("--save-vis", "-2"), ("--checkpoint", "x"),
+    ("--label", "polygon"), ("--batch-size", "0"), ("--seed", "-1"), ("--save-vis", "-2"), ("--checkpoint", "=x"),
     ("--checkpoint", "7=a.pt"), ("--workers", "x"),
 ])
 def test_evaluate_refuses_bad_values_at_parse_time_naming_the_flag(flag, value, tmp_path, capsys):
@@ -82,7 +86,16 @@ def test_evaluate_refuses_bad_values_at_parse_time_naming_the_flag(flag, value, 
     assert tree(tmp_path) == {}
 
 
-@pytest.mark.parametrize("argv", [["--demo", "--seed", "-1"], ["--demo", "--class-id", "0"], ["--demo", "--class-id", "255"]])
+def test_a_bare_checkpoint_path_serves_every_fold_and_a_missing_one_is_one_line(tmp_path):
+    assert evaluate.fold_checkpoint("runs/a/best.pt") == (None, Path("runs/a/best.pt"))  # pascal-part: all four folds
+    with pytest.raises(SystemExit, match=r"^evaluate.py: error: --checkpoint x: x not found$"):
+        evaluate.main(["--runs", str(tmp_path), "--checkpoint", "x"])
+    assert tree(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    "argv", [["--demo", "--seed", "-1"], ["--demo", "--class-id", "0"], ["--demo", "--class-id", "255"]]
+)
 def test_prompts_cli_refuses_bad_values_at_parse_time(argv, tmp_path, capsys):
     line = parse_error(prompts.main, argv + ["--out", str(tmp_path / "o.png")], capsys)
     assert line.startswith("prompts.py: error: argument " + argv[1])
@@ -94,7 +107,10 @@ def test_list_types_parse_and_explain():
     assert cli.choice_list(("a", "b"))("all") == ["a", "b"]
     with pytest.raises(argparse.ArgumentTypeError, match="9 is not one of 0, 1, 2, 3"):
         cli.int_list(range(4))("1,9")
-    assert train.parse_args(TINY).steps_per_epoch == 2 and train.parse_args(["--dataset", "synthetic"]).steps_per_epoch is None
+    assert (
+        train.parse_args(TINY).steps_per_epoch == 2
+        and train.parse_args(["--dataset", "synthetic"]).steps_per_epoch is None
+    )
 
 
 @pytest.mark.parametrize("parser", [train.build_parser, evaluate.build_parser], ids=["train", "evaluate"])
@@ -160,8 +176,12 @@ def test_a_cache_file_of_another_shape_is_a_miss_and_is_recomputed(tmp_path):
     cache = model.EmbeddingCache(tmp_path, sam, 128)
     images = torch.randn(2, 3, 128, 128)
     a, b = cache.key("a", images[0]), cache.key("b", images[1])
-    cli.write_atomic(cache.path(b), partial(torch.save, torch.zeros(256, 8, 8, dtype=torch.float16)), durable=True)  # another SAM grid
-    cli.write_atomic(cache.path(a), partial(torch.save, torch.zeros(256, 16, 16)), durable=True)  # fp32: not what put() writes
+    cli.write_atomic(
+        cache.path(b), partial(torch.save, torch.zeros(256, 8, 8, dtype=torch.float16)), durable=True
+    )  # another SAM grid
+    cli.write_atomic(
+        cache.path(a), partial(torch.save, torch.zeros(256, 16, 16)), durable=True
+    )  # fp32: not what put() writes
     embeddings = cache.embed(sam, images, ["a", "b"])
     assert embeddings.shape == (2, 256, 16, 16)
     with torch.no_grad():
@@ -169,10 +189,15 @@ def test_a_cache_file_of_another_shape_is_a_miss_and_is_recomputed(tmp_path):
     assert cache.get(b).shape == (256, 16, 16)  # rewritten
 
 
-@pytest.mark.parametrize("failure", [
-    RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"),
-    OSError(errno.ENOSPC, "No space left on device"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+        ),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_path(failure, tmp_path, monkeypatch):
     def full(obj, f):
         f.write(b"partial")
@@ -182,7 +207,10 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_path(failu
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
     with pytest.raises(OSError) as error_info:
         cli.write_atomic(tmp_path / "last.pt", partial(torch.save, {"a": 1}), durable=True)
-    assert str(error_info.value) == f"could not write {tmp_path / 'last.pt'}: no space left on device; free some space or write elsewhere"
+    assert (
+        str(error_info.value)
+        == f"could not write {tmp_path / 'last.pt'}: no space left on device; free some space or write elsewhere"
+    )
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
 
@@ -200,8 +228,16 @@ def test_checkpoints_caches_and_json_share_one_file_mode(tmp_path):
 
 def test_a_label_replaced_after_indexing_rebuilds_the_index(tmp_path):
     make_pascal(tmp_path / "voc")
-    build = lambda: data.build_dataset("pascal", split="test", fold=0, data_root=tmp_path / "voc", image_size=SIZE,  # noqa: E731
-                                       min_pixels=MIN_PIXELS, num_episodes=8, cache_dir=tmp_path / "cache")
+    build = lambda: data.build_dataset(
+        "pascal",
+        split="test",
+        fold=0,
+        data_root=tmp_path / "voc",
+        image_size=SIZE,  # noqa: E731
+        min_pixels=MIN_PIXELS,
+        num_episodes=8,
+        cache_dir=tmp_path / "cache",
+    )
     before = build()
     label_path = tmp_path / "voc" / "VOC2012" / "SegmentationClassAug" / "2008_val000.png"
     label = np.array(Image.open(label_path))
@@ -232,7 +268,11 @@ def test_a_label_edited_without_changing_size_or_time_is_caught_when_read(tmp_pa
 def test_a_runs_sam_weights_are_the_flag_else_the_runs_file_else_the_default():
     # One rule for evaluate.py, segment.py and video.py (model.run_sam_checkpoint).
     state = {"config": {"sam": "tiny"}, "args": {}}  # a run saved before args held sam_checkpoint
-    assert model.run_sam_checkpoint(state) == model.default_sam_checkpoint("tiny") == Path(model.__file__).parent / "checkpoints" / "sam_tiny_synthetic.pth"
+    assert (
+        model.run_sam_checkpoint(state)
+        == model.default_sam_checkpoint("tiny")
+        == Path(model.__file__).parent / "checkpoints" / "sam_tiny_synthetic.pth"
+    )
     state["args"]["sam_checkpoint"] = "elsewhere/sam.pth"
     assert model.run_sam_checkpoint(state) == Path("elsewhere/sam.pth")
     assert model.run_sam_checkpoint(state, Path("mine.pth")) == Path("mine.pth")
@@ -244,7 +284,10 @@ def test_the_embedding_cache_is_keyed_by_the_sam_weights(tmp_path):
     random_sam = model.build_sam("tiny")
     a = model.EmbeddingCache(tmp_path, shipped, 128)
     a.put("img", torch.ones(256, 16, 16))
-    assert model.EmbeddingCache(tmp_path, model.build_sam("tiny", model.default_sam_checkpoint("tiny")), 128).get("img") is not None
+    assert (
+        model.EmbeddingCache(tmp_path, model.build_sam("tiny", model.default_sam_checkpoint("tiny")), 128).get("img")
+        is not None
+    )
     b = model.EmbeddingCache(tmp_path, random_sam, 128)
     assert b.directory != a.directory and b.get("img") is None
     with pytest.raises(ValueError, match="another SAM"):
@@ -268,7 +311,9 @@ def test_resume_refuses_other_sam_weights_under_any_name(run, tmp_path):
     torch.save(model.build_sam("tiny").state_dict(), other)
     before = tree(out)
     with pytest.raises(SystemExit, match="other SAM weights"):
-        train.main(TINY + ["--out", str(out), "--cache-dir", str(root / "cache"), "--resume", "--sam-checkpoint", str(other)])
+        train.main(
+            TINY + ["--out", str(out), "--cache-dir", str(root / "cache"), "--resume", "--sam-checkpoint", str(other)]
+        )
     assert tree(out) == before
 
 
@@ -316,7 +361,9 @@ def test_an_unwritable_result_folder_still_prints_the_table_then_fails(run, monk
 
     monkeypatch.setattr(cli, "write_json", read_only)
     with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--runs", str(root / "runs"), "--workers", "0", "--cache-dir", str(root / "cache"), "--episodes", "3"])
+        evaluate.main(
+            ["--runs", str(root / "runs"), "--workers", "0", "--cache-dir", str(root / "cache"), "--episodes", "3"]
+        )
     assert "could not write" in str(exit_info.value) and str(out) in str(exit_info.value)
     assert "\n" not in str(exit_info.value)
     table = capsys.readouterr().out
@@ -341,7 +388,9 @@ def test_a_first_run_lists_every_missing_prerequisite_at_once(tmp_path, monkeypa
 def test_evaluate_checks_the_same_prerequisites_before_scoring(run, tmp_path):
     root, out = run
     with pytest.raises(SystemExit, match="(?s)1 prerequisite.*missing.*sam_tiny.pth.*pretrain_tiny_sam.py"):
-        evaluate.main(["--runs", str(root / "runs"), "--sam-checkpoint", str(tmp_path / "sam_tiny.pth"), "--workers", "0"])
+        evaluate.main(
+            ["--runs", str(root / "runs"), "--sam-checkpoint", str(tmp_path / "sam_tiny.pth"), "--workers", "0"]
+        )
 
 
 def test_a_plain_0_255_mask_reads_255_as_the_object(tmp_path, capsys):

@@ -112,7 +112,9 @@ def test_learnable_parameter_count_of_the_paper_configuration():
     assert vrp.num_learnable_parameters() == sum(p.numel() for p in vrp.encoder.parameters())
 
 
-@pytest.mark.parametrize("name, channels, stride", [("resnet50", (1536, 2048), 8), ("vgg16", (768, 512), 16), ("tiny", (160, 128), 8)])
+@pytest.mark.parametrize(
+    "name, channels, stride", [("resnet50", (1536, 2048), 8), ("vgg16", (768, 512), 16), ("tiny", (160, 128), 8)]
+)
 def test_backbone_blocks_channels_and_output_stride(name, channels, stride):
     backbone = model.build_backbone(name)
     assert (backbone.mid_channels, backbone.high_channels) == channels

@@ -346,8 +346,18 @@ def test_evaluate_prints_table_15_for_one_checkpoint_of_another_benchmark(tmp_pa
     run = tmp_path / "run"
     sam = model.default_sam_checkpoint("tiny")
     vrp = model.build_vrp_sam(model.VRPConfig(backbone="tiny", sam="tiny"), sam_checkpoint=sam, seed=0)
-    model.save_checkpoint(run / "best.pt", vrp, args={"dataset": "synthetic", "fold": 0, "label": "mask", "image_size": 32,
-                                                      "sam_checkpoint": str(sam), "backbone_weights": "random"})
+    model.save_checkpoint(
+        run / "best.pt",
+        vrp,
+        args={
+            "dataset": "synthetic",
+            "fold": 0,
+            "label": "mask",
+            "image_size": 32,
+            "sam_checkpoint": str(sam),
+            "backbone_weights": "random",
+        },
+    )
     results = evaluate.main(["--dataset", "pascal-part", "--data-root", str(tmp_path / "parts"), "--checkpoint",
                              str(run / "best.pt"), "--workers", "0", "--no-cache"])
     table = capsys.readouterr().out

@@ -48,8 +48,10 @@ def test_evaluation_builds_no_autograd_graph_and_a_reused_loader_scores_alike():
         return evaluate.predict(vrp, batch, None, cpu)
 
     loader = evaluate.episode_loader(episodes, batch_size=4, workers=0, device=cpu)
-    reused = [evaluate.evaluate_episodes(vrp, episodes, class_ids=classes, batch_size=4, predictor=predictor, loader=loader)
-              for _ in range(2)]
+    reused = [
+        evaluate.evaluate_episodes(vrp, episodes, class_ids=classes, batch_size=4, predictor=predictor, loader=loader)
+        for _ in range(2)
+    ]
     assert grad_enabled == [False] * 4  # two batches, twice
     assert reused[0] == reused[1] == evaluate.evaluate_episodes(vrp, episodes, class_ids=classes, batch_size=4)
 
@@ -84,7 +86,9 @@ def test_one_tiny_training_run_writes_config_metrics_and_checkpoints(trained_run
     assert not any(k.startswith(("sam.", "backbone.")) for k in state["model"])
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(trained_run, tmp_path, monkeypatch, die_after_first_checkpoint):
+def test_resume_continues_exactly_like_an_uninterrupted_run(
+    trained_run, tmp_path, monkeypatch, die_after_first_checkpoint
+):
     root, uninterrupted, _ = trained_run
     out = tmp_path / "interrupted"
     args = TINY_RUN + ["--out", str(out), "--cache-dir", str(root / "cache")]
@@ -137,7 +141,9 @@ def test_evaluate_errors_are_one_clear_line(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit, match="no runs under"):
         evaluate.main(["--runs", str(tmp_path / "nothing")])
     with pytest.raises(SystemExit, match="trained for fold 0"):
-        evaluate.main(["--dataset", "synthetic", "--checkpoint", f"1={out / 'last.pt'}", "--folds", "1", "--runs", str(tmp_path)])
+        evaluate.main(
+            ["--dataset", "synthetic", "--checkpoint", f"1={out / 'last.pt'}", "--folds", "1", "--runs", str(tmp_path)]
+        )
     with pytest.raises(SystemExit, match="not found"):
         evaluate.main(["--checkpoint", f"0={tmp_path / 'missing.pt'}"])
     with pytest.raises(SystemExit):

@@ -191,7 +191,9 @@ def test_prepare_pascal_bad_input_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as no_cls:
         prepare.main(["pascal", "--voc", str(voc), "--sbd", str(tmp_path / "VOC2012")])
     assert "cls" in str(no_cls.value) and "SBD" in str(no_cls.value) and "\n" not in str(no_cls.value)
-    scipy.io.savemat(sbd / "dataset" / "cls" / "2009_000001.mat", {"GTinst": {"Segmentation": np.zeros((4, 4), np.uint8)}})
+    scipy.io.savemat(
+        sbd / "dataset" / "cls" / "2009_000001.mat", {"GTinst": {"Segmentation": np.zeros((4, 4), np.uint8)}}
+    )
     with pytest.raises(SystemExit, match=r"2009_000001.mat holds no GTcls struct \(it holds \['GTinst'\]\)"):
         prepare.main(["pascal", "--voc", str(voc), "--sbd", str(sbd)])
     (sbd / "dataset" / "cls" / "2009_000001.mat").write_bytes(b"not a MATLAB file")
@@ -386,8 +388,12 @@ def test_prepare_coco_writes_the_hsnet_pngs_the_png_route_reads(coco_json_only, 
         assert [p.name for p in expected] == sorted(p.name for p in written.glob("*.png"))
         for path in expected:  # painted in file order: the small objects listed after the large one on top
             assert np.array_equal(np.array(Image.open(path)), np.array(Image.open(written / path.name)))
-    from_png = data.CocoImages(coco_json_only, split="test", masks="png", cache_dir=coco_json_only / "cache", min_pixels=20)
-    from_json = data.CocoImages(coco_json_only, split="test", masks="json", cache_dir=coco_json_only / "cache", min_pixels=20)
+    from_png = data.CocoImages(
+        coco_json_only, split="test", masks="png", cache_dir=coco_json_only / "cache", min_pixels=20
+    )
+    from_json = data.CocoImages(
+        coco_json_only, split="test", masks="json", cache_dir=coco_json_only / "cache", min_pixels=20
+    )
     assert len(from_png.ids) == 6 and from_png.classes == from_json.classes
 
 
@@ -406,7 +412,9 @@ def test_prepare_coco_resumes_and_then_does_nothing(coco_json_only, monkeypatch)
         prepare.main(args)
     assert calls[0] == data.COCO_RENDER_MARKER
     rendered, calls[:] = [], []
-    monkeypatch.setattr(cli, "write_atomic", lambda path, payload: (rendered.append(path.name), real_write(path, payload)))
+    monkeypatch.setattr(
+        cli, "write_atomic", lambda path, payload: (rendered.append(path.name), real_write(path, payload))
+    )
     assert prepare.main(args)["train2014"]["labelled"] == 6
     assert len(rendered) == 4  # only the four PNGs the interrupted run had not written
     out = coco_json_only / "COCO2014" / "annotations" / "train2014"
@@ -430,7 +438,9 @@ def test_prepare_coco_bad_input_is_one_line(coco_json_only):
     path = root / "annotations" / "instances_val2014.json"
     record = json.loads(path.read_text())
     path.write_text(json.dumps({"images": record["images"], "categories": record["categories"]}))
-    with pytest.raises(SystemExit, match=r"instances_val2014.json is not COCO instance annotations .*it has no 'annotations' list"):
+    with pytest.raises(
+        SystemExit, match=r"instances_val2014.json is not COCO instance annotations .*it has no 'annotations' list"
+    ):
         prepare.main(["coco", "--coco", str(root), "--splits", "val2014"])
     assert not (root / "annotations" / "val2014").exists()  # refused before writing anything
     with pytest.raises(SystemExit, match=r"instances_train2014.json not found: --coco"):

@@ -64,10 +64,14 @@ def _prompts_before_the_split(vrp, target_images, reference_images, reference_la
     target_mid, target_last = vrp.backbone.mid_features(target_images)
     target_high = vrp.backbone.high_features(target_last)
     reference_mid, reference_last = vrp.backbone.mid_features(reference_images.flatten(0, 1))
-    reference_mask = model.downsample_label(reference_labels.flatten(0, 1), reference_mid.shape[-2:], vrp.config.label_downsample)
+    reference_mask = model.downsample_label(
+        reference_labels.flatten(0, 1), reference_mid.shape[-2:], vrp.config.label_downsample
+    )
     reference_high = vrp.backbone.high_features(reference_last * reference_mask)
     target_high = target_high.repeat_interleave(k, dim=0)
-    target_pseudo_mask = model.pseudo_mask(target_high, reference_high, reference_mask, norm=vrp.config.pseudo_mask_norm)
+    target_pseudo_mask = model.pseudo_mask(
+        target_high, reference_high, reference_mask, norm=vrp.config.pseudo_mask_norm
+    )
     prompts = vrp.encoder(target_mid.repeat_interleave(k, dim=0), reference_mid, reference_mask, target_pseudo_mask)
     return prompts.reshape(b, k * prompts.shape[1], prompts.shape[2])
 
@@ -82,7 +86,9 @@ def test_split_prompt_embeddings_are_bit_identical_and_references_can_be_shared(
                        _prompts_before_the_split(vrp, targets, references, labels))
     # One set of references, encoded once, serves a batch of targets as if each had its own copy.
     shared = vrp.encode_references(references[:1], labels[:1])
-    expected = vrp.prompt_embeddings(targets, references[:1].expand(3, -1, -1, -1, -1), labels[:1].expand(3, -1, -1, -1))
+    expected = vrp.prompt_embeddings(
+        targets, references[:1].expand(3, -1, -1, -1, -1), labels[:1].expand(3, -1, -1, -1)
+    )
     torch.testing.assert_close(vrp.target_prompt_embeddings(targets, shared), expected, rtol=1e-5, atol=1e-5)
     assert shared.cat(shared).shots == 4
 
@@ -110,7 +116,9 @@ def test_segment_equals_evaluate_on_a_synthetic_episode(files, tmp_path):
     Image.fromarray(reference_label).save(tmp_path / "reference_label.png")
 
     predictor = segment.VRPPredictor.from_checkpoint(root / "best.pt", device="cpu")
-    predictor.set_references([(tmp_path / "reference.png", {"mask": tmp_path / "reference_label.png", "class_id": item["class_id"]})])
+    predictor.set_references(
+        [(tmp_path / "reference.png", {"mask": tmp_path / "reference_label.png", "class_id": item["class_id"]})]
+    )
     prediction = predictor.predict(tmp_path / "target.png")
     assert np.array_equal(prediction.network_logits, expected.numpy())  # at the network size, bit for bit
     assert prediction.mask.shape == original == (128, 128) != (S, S)
@@ -208,7 +216,12 @@ def test_targets_of_any_size_mode_and_orientation_come_back_at_their_own_size(fi
     (folder / "notes.txt").write_text("not an image")  # folders yield their images only
     out, lines = run(files, tmp_path, *mask_ref(files), targets=folder)
     sizes = {line["file"].rsplit("/", 1)[1]: Image.open(line["mask"]).size for line in lines}
-    assert sizes == {"a_rgba.png": (160, 90), "b_grey.png": (70, 130), "c_palette.png": (100, 100), "d_rotated.jpg": (80, 120)}
+    assert sizes == {
+        "a_rgba.png": (160, 90),
+        "b_grey.png": (70, 130),
+        "c_palette.png": (100, 100),
+        "d_rotated.jpg": (80, 120),
+    }
     assert Image.open(out / "overlays" / "a_rgba.png").mode == "RGB"
 
 
@@ -263,11 +276,32 @@ def test_bad_annotations(files, tmp_path):
     _bad(files, tmp_path, r"--mask .*blank.png has no object pixel", *ref, "--mask", str(tmp_path / "blank.png"))
     _bad(files, tmp_path, r"no pixel has class id 9; the values present are \[1, 6, 255\]", *ref,
          "--mask", str(root / "ref_label.png"), "--class-id", "9")
-    _bad(files, tmp_path, r"--points 130,5 lies outside the reference .*ref.png \(128x128 pixels", *ref, "--points", "5,5;130,5")
-    _bad(files, tmp_path, r"--box 10,10,128,40 is not a box inside the reference .*128x128", *ref, "--box", "10,10,128,40")
+    _bad(
+        files,
+        tmp_path,
+        r"--points 130,5 lies outside the reference .*ref.png \(128x128 pixels",
+        *ref,
+        "--points",
+        "5,5;130,5",
+    )
+    _bad(
+        files,
+        tmp_path,
+        r"--box 10,10,128,40 is not a box inside the reference .*128x128",
+        *ref,
+        "--box",
+        "10,10,128,40",
+    )
     _bad(files, tmp_path, r"--scribble .*narrow.png is 100x128 but the reference .*ref.png is 128x128", *ref,
          "--scribble", str(tmp_path / "narrow.png"))
-    _bad(files, tmp_path, r"--mask .*narrow.png is 100x128 but the reference", *ref, "--mask", str(tmp_path / "narrow.png"))
+    _bad(
+        files,
+        tmp_path,
+        r"--mask .*narrow.png is 100x128 but the reference",
+        *ref,
+        "--mask",
+        str(tmp_path / "narrow.png"),
+    )
     _bad(files, tmp_path, r"2 --reference image\(s\) but 1 annotation", *ref, *ref, "--points", "5,5")
     with pytest.raises(SystemExit):  # argparse: a malformed point list is a usage error
         run(files, tmp_path, *ref, "--points", "5;5")
@@ -277,13 +311,21 @@ def test_bad_checkpoints_and_output_folders(files, tmp_path):
     root, _ = files
     (tmp_path / "corrupt.pt").write_bytes((root / "best.pt").read_bytes()[:1000])
     torch.save(torch.load(SAM, weights_only=True), tmp_path / "sam.pt")  # a SAM state_dict, not ours
-    _bad(files, tmp_path, r"checkpoint .*missing.pt not found", *mask_ref(files), checkpoint=str(tmp_path / "missing.pt"))
+    _bad(
+        files, tmp_path, r"checkpoint .*missing.pt not found", *mask_ref(files), checkpoint=str(tmp_path / "missing.pt")
+    )
     _bad(files, tmp_path, r"corrupt.pt could not be read", *mask_ref(files), checkpoint=str(tmp_path / "corrupt.pt"))
     _bad(files, tmp_path, r"sam.pt is not a VRP-SAM checkpoint", *mask_ref(files), checkpoint=str(tmp_path / "sam.pt"))
     state = model.load_checkpoint(root / "best.pt")
     state["args"]["sam_checkpoint"] = str(tmp_path / "moved" / "sam_tiny_synthetic.pth")  # the run's SAM file is gone
     torch.save(state, tmp_path / "moved.pt")
-    _bad(files, tmp_path, r"SAM checkpoint .*moved.*not found.*--sam-checkpoint", *mask_ref(files), checkpoint=str(tmp_path / "moved.pt"))
+    _bad(
+        files,
+        tmp_path,
+        r"SAM checkpoint .*moved.*not found.*--sam-checkpoint",
+        *mask_ref(files),
+        checkpoint=str(tmp_path / "moved.pt"),
+    )
     assert not (tmp_path / "out").exists()  # the model is built before the output folder is made
     (tmp_path / "file").write_text("")
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
@@ -293,13 +335,19 @@ def test_bad_checkpoints_and_output_folders(files, tmp_path):
 
 
 def test_demo_without_its_checkpoint_says_how_to_train_it(tmp_path):
-    with pytest.raises(SystemExit, match=r"--demo needs .*best.pt: train it first with `python train.py --dataset synthetic`"):
-        segment.main(["--demo", "--checkpoint", str(tmp_path / "runs" / "best.pt"), "--out", str(tmp_path / "demo.png")])
+    with pytest.raises(
+        SystemExit, match=r"--demo needs .*best.pt: train it first with `python train.py --dataset synthetic`"
+    ):
+        segment.main(
+            ["--demo", "--checkpoint", str(tmp_path / "runs" / "best.pt"), "--out", str(tmp_path / "demo.png")]
+        )
 
 
 def test_demo_writes_one_contact_sheet(files, tmp_path, capsys):
     root, _ = files
-    result = segment.main(["--demo", "--checkpoint", str(root / "best.pt"), "--out", str(tmp_path / "demo.png"), "--device", "cpu"])
+    result = segment.main(
+        ["--demo", "--checkpoint", str(root / "best.pt"), "--out", str(tmp_path / "demo.png"), "--device", "cpu"]
+    )
     sheet = Image.open(tmp_path / "demo.png")
     assert sheet.width == 5 * S + 4 * 3 and 0 <= result["mean_iou"] <= 100  # reference + 4 targets per row
     assert list(tmp_path.iterdir()) == [tmp_path / "demo.png"]
@@ -320,9 +368,24 @@ def test_embedding_cache_is_keyed_by_pixels_not_file_names(files, tmp_path):
     (folder / "a.png").write_bytes((root / "targets" / "frame01.png").read_bytes())
     _, changed = run(files, tmp_path, *mask_ref(files), *cache, "--overwrite", targets=folder)
     fresh_out = tmp_path / "fresh"
-    segment.main(["--checkpoint", str(root / "best.pt"), *mask_ref(files), "--targets", str(folder), "--out", str(fresh_out),
-                  "--cache-dir", str(tmp_path / "fresh-cache"), "--device", "cpu"])
-    assert np.array_equal(np.array(Image.open(out / "masks" / "a.png")), np.array(Image.open(fresh_out / "masks" / "a.png")))
+    segment.main(
+        [
+            "--checkpoint",
+            str(root / "best.pt"),
+            *mask_ref(files),
+            "--targets",
+            str(folder),
+            "--out",
+            str(fresh_out),
+            "--cache-dir",
+            str(tmp_path / "fresh-cache"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert np.array_equal(
+        np.array(Image.open(out / "masks" / "a.png")), np.array(Image.open(fresh_out / "masks" / "a.png"))
+    )
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2
 
 

@@ -56,7 +56,9 @@ def test_label_any_evaluation_keeps_the_episode_list_and_fixes_each_episodes_kin
     assert mixed.episodes == mask.episodes  # the same targets, classes and references
     assert Counter(mixed.label_kinds).keys() == set(LABEL_KINDS)
     again = synthetic(split="test", label="any", num_episodes=40)
-    assert again.label_kinds == mixed.label_kinds and [again[i]["label"] for i in range(5)] == list(mixed.label_kinds[:5])
+    assert again.label_kinds == mixed.label_kinds and [again[i]["label"] for i in range(5)] == list(
+        mixed.label_kinds[:5]
+    )
     with pytest.raises(ValueError, match="unknown label kind 'all'"):
         synthetic(split="test", label="all")
 
@@ -118,8 +120,14 @@ def authors_resnet_state_dict(depth: int = 50, *, batch_counters: bool = True) -
         state[key] = torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
 
     def bn(key, c):
-        state.update({f"{key}.weight": 1 + 0.1 * torch.randn(c, generator=g), f"{key}.bias": 0.1 * torch.randn(c, generator=g),
-                      f"{key}.running_mean": 0.1 * torch.randn(c, generator=g), f"{key}.running_var": 1 + torch.rand(c, generator=g)})
+        state.update(
+            {
+                f"{key}.weight": 1 + 0.1 * torch.randn(c, generator=g),
+                f"{key}.bias": 0.1 * torch.randn(c, generator=g),
+                f"{key}.running_mean": 0.1 * torch.randn(c, generator=g),
+                f"{key}.running_var": 1 + torch.rand(c, generator=g),
+            }
+        )
         if batch_counters:
             state[f"{key}.num_batches_tracked"] = torch.tensor(0)
 
@@ -173,12 +181,18 @@ def test_a_torchvision_resnet_is_refused_by_the_deep_stem_in_one_line(tmp_path):
         train.main(["--dataset", "synthetic", "--backbone", "resnet50_deepstem", "--backbone-weights", str(path),
                     "--out", str(tmp_path / "run")])
     message = str(refused.value)
-    assert message.startswith(f"train.py: error: {path} does not fit the resnet50_deepstem backbone") and "\n" not in message
+    assert (
+        message.startswith(f"train.py: error: {path} does not fit the resnet50_deepstem backbone")
+        and "\n" not in message
+    )
     assert "conv1.weight (64, 3, 7, 7) (model (64, 3, 3, 3))" in message and "conv2.weight" in message
     assert "torchvision's ResNet" in message and "--backbone resnet50" in message
     # a file of the right stem but the wrong depth, and no file at all, are named too
     torch.save(authors_resnet_state_dict(101), tmp_path / "resnet101_v2.pth")
-    with pytest.raises(ValueError, match=r"resnet101_v2.pth does not fit the resnet50_deepstem backbone: \d+ unexpected keys \(e.g. layer3.6"):
+    with pytest.raises(
+        ValueError,
+        match=r"resnet101_v2.pth does not fit the resnet50_deepstem backbone: \d+ unexpected keys \(e.g. layer3.6",
+    ):
         model.build_backbone("resnet50_deepstem", weights=tmp_path / "resnet101_v2.pth")
     with pytest.raises(SystemExit, match="no torchvision ImageNet weights: pass the authors' resnet50_v2.pth"):
         train.main(["--dataset", "synthetic", "--backbone", "resnet50_deepstem", "--out", str(tmp_path / "run")])

@@ -71,8 +71,19 @@ def test_no_sequence_with_an_object_is_an_error_before_anything_is_written(tmp_p
     empty = np.zeros((3, FRAME_H, FRAME_W), np.uint8)
     root = _write_davis(tmp_path / "data", {"blank": empty, "void": empty + 255})
     out = tmp_path / "out"
-    message = error_line(["--dataset", "davis2017", "--data-root", str(root), "--checkpoint", str(_checkpoint(tmp_path)),
-                          "--no-cache", "--out", str(out)])
+    message = error_line(
+        [
+            "--dataset",
+            "davis2017",
+            "--data-root",
+            str(root),
+            "--checkpoint",
+            str(_checkpoint(tmp_path)),
+            "--no-cache",
+            "--out",
+            str(out),
+        ]
+    )
     assert "every sequence (blank, void) holds no object" in message
     assert not out.exists() and leftovers(out) == []
 
@@ -113,7 +124,9 @@ def test_a_rerun_over_bad_input_leaves_the_earlier_result_whole(davis, tmp_path)
     video.main(argv + ["--out", str(out)])
     before = tree(out)
     # car-turn's frame 2 gets an annotation of another size: found only after bear has been segmented
-    video.write_palette_png(root / "DAVIS/Annotations/480p/car-turn/00002.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8))
+    video.write_palette_png(
+        root / "DAVIS/Annotations/480p/car-turn/00002.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8)
+    )
     assert "00002.jpg is 90x60 but its annotation" in error_line(argv + ["--out", str(out)])
     assert tree(out) == before and leftovers(out) == []
 
@@ -198,10 +211,14 @@ def test_a_run_killed_while_swapping_gets_the_earlier_result_back_even_if_the_re
     out = tmp_path / "out"
     video.main(argv + ["--out", str(out)])
     before = tree(out)
-    child = multiprocessing.get_context("fork").Process(target=_killed_run, args=(argv + ["--out", str(out)], "set aside"))
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_run, args=(argv + ["--out", str(out)], "set aside")
+    )
     child.start()
     _join_or_kill(child)
-    video.write_palette_png(root / "DAVIS/Annotations/480p/car-turn/00002.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8))
+    video.write_palette_png(
+        root / "DAVIS/Annotations/480p/car-turn/00002.png", np.zeros((FRAME_H + 2, FRAME_W), np.uint8)
+    )
     error_line(argv + ["--out", str(out)])
     assert tree(out) == before and leftovers(out) == []
 
