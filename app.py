@@ -1,10 +1,10 @@
-"""A local web page for VRP-SAM (issue #24): mark an object in a reference, see every target segmented.
+"""A local web page for VRP-SAM: mark an object in a reference, see every target segmented.
 
 The paper's use (Figs. 1 and 5) made visual: a person marks an object once in a reference image,
 with points, a box, a scribble or a mask (the four kinds of §3.2), possibly in several references
 (k-shot, Table 7), and the same class is segmented in any number of target images.
 
-    python app.py                                   # the main job's checkpoint (segment.DEMO_CHECKPOINT)
+    python app.py                                   # the main job's checkpoint (cli.MAIN_JOB_CHECKPOINT)
     python app.py --checkpoint runs/pascal-fold0-mask-resnet50/best.pt --port 0
 
 A separate use from segment.py (which stays the command-line stage), with flags of its own, so
@@ -58,7 +58,6 @@ from PIL import Image, UnidentifiedImageError
 
 import cli
 import data
-import segment
 from model import load_checkpoint
 from prompts import png_bytes
 from segment import ANNOTATION_KINDS, Reference, VRPPredictor, demo_scenes, make_reference, read_image
@@ -614,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="A local web page: annotate a reference, see every target segmented.")
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None,
-                       help=f"best.pt of a train.py run (default: the main job's, {segment.DEMO_CHECKPOINT})")
+                       help=f"best.pt of a train.py run (default: the main job's, {cli.MAIN_JOB_CHECKPOINT})")
     group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)  # --device, --cache-dir, as segment.py
     group = parser.add_argument_group("server")
@@ -635,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """Every file the server needs, checked before the model is loaded; fills in args.checkpoint."""
     if args.checkpoint is None:
-        args.checkpoint = segment.DEMO_CHECKPOINT
+        args.checkpoint = cli.MAIN_JOB_CHECKPOINT
         if not args.checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint given and the main job's {args.checkpoint} is not there: "
                                     "make it with `python train.py --dataset synthetic`, or pass --checkpoint")

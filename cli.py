@@ -16,6 +16,7 @@ names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
 - `remove_stale_temps(folder, suffixes, before=...)`: what a killed write_atomic left behind.
 - `add_runtime_args(group, ...)`: the run-time flags every model-running script shares
   (`--device`, `--workers`, `--cache-dir`, `--no-cache`).
+- `RUNS`, `run_folder` and `MAIN_JOB_CHECKPOINT`: where runs go, and the main job's checkpoint.
 - `run_main(prog, run, args)`: the scripts' error wrapper: a missing, unreadable or unwritable
   file and bad input end in one line "prog: error: ...", exit status 1, never a traceback.
 """
@@ -32,6 +33,19 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Sequence
+
+
+RUNS = Path("runs")  # where train.py writes its runs and evaluate.py looks for them
+
+
+def run_folder(dataset: str, fold: int, label: str, backbone: str) -> Path:
+    """train.py's default --out: runs/<dataset>-fold<fold>-<label>-<backbone>."""
+    return RUNS / f"{dataset}-fold{fold}-{label}-{backbone}"
+
+
+# The main job's model (`python train.py --dataset synthetic`): the default of segment.py --demo,
+# app.py and video.py --dataset synthetic-video.
+MAIN_JOB_CHECKPOINT = run_folder("synthetic", 0, "mask", "tiny") / "best.pt"
 
 
 def _typed(name: str, parse: Callable[[str], object]) -> Callable[[str], object]:

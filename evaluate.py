@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group = parser.add_argument_group("what to evaluate")
     group.add_argument(
-        "--runs", type=Path, default=Path("runs"), help="folder searched for run folders (train.py --out)"
+        "--runs", type=Path, default=cli.RUNS, help="folder searched for run folders (train.py --out)"
     )
     group.add_argument("--checkpoint", type=fold_checkpoint, action="append", default=[], metavar="[FOLD=]PATH",
                        help="use this checkpoint for a fold (FOLD=PATH) or for every fold (PATH) instead of searching "

@@ -74,7 +74,6 @@ ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # The user's annotation kinds (CLI flags, API dict keys) and the training label kind each one is.
 ANNOTATION_KINDS = {"mask": "mask", "points": "point", "box": "box", "scribble": "scribble"}
-DEMO_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")  # what `python train.py --dataset synthetic` writes
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
@@ -872,7 +871,7 @@ def demo_scenes(class_id: int, seed: int, *, size: int) -> tuple[SyntheticScene,
 def demo(args: argparse.Namespace) -> dict:
     """Segment fresh synthetic scenes of the checkpoint's novel classes and write one contact sheet:
     a row per class, the annotated reference then the targets with their predicted masks."""
-    checkpoint = args.checkpoint or DEMO_CHECKPOINT
+    checkpoint = args.checkpoint or cli.MAIN_JOB_CHECKPOINT
     out = args.out or checkpoint.parent / "demo.png"  # the demo's own picture: rewritten by each demo
     if not checkpoint.exists():
         raise FileNotFoundError(f"--demo needs {checkpoint}: train it first with `python train.py --dataset synthetic` "

@@ -170,7 +170,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.sam_checkpoint is None:
         args.sam_checkpoint = default_sam_checkpoint(args.sam)
     if args.out is None:
-        args.out = Path("runs") / f"{args.dataset}-fold{args.fold}-{args.label}-{args.backbone}"
+        args.out = cli.run_folder(args.dataset, args.fold, args.label, args.backbone)
     return args
 
 

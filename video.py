@@ -489,7 +489,6 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
 # Command line.
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_SYNTHETIC_CHECKPOINT = Path("runs/synthetic-fold0-mask-tiny/best.pt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -500,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video",
                        help="davis2017 (Table 16) or the embedded synthetic videos")
     group.add_argument("--checkpoint", type=Path, default=None,
-                       help=f"a train.py checkpoint (default for synthetic-video: {DEFAULT_SYNTHETIC_CHECKPOINT}; "
+                       help=f"a train.py checkpoint (default for synthetic-video: {cli.MAIN_JOB_CHECKPOINT}; "
                             "required for davis2017, e.g. a COCO-20i model)")
     group.add_argument(
         "--label",
@@ -581,7 +580,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.dataset == "davis2017":
             raise ValueError("--dataset davis2017 needs --checkpoint PATH: a model trained by train.py "
                              "(e.g. python train.py --dataset coco --fold 0)")
-        args.checkpoint = DEFAULT_SYNTHETIC_CHECKPOINT
+        args.checkpoint = cli.MAIN_JOB_CHECKPOINT
         if not args.checkpoint.is_file():
             raise FileNotFoundError(f"{args.checkpoint} not found: train it with `python train.py --dataset synthetic` "
                                     "or pass --checkpoint PATH")

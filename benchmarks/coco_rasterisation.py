@@ -16,7 +16,7 @@ of the objects are crowd regions (iscrowd=1, RLE).
 - fillPoly: the field's script (PFENet's, kept as RePRI's data/coco/create_masks.py) re-implemented:
   each non-crowd polygon's coordinates truncated to int32 and filled with cv2.fillPoly on its own,
   in file order; no PNG for an image without a non-crowd object;
-- earlier: this repo's convention before #23 (annToMask, crowd regions painted as their class,
+- earlier: this repository's earlier renderer (annToMask, crowd regions painted as their class,
   larger objects first, a PNG for every image with any pixel labelled).
 
 "% differing" is the pixels where two renderings' label maps disagree over the pixels foreground in

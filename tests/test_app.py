@@ -1,4 +1,4 @@
-"""app.py, the local web page's server, without a browser (issue #24).
+"""app.py, the local web page's server, without a browser.
 
 A tiny VRP-SAM checkpoint (untrained encoder, tiny backbone and SAM, trained label "mask"), served
 on 127.0.0.1 at an ephemeral port by a thread. The properties: the page's masks are
@@ -24,6 +24,7 @@ from PIL import Image
 
 import app
 import model
+import cli
 import segment
 from prompts import png_bytes
 from synthetic import synthetic_scene
@@ -397,7 +398,7 @@ def test_command_line_errors_are_one_line_and_come_before_the_model(checkpoint, 
         app.main([])
     message = str(exit_.value.code)
     assert "\n" not in message and "python train.py --dataset synthetic" in message
-    assert str(segment.DEMO_CHECKPOINT) in message
+    assert str(cli.MAIN_JOB_CHECKPOINT) in message
 
     with pytest.raises(SystemExit) as exit_:
         app.main(["--checkpoint", str(tmp_path / "missing.pt")])

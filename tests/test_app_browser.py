@@ -1,4 +1,4 @@
-"""app.py's page in a real browser (issue #24): headless Chromium driven by Selenium.
+"""app.py's page in a real browser: headless Chromium driven by Selenium.
 
 The person's path through the page, with mouse events: load the demo scenes, draw a scribble over
 the object in the demo's reference (after one stroke drawn and undone), add two target files,

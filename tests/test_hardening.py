@@ -1,4 +1,4 @@
-"""Bad values, broken files, stale caches and interrupted writes (issue #10), one class at a time:
+"""Bad values, broken files, stale caches and interrupted writes, one class at a time:
 
 1. every bad value is refused at parse time, naming its flag, before anything is built or written;
 2. exceptions from inside libraries (DataLoader workers, pycocotools, torch.save) become one line;

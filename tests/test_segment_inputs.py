@@ -1,4 +1,4 @@
-"""Every way into a trained model is as trustworthy as the benchmark path (issue #23).
+"""Every way into a trained model is as trustworthy as the benchmark path.
 
 What people really hand segment.py, evaluate.py and video.py: images in every mode Pillow opens
 (16-bit PNGs, float TIFFs, CMYK, ...) and arrays of every dtype, coordinates typed by hand
