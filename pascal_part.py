@@ -463,9 +463,8 @@ class PartEpisodes(_PartEpisodeSource):
         classes = [self.class_ids[i % len(self.class_ids)] for i in range(num_episodes)]
         targets = [self.candidates[c].draw(rng) for c in classes]
         self.episodes = tuple(PartEpisode(c, t, self._draw_references(rng, c, t)) for c, t in zip(classes, targets))
-        kinds = prompts.episode_rng(
-            self.seed, SEED_STREAMS["part-label-kind"]
-        )  # label="any" lists hold the same episodes
+        # A stream of its own, so label="any" lists hold the same episodes as every other kind's.
+        kinds = prompts.episode_rng(self.seed, SEED_STREAMS["part-label-kind"])
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
     def __len__(self) -> int:

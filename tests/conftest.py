@@ -1,8 +1,29 @@
 """Shared test helpers."""
 
+import contextlib
+import threading
+
 import pytest
 
+import app
 import train
+
+
+@contextlib.contextmanager
+def app_server(*argv: str):
+    """The server as `python app.py *argv` builds it, on 127.0.0.1 and a free port, in a thread;
+    shut down and closed on exit."""
+    args = app.build_parser().parse_args([*argv, "--port", "0"])
+    app.check_args(args)
+    server = app.Server("127.0.0.1", 0, app=app.App.from_args(args), quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

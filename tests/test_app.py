@@ -27,6 +27,7 @@ import model
 import cli
 import segment
 from prompts import png_bytes
+from conftest import app_server
 from synthetic import synthetic_scene
 
 S = 96  # network size of the test checkpoint; the scenes are 128 px
@@ -59,18 +60,9 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(checkpoint):
     """The server as `python app.py` builds it, on 127.0.0.1 and a free port, in a thread."""
-    args = app.build_parser().parse_args(["--checkpoint", str(checkpoint), "--device", "cpu", "--port", "0",
-                                          "--max-upload-mb", str(UPLOAD_MB), "--max-pixels", str(MAX_PIXELS)])
-    app.check_args(args)
-    server = app.Server("127.0.0.1", 0, app=app.App.from_args(args), quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with app_server("--checkpoint", str(checkpoint), "--device", "cpu", "--max-upload-mb", str(UPLOAD_MB),
+                    "--max-pixels", str(MAX_PIXELS)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

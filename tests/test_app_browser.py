@@ -16,7 +16,6 @@ import base64
 import io
 import os
 import shutil
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -29,6 +28,7 @@ import app
 import model
 import segment
 from prompts import png_bytes
+from conftest import app_server
 from synthetic import synthetic_scene
 
 try:
@@ -59,17 +59,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    args = app.build_parser().parse_args(["--checkpoint", str(checkpoint), "--device", "cpu", "--port", "0"])
-    app.check_args(args)
-    server = app.Server("127.0.0.1", 0, app=app.App.from_args(args), quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with app_server("--checkpoint", str(checkpoint), "--device", "cpu") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
