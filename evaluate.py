@@ -579,7 +579,9 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
         run = check_checkpoint(path, state, dataset=None if parts_benchmark else args.dataset,
                                fold=None if parts_benchmark else fold, label=trained_labels(args, label),
                                backbone=args.backbone)
-        data_root = args.data_root or (None if parts_benchmark else Path(run.get("data_root", "data")))
+        own_benchmark = run.get("dataset") == args.dataset  # a pascal-part run knows where its data is
+        data_root = args.data_root or (Path(run.get("data_root", "data")) if own_benchmark or not parts_benchmark
+                                       else None)
         parts = argparse.Namespace(
             backbone=state["config"]["backbone"], backbone_weights=run_backbone_weights(state, args.backbone_weights),
             sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),

@@ -19,6 +19,7 @@ import data
 import evaluate
 import model
 import pascal_part
+import train
 from pascal_part import Member, PartAnnotations, PartEpisode
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -376,3 +377,25 @@ def test_evaluate_refuses_yardsticks_that_read_whole_scene_labels_on_parts(tmp_p
     with pytest.raises(SystemExit, match="--method every-object reads the class labels of whole scenes"):
         evaluate.main(["--dataset", "pascal-part", "--data-root", str(tmp_path), "--checkpoint", str(tmp_path / "x.pt"),
                        "--method", "every-object"])
+
+
+def test_train_meta_trains_on_the_other_super_categories_and_evaluate_finds_the_run(tmp_path, capsys):
+    """`python train.py --dataset pascal-part --fold F`: the parts of the other three super-categories
+    train, the fold's validate; `python evaluate.py --dataset pascal-part` then finds the run."""
+    spec = importlib.util.spec_from_file_location("make_pascal_part", ROOT / "benchmarks" / "make_pascal_part.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    maker.make_tree(tmp_path / "parts", images=96, size=64)  # every class in at least two train images
+    out = tmp_path / "runs" / "animals"
+    common = ["--dataset", "pascal-part", "--data-root", str(tmp_path / "parts"), "--workers", "0",
+              "--cache-dir", str(tmp_path / "cache")]
+    result = train.main(common + ["--fold", "0", "--backbone", "tiny", "--sam", "tiny", "--image-size", "32",
+                                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+                                  "--val-episodes", "6", "--out", str(out)])
+    state = model.load_checkpoint(out / "best.pt")
+    assert state["args"]["dataset"] == "pascal-part" and 0 <= result["best_miou"] <= 100
+    validation = pascal_part.build_part_episodes(tmp_path / "parts", fold=0, image_size=32, num_episodes=6)
+    assert state["args"]["val_episodes_hash"] == pascal_part.episodes_hash(validation)
+    capsys.readouterr()
+    results = evaluate.main(common + ["--runs", str(tmp_path / "runs"), "--folds", "0", "--episodes", "6"])
+    assert results["mask/1"][0]["episodes"] == 6 and "animals" in capsys.readouterr().out
