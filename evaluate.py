@@ -397,8 +397,11 @@ def find_runs(runs: Path) -> list[tuple[Path, dict]]:
     return found
 
 
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run folder offers, in order of preference
+
+
 def run_checkpoint(run: Path) -> Path:
-    for name in ("best.pt", "last.pt"):
+    for name in CHECKPOINT_NAMES:
         if (run / name).exists():
             return run / name
     raise FileNotFoundError(f"{run} holds no best.pt or last.pt; train it with train.py (or --resume it)")
@@ -431,8 +434,10 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
             for trained in trained_labels(args, label):
                 matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
                            and config["label"] == trained and args.backbone in (None, config["backbone"])]
-                if matches:  # several runs of one setting: the most recently trained
-                    chosen[(label, fold)] = run_checkpoint(max(matches, key=lambda run: run.stat().st_mtime))
+                if matches:  # several runs of one setting: the most recently trained that holds a checkpoint
+                    finished = [run for run in matches if any((run / name).exists() for name in CHECKPOINT_NAMES)]
+                    newest = max(finished or matches, key=lambda run: run.stat().st_mtime)
+                    chosen[(label, fold)] = run_checkpoint(newest)  # none has one: says so, naming the newest
                     if trained != label and args.trained_label is None:
                         print(f"{label} fold {fold}: no run trained on {label} labels; evaluating the --label any "
                               f"run {chosen[(label, fold)]}")

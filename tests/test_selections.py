@@ -5,6 +5,7 @@ tests/test_video_reruns.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,16 @@ def test_a_config_json_of_another_tool_is_passed_over(runs):
     message = error_line(["--runs", str(runs), "--folds", "2"])  # not a KeyError's traceback
     assert message.endswith(f"--folds 2; {THERE_ARE}: choose among them, or train one "
                             "(python train.py --dataset synthetic --label mask --fold 2)")
+
+
+def test_a_newer_run_killed_before_its_first_checkpoint_does_not_hide_a_finished_one(tmp_path):
+    finished = make_run(tmp_path / "runs", "finished", fold=0, label="mask")
+    killed = make_run(tmp_path / "runs", "killed", fold=0, label="mask")
+    (killed / "best.pt").unlink()  # killed in epoch 0: a config.json and nothing else
+    os.utime(finished, (1, 1))  # the finished run is the older one
+    args = evaluate.build_parser().parse_args(["--runs", str(tmp_path / "runs"), "--dataset", "synthetic"])
+    assert evaluate.select_checkpoints(args, ["mask"], [0]) == {("mask", 0): finished / "best.pt"}
+    (finished / "best.pt").unlink()  # neither has a checkpoint: one line naming the newest run
+    os.utime(finished, (1, 1))  # (the unlink touched the folder)
+    with pytest.raises(FileNotFoundError, match=f"{killed} holds no best.pt or last.pt"):
+        evaluate.select_checkpoints(args, ["mask"], [0])
