@@ -44,7 +44,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -302,11 +301,10 @@ class App:
         references_id = _references_id(references)
         with self.model_lock:
             if references_id != self.references_id:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    self.predictor.set_references([r for _, r in references])
+                made = [r for _, r in references]
+                self.predictor.set_references(made, warn=False)  # the page shows the mismatches instead
                 self.references_id = references_id
-                self.warnings = [str(w.message) for w in caught]
+                self.warnings = self.predictor.kind_mismatches(made)
                 self.encodings += 1
             return {"id": self.references_id, "shots": len(references), "warnings": self.warnings,
                     "kinds": [r.kind for _, r in references], "trained_label": self.predictor.trained_label}

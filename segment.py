@@ -473,22 +473,25 @@ class VRPPredictor:
         with autocast(self.device):
             return self.model.encode_references(images, labels)
 
-    def set_references(self, references: Sequence[tuple[ImageLike, dict] | Reference]) -> None:
+    def set_references(self, references: Sequence[tuple[ImageLike, dict] | Reference], *, warn: bool = True) -> None:
         """k annotated references, a list of (image, annotation dict: see make_reference) pairs or
         Reference objects, e.g. [("ref.png", {"points": [(40, 52)]})]. Anything else is a TypeError
         showing that form. Warns (once per reference) when an annotation kind differs from the
-        checkpoint's training kind."""
+        checkpoint's training kind; warn=False leaves that to the caller (kind_mismatches)."""
         made = [r if isinstance(r, Reference) else make_reference(*r) for r in _reference_pairs(references)]
-        for n, reference in enumerate(made, 1):
-            kind = ANNOTATION_KINDS[reference.kind]
-            if self.trained_label not in (None, "any", kind):
-                warnings.warn(
-                    f"reference {n} is annotated with {reference.kind} but this checkpoint was trained with "
-                    f"{self.trained_label} annotations (train.py --label {self.trained_label}); expect lower accuracy",
-                    stacklevel=2,
-                )
+        if warn:
+            for message in self.kind_mismatches(made):
+                warnings.warn(message, stacklevel=2)
         self.references = made
         self._features = self._encode(made)
+
+    def kind_mismatches(self, references: Sequence[Reference]) -> list[str]:
+        """One message per reference whose annotation kind is not the checkpoint's training kind
+        (train.py --label; a checkpoint trained with 'any' accepts every kind)."""
+        return [f"reference {n} is annotated with {r.kind} but this checkpoint was trained with "
+                f"{self.trained_label} annotations (train.py --label {self.trained_label}); expect lower accuracy"
+                for n, r in enumerate(references, 1)
+                if self.trained_label not in (None, "any", ANNOTATION_KINDS[r.kind])]
 
     @torch.no_grad()
     def predict_batch(
