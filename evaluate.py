@@ -48,7 +48,7 @@ from baselines import (GP_NUM_POINTS, GP_PROMPTS, GP_THRESHOLD, METHODS, WrongRe
                        oracle_predictor)
 from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, VRPSAM, EmbeddingCache, VRPConfig, autocast,
                    build_vrp_sam, embed_targets, imagenet_weights_file, load_checkpoint, run_backbone_weights,
-                   run_sam_checkpoint, upsample_logits)
+                   run_sam_checkpoint, upsample_logits, warn_if_other_backbone)
 from prompts import IGNORE, LABEL_KINDS
 
 
@@ -610,6 +610,8 @@ class ModelShelf:
             self.model = self.cache = None  # free the previous SAM before building the next
             self.model = build_vrp_sam(config, sam_checkpoint=parts.sam_checkpoint,
                                        backbone_weights=parts.backbone_weights).to(self.device)
+            if self.args.backbone_weights is not None:
+                warn_if_other_backbone(self.model, fold_run.state, parts.backbone_weights, source=str(fold_run.path))
             if not self.args.no_cache:
                 self.cache = EmbeddingCache(self.args.cache_dir, self.model.sam, fold_run.image_size)
             self.key = key

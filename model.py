@@ -1228,7 +1228,20 @@ def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = No
                                     f"with {flag} PATH")
     model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=sam_file, backbone_weights=backbone_file)
     model.load_learnable_state_dict(state["model"], source=source)
+    if backbone_weights is not None:
+        warn_if_other_backbone(model, state, backbone_file, source=source)
     return model
+
+
+def warn_if_other_backbone(model: VRPSAM, state: dict, weights: str | Path, *, source: str = "the checkpoint") -> None:
+    """--backbone-weights points a run at a file: say in one logged line when its weights are not
+    the ones the run was trained on (module_fingerprint), since the encoder learned those features."""
+    recorded = state.get("args", {}).get("backbone_fingerprint")
+    found = None if recorded is None else module_fingerprint(model.backbone)
+    if found is not None and found != recorded:
+        log.warning("--backbone-weights %s holds other weights than the run of %s was trained with (fingerprint %s, "
+                    "the run's %s): its encoder learned other features; expect lower accuracy", weights, source,
+                    found, recorded)
 
 
 # What sam_image_embeddings does to an image before SAM's encoder sees it. Part of the embedding

@@ -406,3 +406,22 @@ def test_predict_batch_of_nothing_is_nothing_and_one_image_is_not_a_batch(files,
     frames = np.stack([scene.image, scene.image[::-1].copy()])  # (B, H, W, 3): a video's frames
     batch = predictor.predict_batch(frames)
     assert len(batch) == 2 and np.allclose(batch[0].logits, predictor.predict(scene.image).logits, atol=1e-5)
+
+
+def test_backbone_weights_other_than_the_runs_are_named_in_one_logged_line(moved_run, tmp_path, caplog):
+    """--backbone-weights points a run at any file; one whose weights the encoder was not trained on
+    is said (by fingerprint), the run's own file is not."""
+    root, checkpoint, frozen, trained = moved_run
+    state = model.load_checkpoint(checkpoint)
+    other = tmp_path / "other_backbone.pth"
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in torch.load(BACKBONE, weights_only=True).items()},
+               other)
+    with caplog.at_level(logging.WARNING, logger="model"):
+        model.build_from_checkpoint(state, sam_checkpoint=frozen / SAM.name, backbone_weights=frozen / BACKBONE.name)
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING, logger="model"):
+        model.build_from_checkpoint(state, sam_checkpoint=frozen / SAM.name, backbone_weights=other, source="run.pt")
+    (note,) = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"--backbone-weights .*other_backbone.pth holds other weights than the run of run.pt was "
+                        r"trained with \(fingerprint \w+, the run's \w+\): its encoder learned other features; "
+                        r"expect lower accuracy", note)
