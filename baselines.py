@@ -21,13 +21,7 @@ import torch.nn.functional as F
 import data
 import prompts
 from model import (
-    EmbeddingCache,
-    autocast,
-    decode_prompts,
-    downsample_label,
-    embed_targets,
-    pseudo_mask,
-    upsample_logits,
+    EmbeddingCache, autocast, decode_prompts, downsample_label, embed_targets, pseudo_mask, upsample_logits,
 )
 from prompts import IGNORE, SEED_STREAMS
 
@@ -169,9 +163,7 @@ class WrongReferenceEpisodes(torch.utils.data.Dataset):
         # Built as an episode of the other class (its first reference standing in as the target), of
         # which only the references are kept.
         wrong = self.dataset.episode_item(
-            index,
-            data.Episode(other.reference_ids[0], other.class_id, other.reference_ids),
-            rngs,
+            index, data.Episode(other.reference_ids[0], other.class_id, other.reference_ids), rngs,
             self.dataset.label_kinds[index],
         )  # the episode's own label kind
         for key in ("reference_images", "reference_masks", "reference_labels", "reference_ids"):

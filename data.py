@@ -307,9 +307,7 @@ class CocoImages:
             self.label_dir = png_dir
             label_names = list_stems(png_dir, ".png")
             index = _cached_index(
-                cache_dir,
-                f"coco-{folder}-png",
-                source=png_dir,
+                cache_dir, f"coco-{folder}-png", source=png_dir,
                 signature=_files_signature(png_dir, label_names, ".png"),
                 build=lambda: _index_label_pngs(png_dir, label_names, num_classes=80, progress=progress),
             )
@@ -873,23 +871,10 @@ class DavisVideos:
 # ---------------------------------------------------------------------------------------------
 
 def build_dataset(
-    name: str,
-    *,
-    split: str,
-    fold: int,
-    data_root: str | Path | None = None,
-    shots: int = 1,
-    label: str = "mask",
-    image_size: int | None = None,
-    num_episodes: int = 1000,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    original_size: bool = False,
-    num_images: int | None = None,
-    scene_size: int = 128,
-    coco_masks: str = "auto",
-    min_pixels: int = MIN_OBJECT_PIXELS,
-    progress: bool = False,
+    name: str, *, split: str, fold: int, data_root: str | Path | None = None, shots: int = 1, label: str = "mask",
+    image_size: int | None = None, num_episodes: int = 1000, seed: int = 0, cache_dir: str | Path | None = None,
+    original_size: bool = False, num_images: int | None = None, scene_size: int = 128, coco_masks: str = "auto",
+    min_pixels: int = MIN_OBJECT_PIXELS, progress: bool = False,
 ) -> TrainingEpisodes | EvaluationEpisodes:
     """The episodes of benchmark `name` (DATASETS), fold `fold`, split "train", "test" or "base".
 
@@ -917,9 +902,7 @@ def build_dataset(
     image_split = "train" if split == "base" else split  # base episodes come from the training images
     if name == "synthetic":
         images = SyntheticImages(
-            seed=seed,
-            split=image_split,
-            scene_size=scene_size,
+            seed=seed, split=image_split, scene_size=scene_size,
             num_images=num_images if num_images is not None else (2000 if image_split == "train" else 1000),
         )
         image_size = image_size if image_size is not None else scene_size

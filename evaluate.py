@@ -155,20 +155,9 @@ def episode_loader(dataset, *, batch_size: int, workers: int, device: torch.devi
 
 @torch.no_grad()
 def evaluate_episodes(
-    model,
-    dataset,
-    *,
-    class_ids,
-    batch_size: int = 8,
-    workers: int = 0,
-    cache: EmbeddingCache | None = None,
-    original_size: bool = False,
-    save_vis: int = 0,
-    vis_dir: Path | None = None,
-    desc: str = "evaluate",
-    world: distributed.World = distributed.World(),
-    predictor=None,
-    loader: DataLoader | None = None,
+    model, dataset, *, class_ids, batch_size: int = 8, workers: int = 0, cache: EmbeddingCache | None = None,
+    original_size: bool = False, save_vis: int = 0, vis_dir: Path | None = None, desc: str = "evaluate",
+    world: distributed.World = distributed.World(), predictor=None, loader: DataLoader | None = None,
 ) -> dict:
     """Run every episode of `dataset` once; returns {"miou", "fbiou", "class_iou", "episodes",
     "classes_without_episodes"} (mIoU counts those as 0, see IoUMeter.miou).
@@ -258,8 +247,7 @@ def label_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
     parser = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
+        prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
         formatter_class=cli.HelpFormatter,
     )
     group = parser.add_argument_group("what to evaluate")
@@ -296,15 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ground truth; wrong-reference: the trained encoder given a reference of another class",
     )
     group.add_argument(
-        "--gp-prompt",
-        type=cli.choice_list(GP_PROMPTS, all_word=None),
-        default=None,
+        "--gp-prompt", type=cli.choice_list(GP_PROMPTS, all_word=None), default=None,
         help=f"gp-sam prompts: one of {', '.join(GP_PROMPTS)} or a comma list (default: all three, Table 3's rows)",
     )
     group.add_argument(
-        "--gp-threshold",
-        type=cli.unit_float,
-        default=None,
+        "--gp-threshold", type=cli.unit_float, default=None,
         help=f"gp-sam: binarise the min-max normalised pseudo mask at this value (default {GP_THRESHOLD})",
     )
     group = parser.add_argument_group("protocol")
@@ -329,10 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_runtime_args(group)
     group = parser.add_argument_group("output")
     group.add_argument(
-        "--save-vis",
-        type=cli.nonnegative_int,
-        default=0,
-        metavar="K",
+        "--save-vis", type=cli.nonnegative_int, default=0, metavar="K",
         help="write K overlay images per fold (Figs. 4-5)",
     )
     return parser
@@ -652,18 +633,9 @@ def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *
     what = (f"{row} {shots}-shot fold {fold}" + ("" if split == "test" else f" {split}")
             + ("" if args.method == "vrp-sam" else f" {args.method}"))
     result = evaluate_episodes(
-        model,
-        episodes,
-        class_ids=class_ids,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        cache=cache,
-        original_size=args.original_size,
-        save_vis=args.save_vis,
-        vis_dir=fold_run.path.parent / f"vis-{name}",
-        desc=what,
-        predictor=predictor,
-        world=world,
+        model, episodes, class_ids=class_ids, batch_size=args.batch_size, workers=args.workers, cache=cache,
+        original_size=args.original_size, save_vis=args.save_vis, vis_dir=fold_run.path.parent / f"vis-{name}",
+        desc=what, predictor=predictor, world=world,
     )
     if result["classes_without_episodes"] and world.is_main:
         print(no_episode_warning(result, args.dataset, what))

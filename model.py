@@ -69,9 +69,7 @@ BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet5
 DEEP_STEM_FILES = {"resnet50_deepstem": "resnet50_v2.pth", "resnet101_deepstem": "resnet101_v2.pth"}
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 SAM_CHECKPOINT_FILES = {
-    "vit_h": "sam_vit_h_4b8939.pth",
-    "vit_l": "sam_vit_l_0b3195.pth",
-    "vit_b": "sam_vit_b_01ec64.pth",
+    "vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth",
 }
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -121,11 +119,8 @@ class VRPConfig:
 
     def __post_init__(self) -> None:
         choices = {
-            "backbone": BACKBONES,
-            "sam": SAM_TYPES,
-            "label_downsample": LABEL_DOWNSAMPLING,
-            "pseudo_mask_norm": PSEUDO_MASK_NORMS,
-            "query_init": QUERY_INITS,
+            "backbone": BACKBONES, "sam": SAM_TYPES, "label_downsample": LABEL_DOWNSAMPLING,
+            "pseudo_mask_norm": PSEUDO_MASK_NORMS, "query_init": QUERY_INITS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -271,10 +266,8 @@ def _tiny_blocks() -> list[nn.Module]:
     """A small CNN with ResNet's layout: OS 4 stem, OS 8 block 3, dilated blocks 4–5."""
     return [
         nn.Sequential(Conv2dNormActivation(3, 16, 3, stride=2), nn.MaxPool2d(3, stride=2, padding=1)),
-        Conv2dNormActivation(16, 32, 3),
-        Conv2dNormActivation(32, 64, 3, stride=2),
-        Conv2dNormActivation(64, 96, 3, dilation=2),
-        Conv2dNormActivation(96, 128, 3, dilation=4),
+        Conv2dNormActivation(16, 32, 3), Conv2dNormActivation(32, 64, 3, stride=2),
+        Conv2dNormActivation(64, 96, 3, dilation=2), Conv2dNormActivation(96, 128, 3, dilation=4),
     ]
 
 
@@ -369,10 +362,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             net = constructor(weights=None, replace_stride_with_dilation=[False, True, True])
             del net.fc
             blocks = [
-                nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
-                net.layer1,
-                net.layer2,
-                net.layer3,
+                nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3,
                 net.layer4,
             ]
             channels = (512, 1024, 2048)
@@ -383,11 +373,7 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
             net.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=True)
             f = net.features
             blocks = [
-                f[0:7],
-                f[7:14],
-                f[14:24],
-                f[24:34],
-                f[34:43],
+                f[0:7], f[7:14], f[14:24], f[24:34], f[34:43],
             ]  # the authors' five stages; the last pool is unused
             channels = (256, 512, 512)
             imagenet = IMAGENET_WEIGHTS[name]
@@ -762,10 +748,7 @@ class PromptGenerator(nn.Module):
         self.target_self_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
         self.target_self_norm = nn.LayerNorm(embed_dim)
         for attn in (
-            self.reference_cross_attn,
-            self.reference_self_attn,
-            self.target_cross_attn,
-            self.target_self_attn,
+            self.reference_cross_attn, self.reference_self_attn, self.target_cross_attn, self.target_self_attn,
         ):
             nn.init.xavier_uniform_(attn.in_proj_weight)
             nn.init.xavier_uniform_(attn.out_proj.weight)
@@ -821,15 +804,8 @@ class VRPEncoder(nn.Module):
     """
 
     def __init__(
-        self,
-        *,
-        mid_channels: int,
-        embed_dim: int = PROMPT_DIM,
-        num_queries: int = 50,
-        num_heads: int = 4,
-        dropout: float = 0.5,
-        mask_scale: float = 10.0,
-        query_init: str = "random",
+        self, *, mid_channels: int, embed_dim: int = PROMPT_DIM, num_queries: int = 50, num_heads: int = 4,
+        dropout: float = 0.5, mask_scale: float = 10.0, query_init: str = "random",
     ) -> None:
         super().__init__()
         self.feature_augmenter = FeatureAugmenter(mid_channels=mid_channels, embed_dim=embed_dim,

@@ -222,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "an image without a non-crowd object (docs/data.md).")
     coco.add_argument("--coco", type=Path, required=True, help="the COCO 2014 folder holding annotations/")
     coco.add_argument(
-        "--splits",
-        type=cli.choice_list(("train2014", "val2014"), all_word=None),
-        default="train2014,val2014",
+        "--splits", type=cli.choice_list(("train2014", "val2014"), all_word=None), default="train2014,val2014",
         help="comma list of train2014, val2014",
     )
     coco.add_argument("--overwrite", action="store_true",

@@ -61,20 +61,12 @@ def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAG
     std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
     images = (torch.stack(images) - mean) / std
     return (
-        images,
-        torch.stack(masks),
-        torch.tensor(points, dtype=torch.float32),
-        torch.tensor(boxes, dtype=torch.float32),
+        images, torch.stack(masks), torch.tensor(points, dtype=torch.float32), torch.tensor(boxes, dtype=torch.float32),
     )
 
 
 def decode(
-    sam,
-    embeddings: torch.Tensor,
-    size,
-    *,
-    points: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
+    sam, embeddings: torch.Tensor, size, *, points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
     boxes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Single-mask logits (B, S, S) from SAM image embeddings, for points (B, N, 2) with `labels`
@@ -162,8 +154,7 @@ def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: 
 def save_fp16(sam, path: Path) -> None:
     """Write the state dict in fp16, atomically (a half-written file never replaces a good one)."""
     cli.write_atomic(
-        path,
-        partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}),
+        path, partial(torch.save, {k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}),
         durable=True,
     )
 

@@ -49,24 +49,11 @@ from tqdm import tqdm
 import cli
 import data
 from model import (
-    EmbeddingCache,
-    ReferenceFeatures,
-    VRPSAM,
-    autocast,
-    build_from_checkpoint,
-    embed_targets,
-    decode_masks,
-    load_checkpoint,
-    upsample_logits,
+    EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks,
+    load_checkpoint, upsample_logits,
 )
 from prompts import (
-    ANNOTATION_COLOUR,
-    IGNORE,
-    SEED_STREAMS,
-    PREDICTION_COLOUR,
-    png_bytes,
-    simulate_annotation,
-    tint_mask,
+    ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask,
 )
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, SyntheticScene, synthetic_scene
 
@@ -581,10 +568,7 @@ def overlay_picture(references: Sequence[Reference], target: np.ndarray, predict
         # sparse annotations are grown so that points and thin strokes show at any size
         panels.append(
             _panel(
-                r.image,
-                r.mask,
-                ANNOTATION_COLOUR,
-                height,
+                r.image, r.mask, ANNOTATION_COLOUR, height,
                 grow=max(1, height // 100) if r.kind in ("points", "scribble") else 0,
             )
         )
@@ -785,8 +769,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
                              "segment them into separate --out folders")
         names[path.stem] = path
         outputs[path] = {
-            "mask": args.out / "masks" / f"{path.stem}.png",
-            "overlay": args.out / "overlays" / f"{path.stem}.png",
+            "mask": args.out / "masks" / f"{path.stem}.png", "overlay": args.out / "overlays" / f"{path.stem}.png",
         }
     _check_out_folder(args.out)
     existing = [p for paths in outputs.values() for p in paths.values() if p.exists()]

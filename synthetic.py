@@ -33,9 +33,7 @@ from prompts import IGNORE, SEED_STREAMS
 SYNTHETIC_SHAPES = ("disk", "square", "triangle", "ring", "cross")
 # (name, base RGB, texture). The textures make "appearance" more than a hue.
 SYNTHETIC_APPEARANCES = (
-    ("red", (215, 45, 40), "solid"),
-    ("green", (40, 170, 60), "stripes"),
-    ("blue", (40, 80, 215), "checker"),
+    ("red", (215, 45, 40), "solid"), ("green", (40, 170, 60), "stripes"), ("blue", (40, 80, 215), "checker"),
     ("yellow", (225, 200, 40), "dots"),
 )
 # Distractors use colours no class has, so they are never a class by accident.
@@ -136,11 +134,7 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_scene(
-    rng: np.random.Generator,
-    *,
-    classes: Sequence[int],
-    num_distractors: int = 2,
-    size: int = 128,
+    rng: np.random.Generator, *, classes: Sequence[int], num_distractors: int = 2, size: int = 128,
 ) -> SyntheticScene:
     """Render a scene with one object of each class in `classes` plus `num_distractors` distractors.
 
@@ -374,10 +368,7 @@ class SyntheticVideos:
         if not 3 <= num_frames[0] <= num_frames[1]:
             raise ValueError(f"num_frames must be (low, high) with 3 <= low <= high, got {num_frames}")
         self.classes, self.seed, self.size, self.num_frames = (
-            tuple(int(c) for c in classes),
-            int(seed),
-            int(size),
-            num_frames,
+            tuple(int(c) for c in classes), int(seed), int(size), num_frames,
         )
         self.sequences = tuple(f"video{j:03d}" for j in range(num_videos))
         # the cache key names everything that decides the pixels (v1: this renderer)

@@ -73,20 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=cli.HelpFormatter)
     defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default="pascal",
+                       help="benchmark whose base classes train the encoder")
     group.add_argument(
-        "--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default="pascal", help="benchmark whose base classes train the encoder"
-    )
-    group.add_argument(
-        "--fold",
-        type=int,
-        choices=range(data.NUM_FOLDS),
-        default=0,
+        "--fold", type=int, choices=range(data.NUM_FOLDS), default=0,
         help="fold whose test (novel) classes are held out",
     )
     group.add_argument(
-        "--label",
-        choices=data.LABEL_CHOICES,
-        default="mask",
+        "--label", choices=data.LABEL_CHOICES, default="mask",
         help="simulated annotation of the references; 'any' draws one kind per episode, so one model serves all four",
     )
     group.add_argument("--shots", type=cli.positive_int, default=1, help="references per training episode")
@@ -111,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
     group.add_argument(
-        "--sam-checkpoint",
-        type=Path,
-        default=None,
+        "--sam-checkpoint", type=Path, default=None,
         help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)",
     )
     group.add_argument(
@@ -145,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--steps-per-epoch", type=cli.positive_int, default=None,
                        help="cap on iterations per epoch (default: no cap, one pass over the training targets)")
     group.add_argument(
-        "--seed",
-        type=cli.nonnegative_int,
-        default=0,
+        "--seed", type=cli.nonnegative_int, default=0,
         help="seeds the initialisation, training episodes and validation episodes",
     )
     group = parser.add_argument_group("validation and output")
@@ -382,15 +372,8 @@ def train_epoch(args: argparse.Namespace, run: Run, loader: DataLoader, order: d
             break
         losses.append(
             train_step(
-                run.trained,
-                batch,
-                optimizer=run.optimizer,
-                scheduler=run.scheduler,
-                scaler=run.scaler,
-                cache=run.cache,
-                device=device,
-                loss_kind=args.loss,
-                world=world,
+                run.trained, batch, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                cache=run.cache, device=device, loss_kind=args.loss, world=world,
             )
         )
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
@@ -435,13 +418,8 @@ def train(args: argparse.Namespace, world: distributed.World = distributed.World
                      scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), val_miou=result["miou"],
                      val_fbiou=result["fbiou"])
         line = dict(
-            epoch=epoch,
-            loss=float(np.mean(losses)),
-            miou=result["miou"],
-            fbiou=result["fbiou"],
-            lr=run.scheduler.get_last_lr()[0],
-            train_s=round(train_time, 1),
-            time_s=round(time.time() - start, 1),
+            epoch=epoch, loss=float(np.mean(losses)), miou=result["miou"], fbiou=result["fbiou"],
+            lr=run.scheduler.get_last_lr()[0], train_s=round(train_time, 1), time_s=round(time.time() - start, 1),
             steps_per_s=round(len(losses) / train_time, 3),
         )
         # The log line first: a run killed before its checkpoint redoes (and re-logs) this epoch.

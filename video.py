@@ -502,9 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a train.py checkpoint (default for synthetic-video: {cli.MAIN_JOB_CHECKPOINT}; "
                             "required for davis2017, e.g. a COCO-20i model)")
     group.add_argument(
-        "--label",
-        choices=prompts.LABEL_KINDS,
-        default="mask",
+        "--label", choices=prompts.LABEL_KINDS, default="mask",
         help="what the first frame gives of each object: its mask, or a point / scribble / box simulated from it",
     )
     group.add_argument("--propagate", action="store_true",
@@ -517,9 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--videos", type=cli.positive_int, default=30, help="synthetic-video: number of videos")
     group.add_argument(
-        "--frames",
-        type=frame_range,
-        default=(10, 20),
+        "--frames", type=frame_range, default=(10, 20),
         help="synthetic-video: frames per video, LOW-HIGH (default: 10-20)",
     )
     group.add_argument(

@@ -85,8 +85,7 @@ def bench_row(backbone: str, sam_type: str, *, device: torch.device, image_size:
         torch.cuda.reset_peak_memory_stats(device)
     row = {
         "config": f"{backbone}/{sam_type}",
-        "device": device.type + (" bf16" if device.type == "cuda" else f" fp32 ×{torch.get_num_threads()}"),
-        "size": s,
+        "device": device.type + (" bf16" if device.type == "cuda" else f" fp32 ×{torch.get_num_threads()}"), "size": s,
         "learnable": vrp.num_learnable_parameters(),
         f"train step B={batch_size} (ms)": timed(train_step, steps, device),
         "episode 1-shot (ms)": timed(episode(1), steps, device),
@@ -121,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="training batch (paper: 8)")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per measurement")
     parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
+        "--threads", type=int, default=None,
         help="CPU threads (torch.set_num_threads); 1 is much faster when another process keeps a core busy",
     )
     return parser

@@ -88,8 +88,7 @@ def main(argv=None) -> None:
         source, image_size, name = ScaledVideos(source, (854, 480)), 512, "resnet50 + vit_h, 512², 854x480 frames"
     else:
         vrp = model.build_vrp_sam(
-            model.VRPConfig(backbone="tiny", sam="tiny"),
-            seed=0,
+            model.VRPConfig(backbone="tiny", sam="tiny"), seed=0,
             sam_checkpoint=Path(__file__).resolve().parents[1] / "checkpoints/sam_tiny_synthetic.pth",
         ).to(device)
         image_size, name = 128, "tiny + tiny SAM, 128², 128x128 frames"

@@ -34,8 +34,7 @@ def main(argv=None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     model = build_vrp_sam(
-        VRPConfig(backbone="tiny", sam="tiny"),
-        sam_checkpoint=ROOT / "checkpoints" / "sam_tiny_synthetic.pth",
+        VRPConfig(backbone="tiny", sam="tiny"), sam_checkpoint=ROOT / "checkpoints" / "sam_tiny_synthetic.pth",
         backbone_weights=ROOT / "checkpoints" / "tiny_backbone_synthetic.pth",
     )
     episodes = data.build_dataset("synthetic", split="test", fold=0, num_episodes=args.episodes)

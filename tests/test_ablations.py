@@ -255,11 +255,7 @@ def test_train_flags_reach_the_checkpoint_and_evaluate_prints_table_13(tmp_path,
     row = [line for line in printed.splitlines() if line.startswith("mask")][0].split()
     base, novel = results["mask/1/base"][0], results["mask/1"][0]
     assert row == [
-        "mask",
-        "1",
-        f"{base['miou']:.1f}",
-        f"{base['miou']:.1f}",
-        f"{novel['miou']:.1f}",
+        "mask", "1", f"{base['miou']:.1f}", f"{base['miou']:.1f}", f"{novel['miou']:.1f}",
     ]  # fold0, mean, novel mean
     assert set(base["class_iou"]) <= set(data.fold_classes("synthetic", 0, "train"))
     assert set(novel["class_iou"]) <= set(data.fold_classes("synthetic", 0, "test"))

@@ -245,8 +245,7 @@ def test_a_lost_process_stops_the_others_with_one_line_naming_the_checkpoint_to_
 @pytest.mark.parametrize("message, lost", [
     ("[third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:16092", True),
     ("[gloo/transport/tcp/pair.cc:598] Read error [10.0.0.2]:4711: Connection reset by peer", True),
-    ("NCCL communicator was aborted on rank 1", True),
-    ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+    ("NCCL communicator was aborted on rank 1", True), ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
     ("DataLoader worker (pid 123) is killed by signal: Killed", False),
 ])
 def test_only_a_collective_losing_its_peer_is_reported_as_a_lost_process(message, lost, tmp_path, monkeypatch):

@@ -351,11 +351,7 @@ def test_evaluate_prints_table_15_for_one_checkpoint_of_another_benchmark(tmp_pa
         run / "best.pt",
         vrp,
         args={
-            "dataset": "synthetic",
-            "fold": 0,
-            "label": "mask",
-            "image_size": 32,
-            "sam_checkpoint": str(sam),
+            "dataset": "synthetic", "fold": 0, "label": "mask", "image_size": 32, "sam_checkpoint": str(sam),
             "backbone_weights": "random",
         },
     )

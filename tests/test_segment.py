@@ -217,10 +217,7 @@ def test_targets_of_any_size_mode_and_orientation_come_back_at_their_own_size(fi
     out, lines = run(files, tmp_path, *mask_ref(files), targets=folder)
     sizes = {line["file"].rsplit("/", 1)[1]: Image.open(line["mask"]).size for line in lines}
     assert sizes == {
-        "a_rgba.png": (160, 90),
-        "b_grey.png": (70, 130),
-        "c_palette.png": (100, 100),
-        "d_rotated.jpg": (80, 120),
+        "a_rgba.png": (160, 90), "b_grey.png": (70, 130), "c_palette.png": (100, 100), "d_rotated.jpg": (80, 120),
     }
     assert Image.open(out / "overlays" / "a_rgba.png").mode == "RGB"
 
@@ -277,29 +274,17 @@ def test_bad_annotations(files, tmp_path):
     _bad(files, tmp_path, r"no pixel has class id 9; the values present are \[1, 6, 255\]", *ref,
          "--mask", str(root / "ref_label.png"), "--class-id", "9")
     _bad(
-        files,
-        tmp_path,
-        r"--points 130,5 lies outside the reference .*ref.png \(128x128 pixels",
-        *ref,
-        "--points",
+        files, tmp_path, r"--points 130,5 lies outside the reference .*ref.png \(128x128 pixels", *ref, "--points",
         "5,5;130,5",
     )
     _bad(
-        files,
-        tmp_path,
-        r"--box 10,10,128,40 is not a box inside the reference .*128x128",
-        *ref,
-        "--box",
+        files, tmp_path, r"--box 10,10,128,40 is not a box inside the reference .*128x128", *ref, "--box",
         "10,10,128,40",
     )
     _bad(files, tmp_path, r"--scribble .*narrow.png is 100x128 but the reference .*ref.png is 128x128", *ref,
          "--scribble", str(tmp_path / "narrow.png"))
     _bad(
-        files,
-        tmp_path,
-        r"--mask .*narrow.png is 100x128 but the reference",
-        *ref,
-        "--mask",
+        files, tmp_path, r"--mask .*narrow.png is 100x128 but the reference", *ref, "--mask",
         str(tmp_path / "narrow.png"),
     )
     _bad(files, tmp_path, r"2 --reference image\(s\) but 1 annotation", *ref, *ref, "--points", "5,5")
@@ -320,10 +305,7 @@ def test_bad_checkpoints_and_output_folders(files, tmp_path):
     state["args"]["sam_checkpoint"] = str(tmp_path / "moved" / "sam_tiny_synthetic.pth")  # the run's SAM file is gone
     torch.save(state, tmp_path / "moved.pt")
     _bad(
-        files,
-        tmp_path,
-        r"SAM checkpoint .*moved.*not found.*--sam-checkpoint",
-        *mask_ref(files),
+        files, tmp_path, r"SAM checkpoint .*moved.*not found.*--sam-checkpoint", *mask_ref(files),
         checkpoint=str(tmp_path / "moved.pt"),
     )
     assert not (tmp_path / "out").exists()  # the model is built before the output folder is made
@@ -368,21 +350,10 @@ def test_embedding_cache_is_keyed_by_pixels_not_file_names(files, tmp_path):
     (folder / "a.png").write_bytes((root / "targets" / "frame01.png").read_bytes())
     _, changed = run(files, tmp_path, *mask_ref(files), *cache, "--overwrite", targets=folder)
     fresh_out = tmp_path / "fresh"
-    segment.main(
-        [
-            "--checkpoint",
-            str(root / "best.pt"),
-            *mask_ref(files),
-            "--targets",
-            str(folder),
-            "--out",
-            str(fresh_out),
-            "--cache-dir",
-            str(tmp_path / "fresh-cache"),
-            "--device",
-            "cpu",
-        ]
-    )
+    segment.main([
+        "--checkpoint", str(root / "best.pt"), *mask_ref(files), "--targets", str(folder), "--out", str(fresh_out),
+        "--cache-dir", str(tmp_path / "fresh-cache"), "--device", "cpu",
+    ])
     assert np.array_equal(
         np.array(Image.open(out / "masks" / "a.png")), np.array(Image.open(fresh_out / "masks" / "a.png"))
     )

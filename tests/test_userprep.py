@@ -120,14 +120,11 @@ def authors_resnet_state_dict(depth: int = 50, *, batch_counters: bool = True) -
         state[key] = torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
 
     def bn(key, c):
-        state.update(
-            {
-                f"{key}.weight": 1 + 0.1 * torch.randn(c, generator=g),
-                f"{key}.bias": 0.1 * torch.randn(c, generator=g),
-                f"{key}.running_mean": 0.1 * torch.randn(c, generator=g),
-                f"{key}.running_var": 1 + torch.rand(c, generator=g),
-            }
-        )
+        state.update({
+            f"{key}.weight": 1 + 0.1 * torch.randn(c, generator=g), f"{key}.bias": 0.1 * torch.randn(c, generator=g),
+            f"{key}.running_mean": 0.1 * torch.randn(c, generator=g),
+            f"{key}.running_var": 1 + torch.rand(c, generator=g),
+        })
         if batch_counters:
             state[f"{key}.num_batches_tracked"] = torch.tensor(0)
 

@@ -103,60 +103,39 @@ def toolkit_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 TOOLKIT = {
     "shifted_squares": (
         {
-            "J&F-Mean": 0.828651517154624,
-            "J-Mean": 0.8989697009759147,
-            "J-Recall": 1.0,
-            "J-Decay": 0.10475758377001099,
-            "F-Mean": 0.7583333333333333,
-            "F-Recall": 1.0,
+            "J&F-Mean": 0.828651517154624, "J-Mean": 0.8989697009759147, "J-Recall": 1.0,
+            "J-Decay": 0.10475758377001099, "F-Mean": 0.7583333333333333, "F-Recall": 1.0,
             "F-Decay": 0.4833333333333334,
         },
         {"shifted_squares_1": (0.8989697009759147, 0.7583333333333333)},
     ),
     "empty_prediction": (
         {
-            "J&F-Mean": 0.32458333333333333,
-            "J-Mean": 0.32666666666666666,
-            "J-Recall": 0.3333333333333333,
-            "J-Decay": 0.49,
-            "F-Mean": 0.3225,
-            "F-Recall": 0.3333333333333333,
-            "F-Decay": 0.48375,
+            "J&F-Mean": 0.32458333333333333, "J-Mean": 0.32666666666666666, "J-Recall": 0.3333333333333333,
+            "J-Decay": 0.49, "F-Mean": 0.3225, "F-Recall": 0.3333333333333333, "F-Decay": 0.48375,
         },
         {"empty_prediction_1": (0.6533333333333333, 0.645), "empty_prediction_2": (0.0, 0.0)},
     ),
     "empty_truth": (
         {
-            "J&F-Mean": 0.7257031738215161,
-            "J-Mean": 0.7034639608117566,
-            "J-Recall": 0.75,
-            "J-Decay": 0.406927921623513,
-            "F-Mean": 0.7479423868312757,
-            "F-Recall": 0.75,
+            "J&F-Mean": 0.7257031738215161, "J-Mean": 0.7034639608117566, "J-Recall": 0.75,
+            "J-Decay": 0.406927921623513, "F-Mean": 0.7479423868312757, "F-Recall": 0.75,
             "F-Decay": 0.49588477366255135,
         },
         {"empty_truth_1": (0.7034639608117566, 0.7479423868312757)},
     ),
     "void_regions": (
         {
-            "J&F-Mean": 0.31200637163709355,
-            "J-Mean": 0.31644006747277564,
-            "J-Recall": 0.0,
-            "J-Decay": -0.028322191428301557,
-            "F-Mean": 0.3075726758014114,
-            "F-Recall": 0.0,
+            "J&F-Mean": 0.31200637163709355, "J-Mean": 0.31644006747277564, "J-Recall": 0.0,
+            "J-Decay": -0.028322191428301557, "F-Mean": 0.3075726758014114, "F-Recall": 0.0,
             "F-Decay": 0.004506221823944501,
         },
         {"void_regions_1": (0.31644006747277564, 0.3075726758014114)},
     ),
     "multi_frame": (
         {
-            "J&F-Mean": 0.7356235780286743,
-            "J-Mean": 0.7446883640189327,
-            "J-Recall": 0.8333333333333334,
-            "J-Decay": 0.2812966706858586,
-            "F-Mean": 0.7265587920384159,
-            "F-Recall": 0.8055555555555555,
+            "J&F-Mean": 0.7356235780286743, "J-Mean": 0.7446883640189327, "J-Recall": 0.8333333333333334,
+            "J-Decay": 0.2812966706858586, "F-Mean": 0.7265587920384159, "F-Recall": 0.8055555555555555,
             "F-Decay": 0.2635986322932391,
         },
         {
@@ -167,24 +146,16 @@ TOOLKIT = {
     ),
     "id_gap": (
         {
-            "J&F-Mean": 0.7777777777777777,
-            "J-Mean": 0.7777777777777777,
-            "J-Recall": 0.7777777777777777,
-            "J-Decay": 0.16666666666666666,
-            "F-Mean": 0.7777777777777777,
-            "F-Recall": 0.7777777777777777,
+            "J&F-Mean": 0.7777777777777777, "J-Mean": 0.7777777777777777, "J-Recall": 0.7777777777777777,
+            "J-Decay": 0.16666666666666666, "F-Mean": 0.7777777777777777, "F-Recall": 0.7777777777777777,
             "F-Decay": 0.16666666666666666,
         },
         {"id_gap_1": (1.0, 1.0), "id_gap_2": (0.3333333333333333, 0.3333333333333333), "id_gap_3": (1.0, 1.0)},
     ),
     "all": (
         {
-            "J&F-Mean": 0.641430163336296,
-            "J-Mean": 0.6490550443621738,
-            "J-Recall": 0.6590909090909091,
-            "J-Decay": 0.2552048478202544,
-            "F-Mean": 0.6338052823104182,
-            "F-Recall": 0.6515151515151515,
+            "J&F-Mean": 0.641430163336296, "J-Mean": 0.6490550443621738, "J-Recall": 0.6590909090909091,
+            "J-Decay": 0.2552048478202544, "F-Mean": 0.6338052823104182, "F-Recall": 0.6515151515151515,
             "F-Decay": 0.29472911142723146,
         },
         {},
@@ -338,18 +309,10 @@ def test_the_output_folder_of_someone_else_is_refused_before_anything_runs(davis
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(SystemExit, match="already holds files that are not results of video.py"):
-        video.main(
-            [
-                "--dataset",
-                "davis2017",
-                "--data-root",
-                str(davis_root),
-                "--checkpoint",
-                str(_checkpoint(tmp_path)),
-                "--out",
-                str(out),
-            ]
-        )
+        video.main([
+            "--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+            "--out", str(out),
+        ])
     assert (out / "notes.txt").read_text() == "keep me"
 
 
@@ -374,22 +337,10 @@ def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_pa
         lambda self, t, r, l, **kw: calls.append(tuple(r.shape[1::-1])) or real_forward(self, t, r, l, **kw),
     )
     out, cache = tmp_path / "results", tmp_path / "cache"
-    result = evaluate.main(
-        [
-            "--dataset",
-            "davis2017",
-            "--data-root",
-            str(davis_root),
-            "--checkpoint",
-            str(_checkpoint(tmp_path)),
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache),
-            "--label",
-            "point",
-        ]
-    )
+    result = evaluate.main([
+        "--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+        "--out", str(out), "--cache-dir", str(cache), "--label", "point",
+    ])
     videos = data.DavisVideos(davis_root)
     meter = video.JFMeter()
     for sequence in videos.sequences:
@@ -411,23 +362,10 @@ def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_pa
     assert len(list(cache.rglob("*.pt"))) == 4 + 3 == result["target_frames"]
     assert calls == [(1, 2)] * 7
     calls.clear()
-    propagated = video.main(
-        [
-            "--dataset",
-            "davis2017",
-            "--data-root",
-            str(davis_root),
-            "--checkpoint",
-            str(_checkpoint(tmp_path)),
-            "--out",
-            str(tmp_path / "propagated"),
-            "--cache-dir",
-            str(cache),
-            "--propagate",
-            "--label",
-            "point",
-        ]
-    )
+    propagated = video.main([
+        "--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+        "--out", str(tmp_path / "propagated"), "--cache-dir", str(cache), "--propagate", "--label", "point",
+    ])
     assert len(list(cache.rglob("*.pt"))) == 7  # the cache served every frame
     # frame 1 has only the first-frame reference (frame 0's full mask would leak past --label point);
     # later frames add frame t-1 with its prediction, for the objects predicted there (k = 2)
@@ -445,21 +383,10 @@ def test_davis_end_to_end_writes_toolkit_pngs_and_scores_them(davis_root, tmp_pa
     for png in (out / "car-turn").glob("*.png"):
         assert np.array_equal(np.array(Image.open(png)), np.array(Image.open(alone / "car-turn" / png.name)))
     # without the cache, the same numbers (fresh embeddings are rounded like cached ones)
-    uncached = video.main(
-        [
-            "--dataset",
-            "davis2017",
-            "--data-root",
-            str(davis_root),
-            "--checkpoint",
-            str(_checkpoint(tmp_path)),
-            "--out",
-            str(tmp_path / "uncached"),
-            "--no-cache",
-            "--label",
-            "point",
-        ]
-    )
+    uncached = video.main([
+        "--dataset", "davis2017", "--data-root", str(davis_root), "--checkpoint", str(_checkpoint(tmp_path)),
+        "--out", str(tmp_path / "uncached"), "--no-cache", "--label", "point",
+    ])
     assert uncached["per_object"] == result["per_object"]
 
 

@@ -71,19 +71,10 @@ def test_no_sequence_with_an_object_is_an_error_before_anything_is_written(tmp_p
     empty = np.zeros((3, FRAME_H, FRAME_W), np.uint8)
     root = _write_davis(tmp_path / "data", {"blank": empty, "void": empty + 255})
     out = tmp_path / "out"
-    message = error_line(
-        [
-            "--dataset",
-            "davis2017",
-            "--data-root",
-            str(root),
-            "--checkpoint",
-            str(_checkpoint(tmp_path)),
-            "--no-cache",
-            "--out",
-            str(out),
-        ]
-    )
+    message = error_line([
+        "--dataset", "davis2017", "--data-root", str(root), "--checkpoint", str(_checkpoint(tmp_path)),
+        "--no-cache", "--out", str(out),
+    ])
     assert "every sequence (blank, void) holds no object" in message
     assert not out.exists() and leftovers(out) == []
 
