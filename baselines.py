@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 import data
-import prompts
 from model import (
     EmbeddingCache, autocast, decode_prompts, downsample_label, embed_targets, pseudo_mask, upsample_logits,
 )
@@ -158,7 +157,7 @@ class WrongReferenceEpisodes(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
-        rngs = [prompts.episode_rng(self.dataset.seed, index, shot) for shot in range(self.dataset.shots)]
+        rngs = self.dataset.annotation_rngs(index)
         other = self.others[index]
         # Built as an episode of the other class (its first reference standing in as the target), of
         # which only the references are kept.

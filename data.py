@@ -671,7 +671,24 @@ class EpochOrder(Sampler):
         return self.n
 
 
-class EvaluationEpisodes(EpisodeDataset):
+class FixedEpisodeList:
+    """A fixed list of episodes (self.episodes, self.label_kinds, self.seed, self.shots) read by index:
+    reference j of episode i is labelled with prompts.episode_rng(seed, i, j), so an item is the same
+    whatever the batch size, workers or ranks. Mixed into the evaluation episode datasets (this
+    file's and pascal_part.py's) before their base, which supplies episode_item."""
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def annotation_rngs(self, index: int) -> list[np.random.Generator]:
+        """The generators of episode `index`'s k simulated annotations, one per reference."""
+        return [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.episode_item(index, self.episodes[index], self.annotation_rngs(index), self.label_kinds[index])
+
+
+class EvaluationEpisodes(FixedEpisodeList, EpisodeDataset):
     """Exactly `num_episodes` fixed episodes (the paper: 1000 per fold).
 
     The list is built once, here, from default_rng([seed, stream]): first all targets and classes
@@ -705,13 +722,6 @@ class EvaluationEpisodes(EpisodeDataset):
         # A stream of their own, so label="any" lists hold the same episodes as every other kind's.
         kinds = np.random.default_rng([self.seed, SEED_STREAMS["label-kind"]])
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def __getitem__(self, index: int) -> dict:
-        rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
-        return self.episode_item(index, self.episodes[index], rngs, self.label_kinds[index])
 
 
 def _episodes_json(dataset: EvaluationEpisodes) -> bytes:

@@ -444,7 +444,7 @@ def member_id(member: Member) -> str:
     return f"{DATASET}/{member.image}/object{member.object}"
 
 
-class PartEpisodes(_PartEpisodeSource):
+class PartEpisodes(data.FixedEpisodeList, _PartEpisodeSource):
     """A fold's fixed test episodes (num_episodes: default Matcher's count, ``episode_count``).
 
     Built once from prompts.episode_rng(seed, stream): first every target (episode i's class is the
@@ -466,13 +466,6 @@ class PartEpisodes(_PartEpisodeSource):
         # A stream of its own, so label="any" lists hold the same episodes as every other kind's.
         kinds = prompts.episode_rng(self.seed, SEED_STREAMS["part-label-kind"])
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def __getitem__(self, index: int) -> dict:
-        rngs = [prompts.episode_rng(self.seed, index, shot) for shot in range(self.shots)]
-        return self.episode_item(index, self.episodes[index], rngs, self.label_kinds[index])
 
 
 class PartTrainingEpisodes(_PartEpisodeSource):
