@@ -594,7 +594,27 @@ class EpisodeDataset(Dataset):
         return item
 
 
-class TrainingEpisodes(EpisodeDataset):
+class EpochKeyed:
+    """Training episodes asked for by `index` (of the epoch set by set_epoch) or by the pair
+    `(epoch, index)` (EpochOrder's keys, with which DataLoader workers persist across epochs).
+    Mixed into the training episode datasets (this file's and pascal_part.py's); their __init__
+    sets self.epoch = 0."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = int(epoch)
+
+    def epoch_and_index(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        epoch, index = (self.epoch, key) if np.isscalar(key) else key
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} training episodes per epoch")
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        return int(epoch), int(index)
+
+
+class TrainingEpisodes(EpochKeyed, EpisodeDataset):
     """A fresh random episode per item and epoch, a pure function of (seed, epoch, index).
 
     len() is the number of split images holding a class of `classes`. Item `index` of epoch e is
@@ -612,25 +632,12 @@ class TrainingEpisodes(EpisodeDataset):
         self.targets = tuple(i for i in images.ids if self._classes_in(i))
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.targets)
 
-    def _epoch_and_index(self, key: int | tuple[int, int]) -> tuple[int, int]:
-        epoch, index = (self.epoch, key) if np.isscalar(key) else key
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} training targets")
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        return int(epoch), int(index)
-
     def episode(self, key: int | tuple[int, int], rng: np.random.Generator | None = None) -> Episode:
         """The target, class and references of item `key`: an index into the current epoch, or (epoch, index)."""
-        epoch, index = self._epoch_and_index(key)
+        epoch, index = self.epoch_and_index(key)
         rng = np.random.default_rng([self.seed, epoch, index]) if rng is None else rng
         if self.sampling == "image":
             target_id = self.targets[index]
@@ -642,7 +649,7 @@ class TrainingEpisodes(EpisodeDataset):
         return Episode(target_id, class_id, self._draw_references(rng, class_id, target_id))
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = self._epoch_and_index(key)
+        epoch, index = self.epoch_and_index(key)
         rng = np.random.default_rng([self.seed, epoch, index])
         episode = self.episode((epoch, index), rng)
         kind = self._label_kind(rng)  # from the episode's own stream: exact under resume and workers

@@ -468,7 +468,7 @@ class PartEpisodes(data.FixedEpisodeList, _PartEpisodeSource):
         self.label_kinds = tuple(self._label_kind(kinds) for _ in self.episodes)
 
 
-class PartTrainingEpisodes(_PartEpisodeSource):
+class PartTrainingEpisodes(data.EpochKeyed, _PartEpisodeSource):
     """Meta-training episodes on the parts of the other three super-categories (their train images),
     a pure function of (seed, epoch, index) like data.TrainingEpisodes: item `index` of epoch e
     tests class (index mod n) and draws everything from prompts.episode_rng(seed, stream, e, index).
@@ -482,19 +482,12 @@ class PartTrainingEpisodes(_PartEpisodeSource):
                           for c in self.classes.values())
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = (self.epoch, key) if np.isscalar(key) else key
-        if not 0 <= index < len(self) or epoch < 0:
-            raise IndexError(f"item {key!r} out of range: {len(self)} training episodes per epoch, epochs from 0")
-        rng = prompts.episode_rng(self.seed, SEED_STREAMS["part-training"], int(epoch), int(index))
+        epoch, index = self.epoch_and_index(key)
+        rng = prompts.episode_rng(self.seed, SEED_STREAMS["part-training"], epoch, index)
         class_id = self.class_ids[index % len(self.class_ids)]
         target = self.candidates[class_id].draw(rng)
         episode = PartEpisode(class_id, target, self._draw_references(rng, class_id, target))
