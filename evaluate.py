@@ -854,7 +854,7 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
         if len(lacking) == len(tables):
             raise ValueError(f"--split base: {lacking[0].dataset} has no training images, so no base set (Table 13); "
                              "leave --split at test")
-        for table in lacking:
+        for table in lacking if world.is_main else ():
             print(f"--split base: {table.dataset} has no training images, so no base set (Table 13): skipped")
         tables = [table for table in tables if table not in lacking]
     splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base

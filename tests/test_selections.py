@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import cli
+import data
 import evaluate
 import model
 import train
@@ -131,7 +132,7 @@ def make_pascal_test_images(root: Path) -> Path:
     return root
 
 
-def test_every_run_found_is_scored_one_table_per_dataset_and_setting(tmp_path, capsys):
+def test_every_run_found_is_scored_one_table_per_dataset_and_setting(tmp_path, capsys, monkeypatch):
     pascal_root = make_pascal_test_images(tmp_path / "data")
     tiny = ["--backbone", "tiny", "--sam", "tiny", "--backbone-weights", str(model.CHECKPOINT_DIR /
             "tiny_backbone_synthetic.pth"), "--image-size", "64", "--data-root", str(pascal_root)]
@@ -162,3 +163,10 @@ def test_every_run_found_is_scored_one_table_per_dataset_and_setting(tmp_path, c
     printed = capsys.readouterr().out
     assert printed.splitlines()[0] == f"no checkpoint under {tmp_path / 'runs'} for: mask fold 1 (skipped)"
     assert "mask fold 0:" not in printed and printed.rstrip().endswith("over the folds evaluated only")
+
+    monkeypatch.setattr(data, "BASE_SPLIT_DATASETS", ("synthetic",))  # pascal stands in for a test-only dataset
+    evaluate.main(common + ["--split", "base", "--shots", "1", "--episodes", "2"])  # Table 13 of every run that has a base set
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "--split base: pascal has no training images, so no base set (Table 13): skipped"
+    assert [line.split(":")[0] for line in printed if line.startswith("VRP-SAM")] == [
+        "VRP-SAM on synthetic", "VRP-SAM on synthetic, --loss bce"]
