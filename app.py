@@ -636,7 +636,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not args.checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint given and the main job's {args.checkpoint} is not there: "
                                     "make it with `python train.py --dataset synthetic`, or pass --checkpoint")
-    if not args.checkpoint.is_file():
+    if not args.checkpoint.exists():  # a folder or another kind of file: said by load_checkpoint
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found: pass a best.pt written by train.py")
     if args.sam_checkpoint is not None and not args.sam_checkpoint.is_file():
         raise FileNotFoundError(f"--sam-checkpoint {args.sam_checkpoint} not found")

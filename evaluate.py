@@ -393,7 +393,7 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     chosen: dict[tuple[str, int], Path] = {}
     explicit = {}
     for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint; fold None: every fold
-        if not path.is_file():
+        if not path.exists():  # a folder or another kind of file: said by model.load_checkpoint
             raise FileNotFoundError(f"--checkpoint {path if fold is None else f'{fold}={path}'}: {path} not found")
         explicit.update({f: path for f in (range(data.NUM_FOLDS) if fold is None else [fold])})
     runs = find_runs(args.runs) if args.runs.exists() else []
