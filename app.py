@@ -607,8 +607,8 @@ def is_loopback(host: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", formatter_class=cli.HelpFormatter,
-                                     description="A local web page: annotate a reference, see every target segmented.")
+    parser = cli.ArgumentParser(prog="app.py", formatter_class=cli.HelpFormatter,
+                                description="A local web page: annotate a reference, see every target segmented.")
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"best.pt of a train.py run (default: the main job's, {cli.MAIN_JOB_CHECKPOINT})")

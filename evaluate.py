@@ -246,7 +246,7 @@ def label_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
         formatter_class=cli.HelpFormatter,
     )

@@ -1,8 +1,13 @@
-"""A file given for a checkpoint (or SAM / backbone weights) that is not one, said in one line by
-every script: a text file, random bytes, a cut-short torch file, a pickle of objects weights_only
-refuses, an empty file, a folder. The line says what the file is and what to pass instead; nothing
-in it is unpickled, and torch's advice to load it with weights_only=False is never passed on."""
+"""Wrong files and wrong values, said in one line by every script:
 
+1. a file given for a checkpoint (or SAM / backbone weights) that is not one: a text file, random
+   bytes, a cut-short torch file, a pickle of objects weights_only refuses, an empty file, a folder.
+   The line says what the file is and what to pass instead; nothing in it is unpickled, and
+   torch's advice to load it with weights_only=False is never passed on;
+2. a bad flag value: argparse's error in one line that names the flag and points at --help,
+   without the usage block, exit status 2."""
+
+import argparse
 import os
 from pathlib import Path
 
@@ -11,9 +16,15 @@ import pytest
 import torch
 
 import app
+import cli
 import evaluate
 import model
+import prepare
+import pretrain_tiny_backbone
+import pretrain_tiny_sam
+import prompts
 import segment
+import train
 import video
 
 
@@ -94,3 +105,43 @@ def test_every_script_says_a_bad_checkpoint_in_one_line(script, kind, bad_files,
     captured = capsys.readouterr()
     assert "weights_only" not in captured.out + captured.err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 2. argparse errors: one line --------------------------------------------------------------
+
+BAD_VALUES = {
+    "train.py": (train.main, ["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
+    "evaluate.py": (evaluate.main, ["--shots", "a"], "argument --shots: "),
+    "segment.py": (segment.main, ["--batch-size", "-2"], "argument --batch-size: "),
+    "video.py": (video.main, ["--videos", "0"], "argument --videos: expected a positive integer, got 0"),
+    "app.py": (app.main, ["--port", "70000"], "argument --port: expected an integer from 0 to 65535, got 70000"),
+    "prompts.py": (prompts.main, ["--demo", "--seed", "x"], "argument --seed: "),
+    "prepare.py pascal": (prepare.main, ["pascal", "--voc"], "argument --voc: expected one argument"),
+    "pretrain_tiny_backbone.py": (pretrain_tiny_backbone.main, ["--steps", "0"], "argument --steps: "),
+    "pretrain_tiny_sam.py": (pretrain_tiny_sam.main, ["--lr", "nan"], "argument --lr: "),
+}
+
+
+@pytest.mark.parametrize("prog", BAD_VALUES)
+def test_a_bad_value_is_one_line_naming_the_flag_and_pointing_at_help(prog, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main, argv, says = BAD_VALUES[prog]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{prog}: error: {says}") and captured.err.endswith(f" (see {prog} --help)\n")
+    assert captured.err.count("\n") == 1 and "usage:" not in captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_multi_line_message_becomes_one_line(capsys):
+    def two_lines(text: str) -> str:
+        raise argparse.ArgumentTypeError("first\nsecond")
+
+    parser = cli.ArgumentParser(prog="x.py")
+    parser.add_argument("--n", type=two_lines)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--n", "1"])
+    assert capsys.readouterr().err == "x.py: error: argument --n: first second (see x.py --help)\n"
