@@ -2,7 +2,9 @@
 
 Every value a user types is checked by argparse itself, at parse time, before any model or data
 is built and before anything is written: `--batch-size 0` or `--folds a` ends in one line that
-names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
+names the flag ("train.py: error: argument --batch-size: ... (see train.py --help)"), exit status 2.
+
+- `ArgumentParser`: every script's parser, whose usage errors are that one line (no usage block).
 
 - argparse `type=` functions: `positive_int`, `nonnegative_int`, `positive_float`,
   `nonnegative_float`, `unit_float`, `int_range(low, high)`, `int_list(allowed)`, `choice_list(choices)`, `device`.
@@ -34,7 +36,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, NoReturn, Sequence
 
 
 RUNS = Path("runs")  # where train.py writes its runs and evaluate.py looks for them
@@ -242,6 +244,16 @@ def device(text: str) -> str:
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda or cuda:N")
     return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's parser: a usage error is one line, "prog: error: <message> (see prog --help)",
+    exit status 2, where argparse prints its whole usage block first (a dozen lines that bury the
+    message). Subparsers (prepare.py's commands) are of this class too, named "prog command"."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())  # one line, whatever a type function's message holds
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -254,7 +254,7 @@ def label_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
         formatter_class=cli.HelpFormatter,
     )
@@ -421,7 +421,7 @@ def explicit_checkpoints(args: argparse.Namespace) -> dict[int, Path]:
     """{fold: path} of --checkpoint (FOLD=PATH, or PATH for every fold), each file checked to exist."""
     explicit = {}
     for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint; fold None: every fold
-        if not path.is_file():
+        if not path.exists():  # a folder or another kind of file: said by model.load_checkpoint
             raise FileNotFoundError(f"--checkpoint {path if fold is None else f'{fold}={path}'}: {path} not found")
         explicit.update({f: path for f in (range(data.NUM_FOLDS) if fold is None else [fold])})
     return explicit

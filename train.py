@@ -69,8 +69,8 @@ MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
+                                formatter_class=cli.HelpFormatter)
     defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default="pascal",
