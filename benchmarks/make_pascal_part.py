@@ -99,7 +99,7 @@ def make_tree(out: Path, *, images: int = 96, val_fraction: float = 0.5, seed: i
         objects = []
         for k, (mask, class_id) in enumerate(zip(scene.instances, scene.classes)):
             ys, xs = np.nonzero(mask)
-            # Like the PASCAL-Part converters: the box is the mask's, xmax and ymax inclusive.
+            # The mask's extent, 0-based with xmax and ymax inclusive (pascal_part.box_convention: "0-based").
             box = {"xmin": int(xs.min()), "ymin": int(ys.min()), "xmax": int(xs.max()), "ymax": int(ys.max())}
             if class_id == 0:
                 objects.append({"name": "boat", "bndbox": box, "parts": []})
