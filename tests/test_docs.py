@@ -58,13 +58,6 @@ PEERS = {
     "PFENet": "https://github.com/dvlab-research/PFENet",
     "PerSAM": "https://github.com/ZrrSkywalker/Personalize-SAM",
 }
-# (page, peer) whose first mention is in lines that other work is rewriting: an expected failure until then.
-PENDING_PEER_LINKS: dict[tuple[str, str], str] = {
-    ("docs/pascal_part.md", "Matcher"): "pascal_part.md is being rewritten with the PASCAL-Part work",
-    ("docs/pascal_part.md", "HSNet"): "pascal_part.md is being rewritten with the PASCAL-Part work",
-    ("docs/pascal_part.md", "PerSAM"): "pascal_part.md is being rewritten with the PASCAL-Part work",
-    ("docs/differences.md", "PerSAM"): "its only mention is in the PASCAL-Part lines, rewritten with that work",
-}
 # The README's terms, defined on docs/glossary.md: the first use of each links to its section there.
 GLOSSARY_TERMS = {
     "main job": "main-job", "fold": "fold", "episode": "episode", "shot": "shot", "FB-IoU": "miou-and-fb-iou",
@@ -479,10 +472,7 @@ PEER_MENTIONS = [(str(page.relative_to(ROOT)), peer) for page in PAGES for peer 
 @pytest.mark.parametrize("page, peer", PEER_MENTIONS, ids=lambda v: str(v))
 def test_each_peer_is_linked_at_its_first_mention_on_a_page(page, peer):
     target = first_mention_link((ROOT / page).read_text(), peer)
-    if target != PEERS[peer]:
-        error = AssertionError(f"{page}: the first mention of {peer} is not a link to {PEERS[peer]}")
-        _xfail_if_pending(page, error, {p: r for (p, name), r in PENDING_PEER_LINKS.items() if name == peer},
-                          whole=True)
+    assert target == PEERS[peer], f"{page}: the first mention of {peer} is not a link to {PEERS[peer]}"
 
 
 @pytest.mark.parametrize("term", GLOSSARY_TERMS)
