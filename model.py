@@ -425,24 +425,29 @@ def _deep_stem_resnet(depth: int) -> nn.Module:
     return net
 
 
+def _state_dict_differences(module: nn.Module, state: dict[str, Tensor], *,
+                            optional: str | None = None) -> list[str]:
+    """What keeps `state` from loading strictly into `module`, one short clause per kind of
+    difference (keys missing, unexpected, of another shape; a few named); [] when it loads.
+    Keys ending in `optional` may be missing."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state and not (optional and k.endswith(optional))]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} (model {expected[k]})" for k in expected
+                if k in state and tuple(state[k].shape) != expected[k]]
+    kinds = (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
+    return [f"{len(found)} {what} (e.g. {', '.join(found[:3])})" for what, found in kinds if found]
+
+
 def _check_backbone_state_dict(net: nn.Module, state: dict[str, Tensor], *, name: str, source: str) -> None:
     """Every key of `net` present with its shape, nothing else: one line naming what differs.
 
     Strict, unlike the authors' load_state_dict(strict=False), which silently keeps random weights
     for whatever a wrong file lacks. Tolerated: BatchNorm's num_batches_tracked counters (older
     files lack them; in eval mode they are never read)."""
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [f"{k} {tuple(state[k].shape)} (model {expected[k]})" for k in expected
-                if k in state and tuple(state[k].shape) != expected[k]]
-    if not (missing or unexpected or reshaped):
+    problems = _state_dict_differences(net, state, optional="num_batches_tracked")
+    if not problems:
         return
-    problems = [
-        f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
-        for what, found in (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
-        if found
-    ]
     if name in DEEP_STEM_FILES:
         stem = state.get("conv1.weight")
         hint = (f"it looks like torchvision's ResNet (one 7×7 stem conv): load it with --backbone {name.split('_')[0]}"
@@ -686,10 +691,11 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> FrozenSam:
     with _seeded(0):
         sam = SAM_SPECS[sam_type].build()
     if state is not None:
-        try:
-            sam.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"SAM checkpoint {checkpoint} does not fit SAM {sam_type}: {e}") from e
+        problems = _state_dict_differences(sam, state)
+        if problems:  # one line, not load_state_dict's list of every key
+            raise ValueError(f"SAM checkpoint {checkpoint} does not fit SAM {sam_type}: {'; '.join(problems)}; pass "
+                             f"the official {SAM_SPECS[sam_type].checkpoint} or a file saved from this SAM type")
+        sam.load_state_dict(state)
     sam.requires_grad_(False)
     return sam.eval()
 
