@@ -597,8 +597,8 @@ SAM_SPECS: dict[str, SamSpec] = {
                                      "distilled into a smaller one)", build=_build_tiny_distilled_sam),
     sam2_backend.TINY_SAM2_NAME: SamSpec("sam2", decoder=sam2_backend.TINY_SAM2_NAME,
                                          checkpoint="sam2_tiny_synthetic.pth",
-                                         source="make it as docs/synthetic.md describes (the tiny SAM 2, pre-trained "
-                                                "on synthetic scenes)",
+                                         source="make it with `python pretrain_tiny_sam2.py` (the tiny SAM 2, "
+                                                "pre-trained on synthetic scenes; see docs/synthetic.md)",
                                          build=partial(sam2_backend.build_sam2_model, *sam2_backend.TINY_SAM2)),
 }
 SAM_TYPES = tuple(SAM_SPECS)

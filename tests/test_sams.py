@@ -22,6 +22,7 @@ import evaluate
 import model
 import sam2_backend
 import train
+import video
 from segment import VRPPredictor
 from synthetic import synthetic_scene
 
@@ -257,7 +258,7 @@ def test_sam2_features_are_cached_apart_and_bit_equal_warm_cold_or_uncached(tmp_
 
 # --- the loops never ask the family --------------------------------------------------------------
 
-def test_train_evaluate_and_segment_run_on_sam2(tmp_path, sam2_tiny_file, capsys):
+def test_train_evaluate_video_and_segment_run_on_sam2(tmp_path, sam2_tiny_file, capsys):
     out = tmp_path / "runs" / "sam2"
     common = ["--workers", "0", "--cache-dir", str(tmp_path / "cache")]
     train.main(["--dataset", "synthetic", "--sam", "sam2_tiny", "--sam-checkpoint", str(sam2_tiny_file),
@@ -274,6 +275,10 @@ def test_train_evaluate_and_segment_run_on_sam2(tmp_path, sam2_tiny_file, capsys
     with pytest.raises(SystemExit, match=r"best\.pt was trained on SAM sam2_tiny, and SAM vit_h has another prompt"):
         evaluate.main(["--checkpoint", str(out / "best.pt"), "--dataset", "synthetic", "--folds", "0",
                        "--sam", "vit_h"])
+
+    clip = video.main(["--dataset", "synthetic-video", "--checkpoint", str(out / "best.pt"), "--videos", "1",
+                       "--frames", "3-3", "--out", str(tmp_path / "video"), *common[2:]])
+    assert clip["sam"] == "sam2_tiny" and clip["target_frames"] >= 2
 
     predictor = VRPPredictor.from_checkpoint(out / "best.pt", device="cpu")
     scene = synthetic_scene(np.random.default_rng(0), classes=[17], num_distractors=1, size=128)
