@@ -303,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
     group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
                        help="score with this frozen SAM: the runs trained on it, else those trained on a SAM with the "
-                            "same prompt encoder and mask decoder (a vit_h run on MobileSAM's vit_t; said in a line) "
-                            "(default: each run's own; choices as train.py --sam)")
+                            "same prompt encoder and mask decoder (a vit_h run on MobileSAM's vit_t; said in a line); "
+                            "GP-SAM and the yardsticks take any run's backbone (default: each run's own; choices as "
+                            "train.py --sam)")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
                        help="SAM weights (default: the run's; another --sam: checkpoints/<its official file name>)")
     group.add_argument("--backbone-weights", default=None,
@@ -417,7 +418,7 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
             for trained in trained_labels(args, label):
                 candidates = [(run, config) for run, config in runs if config["dataset"] == args.dataset
                               and config["fold"] == fold and config["label"] == trained
-                              and args.backbone in (None, config["backbone"]) and sam_fits(args.sam, config)]
+                              and args.backbone in (None, config["backbone"]) and sam_fits(args, config)]
                 # --sam: its own runs first, else runs of a SAM with its decoder (scored on --sam)
                 own = [run for run, config in candidates if config.get("sam") == args.sam]
                 matches = own or [run for run, _ in candidates]
@@ -438,13 +439,19 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     return chosen
 
 
-def sam_fits(sam: str | None, config: dict) -> bool:
-    """Whether a run (its train.py config) can be scored with --sam `sam`: any run without --sam;
-    else one trained on `sam` or on a SAM of its decoder group (model.SamSpec.decoder)."""
-    if sam is None:
+# The methods that score a run's trained encoder; the others (GP-SAM, the yardsticks) take only its
+# frozen parts from a run, so they may score any --sam.
+ENCODER_METHODS = ("vrp-sam", "wrong-reference")
+
+
+def sam_fits(args: argparse.Namespace, config: dict) -> bool:
+    """Whether a run (its train.py config) can be scored with --sam: any run without --sam or for a
+    method that uses no trained encoder; else one trained on --sam or on a SAM of its decoder group
+    (model.SamSpec.decoder), whose prompts --sam's decoder reads alike."""
+    if args.sam is None or args.method not in ENCODER_METHODS:
         return True
     trained = SAM_SPECS.get(config.get("sam"))
-    return trained is not None and trained.decoder == SAM_SPECS[sam].decoder
+    return trained is not None and trained.decoder == SAM_SPECS[args.sam].decoder
 
 
 def selection_flags(args: argparse.Namespace, labels: list[str], folds: list[int]) -> str:
@@ -588,7 +595,7 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
         own_benchmark = run.get("dataset") == args.dataset  # a pascal-part run knows where its data is
         data_root = args.data_root or (Path(run.get("data_root", "data")) if own_benchmark or not parts_benchmark
                                        else None)
-        if args.sam is not None:  # another SAM than the run's: only one of its decoder group
+        if args.sam is not None and args.method in ENCODER_METHODS:  # its encoder prompts only its decoder group
             check_sam_switch(state["config"]["sam"], args.sam, source=str(path))
         parts = argparse.Namespace(
             backbone=state["config"]["backbone"], backbone_weights=run_backbone_weights(state, args.backbone_weights),

@@ -269,6 +269,9 @@ def test_train_evaluate_video_and_segment_run_on_sam2(tmp_path, sam2_tiny_file, 
     result = evaluate.main(["--runs", str(tmp_path / "runs"), "--dataset", "synthetic", "--folds", "0",
                             "--episodes", "4", "--sam", "sam2_tiny", *common])
     assert "VRP-SAM on synthetic, on SAM sam2_tiny" in capsys.readouterr().out and 0 <= result["mask/1"][0]["miou"]
+    gp_sam = evaluate.main(["--runs", str(tmp_path / "runs"), "--dataset", "synthetic", "--folds", "0", "--episodes",
+                            "4", "--method", "gp-sam", "--gp-prompt", "box+point", *common])  # SAM 2's own prompts
+    assert 0 <= gp_sam["mask/box+point/1"][0]["miou"] <= 100
     with pytest.raises(SystemExit, match=r"no run under .* --sam tiny; there are synthetic mask-trained tiny on SAM "
                                          r"sam2_tiny \(fold 0\)"):
         evaluate.main(["--runs", str(tmp_path / "runs"), "--dataset", "synthetic", "--folds", "0", "--sam", "tiny"])
