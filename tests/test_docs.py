@@ -40,7 +40,7 @@ PENDING_PATHS: dict[str, str] = {}  # a path or link target -> why it may not ex
 EXTERNAL_FILES = {"evaluation_method.py", "main_oss.py", "predictor.py", "mask_decoder.py", "build_sam.py"}
 # What the user makes or downloads: never in the repository.
 USER_DIRS = {"runs", "cache", "data", "datasets"}
-USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth)$")
+USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth|mobile_sam\.pt|sam2(\.1)?_hiera_[\w+]+\.pt)$")
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
 PATH_SUFFIXES = (".py", ".md", ".png", ".pth", ".json", ".sh")
 
