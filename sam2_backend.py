@@ -166,6 +166,23 @@ def feature_modules(sam: nn.Module) -> nn.Module:
     return modules
 
 
+def prompt_embeddings(sam: nn.Module, *, points: Tensor | None = None, labels: Tensor | None = None,
+                      boxes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """SAM 2's own geometric prompts -> sparse (B, n, 256) and dense (B, 256, h, w) embeddings, made
+    as SAM2ImagePredictor makes them: a box (B, 4) becomes two corner points labelled 2 and 3, put
+    before the points (B, N, 2) with `labels` (B, N), and the prompt encoder pads the sequence with
+    one not-a-point (SAM 1 embeds a box as two tokens without it). Coordinates in SAM 2's input frame."""
+    if boxes is not None:
+        corners = boxes.reshape(-1, 2, 2)
+        corner_labels = torch.tensor([2, 3], dtype=torch.int64, device=boxes.device).expand(len(corners), 2)
+        if points is None:
+            points, labels = corners, corner_labels
+        else:
+            points = torch.cat([corners, points.to(corners.dtype)], dim=1)
+            labels = torch.cat([corner_labels, labels.to(torch.int64)], dim=1)
+    return sam.sam_prompt_encoder(points=None if points is None else (points, labels), boxes=None, masks=None)
+
+
 def image_features(sam: nn.Module, images: Tensor) -> Tensor:
     """SAM 2's decoder inputs for ImageNet-normalised images (B, 3, S, S) -> packed (B, C, h, w).
 
@@ -210,19 +227,3 @@ def decode_masks(sam: nn.Module, packed: Tensor, sparse_prompt_embeddings: Tenso
     )
     return low_res
 
-
-def prompt_embeddings(sam: nn.Module, *, points: Tensor | None = None, labels: Tensor | None = None,
-                      boxes: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """SAM 2's own geometric prompts -> sparse (B, n, 256) and dense (B, 256, h, w) embeddings, made
-    as SAM2ImagePredictor makes them: a box (B, 4) becomes two corner points labelled 2 and 3, put
-    before the points (B, N, 2) with `labels` (B, N), and the prompt encoder pads the sequence with
-    one not-a-point (SAM 1 embeds a box as two tokens without it). Coordinates in SAM 2's input frame."""
-    if boxes is not None:
-        corners = boxes.reshape(-1, 2, 2)
-        corner_labels = torch.tensor([2, 3], dtype=torch.int64, device=boxes.device).expand(len(corners), 2)
-        if points is None:
-            points, labels = corners, corner_labels
-        else:
-            points = torch.cat([corners, points.to(corners.dtype)], dim=1)
-            labels = torch.cat([corner_labels, labels.to(torch.int64)], dim=1)
-    return sam.sam_prompt_encoder(points=None if points is None else (points, labels), boxes=None, masks=None)
