@@ -226,4 +226,3 @@ def decode_masks(sam: nn.Module, packed: Tensor, sparse_prompt_embeddings: Tenso
         high_res_features=high_res,
     )
     return low_res
-
