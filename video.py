@@ -52,7 +52,8 @@ import cli
 import data
 import prompts
 from prompts import IGNORE
-from model import EmbeddingCache, autocast, build_from_checkpoint, embed_targets, load_checkpoint, upsample_logits
+from model import (SAM_TYPES, EmbeddingCache, autocast, build_from_checkpoint, embed_targets, load_checkpoint,
+                   sam_switch_problem, upsample_logits)
 from synthetic import SyntheticVideos
 
 log = logging.getLogger(__name__)
@@ -529,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)"
     )
     group = parser.add_argument_group("model")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
+                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights (default: the run's; another --sam: checkpoints/<its official file name>)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     group.add_argument(
@@ -582,9 +587,13 @@ def run(args: argparse.Namespace) -> dict:
                                     "or pass --checkpoint PATH")
     state = load_checkpoint(args.checkpoint)
     run_args = state.get("args", {})
+    other_sam = args.sam is not None and args.sam != state["config"]["sam"]
+    if other_sam and (problem := sam_switch_problem(state["config"]["sam"], args.sam, source=str(args.checkpoint))):
+        raise ValueError(problem)
     source = build_source(args, run_args)  # checks the data before the model is built
     check_first_frames(source)
-    tag = f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
+    tag = (f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
+           + (f"-sam-{args.sam}" if other_sam else ""))
     out = args.out or args.checkpoint.parent / tag
     if out.is_symlink():
         out = out.resolve()  # replaced as a folder: the link's target, never the link
@@ -593,8 +602,8 @@ def run(args: argparse.Namespace) -> dict:
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
     device = torch.device(args.device)
-    model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
-                                  source=str(args.checkpoint)).to(device)
+    model = build_from_checkpoint(state, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
+                                  backbone_weights=args.backbone_weights, source=str(args.checkpoint)).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     with replace_atomically(out) as partial:  # an earlier result in `out` stays whole until this one is
@@ -603,6 +612,7 @@ def run(args: argparse.Namespace) -> dict:
                                  desc=f"{args.dataset} {args.label}")
         result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
                       label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
+                      sam=model.config.sam,
                       image_size=image_size, device=str(device))
         cli.write_json(partial / RESULTS_FILE, result)
     for note in result["notes"]:

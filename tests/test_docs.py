@@ -49,7 +49,7 @@ PENDING_PATHS: dict[str, str] = {}  # a path or link target -> why it may not ex
 EXTERNAL_FILES = {"evaluation_method.py", "main_oss.py", "predictor.py", "mask_decoder.py", "build_sam.py"}
 # What the user makes or downloads: never in the repository.
 USER_DIRS = {"runs", "cache", "data", "datasets"}
-USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth)$")
+USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth|mobile_sam\.pt|sam2(\.1)?_hiera_[\w+]+\.pt)$")
 # The peers the pages compare with: at its first mention on a page, each name is a link to its code.
 PEERS = {
     "HSNet": "https://github.com/juhongm999/hsnet",
