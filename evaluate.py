@@ -467,7 +467,8 @@ def no_run_error(args: argparse.Namespace, labels: list[str], folds: list[int], 
     how = (f"train one (python train.py --dataset {dataset} --label {args.trained_label or labels[0]} "
            f"--fold {folds[0]})" if dataset in data.DATASETS else "pass --checkpoint")
     return FileNotFoundError(f"no run under {args.runs} for {selection_flags(args, labels, folds)}; "
-                             f"{runs_found(args.runs, runs, explicit, sams=args.sam is not None)}: choose among them, or {how}")
+                             f"{runs_found(args.runs, runs, explicit, sams=args.sam is not None)}: choose among "
+                             f"them, or {how}")
 
 
 # What sets the runs of one dataset apart, one table each: the backbone (in every run folder's name)
