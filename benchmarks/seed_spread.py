@@ -1,5 +1,6 @@
 """Mean ± std over seeds of results evaluate.py already wrote: one row per experiment, where an
-experiment is a run folder PREFIX (seed 0) and its reruns PREFIX-s1, PREFIX-s2, ... (train.py --seed).
+experiment is a run folder PREFIX (seed 0) and its reruns beside it: PREFIX-seed1, PREFIX-seed2, ...
+(train.py --seed N's default run folder) or PREFIX-s1, PREFIX-s2, ... (an --out named so).
 
     python benchmarks/seed_spread.py runs-ablation/e3-baseline runs-ablation/e3-loss-bce runs-ablation/e3-loss-dice
 
@@ -20,10 +21,10 @@ import numpy as np
 
 
 def runs_of(prefix: Path) -> dict[int, Path]:
-    """{seed: folder} for PREFIX (seed 0) and PREFIX-s<N> beside it."""
+    """{seed: folder} for PREFIX (seed 0) and PREFIX-seed<N> / PREFIX-s<N> beside it."""
     found = {0: prefix} if prefix.is_dir() else {}
     for folder in prefix.parent.glob(f"{prefix.name}-s*"):
-        match = re.fullmatch(re.escape(prefix.name) + r"-s(\d+)", folder.name)
+        match = re.fullmatch(re.escape(prefix.name) + r"-s(?:eed)?(\d+)", folder.name)
         if match and folder.is_dir():
             found[int(match.group(1))] = folder
     return dict(sorted(found.items()))
@@ -37,7 +38,7 @@ def spread(values: list[float]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prefixes", nargs="+", type=Path, help="run folders of seed 0; PREFIX-sN are found beside them")
+    parser.add_argument("prefixes", nargs="+", type=Path, help="run folders of seed 0; PREFIX-seedN or PREFIX-sN are found beside them")
     parser.add_argument("--result", default="mask-1shot-1000ep-seed0",
                         help="which eval-<result>.json to read (evaluate.result_name)")
     return parser
