@@ -23,6 +23,7 @@ import os
 import time
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,6 +41,26 @@ TRAIN_STREAM, HELD_OUT_STREAM = SEED_STREAMS["tiny-sam-train"], SEED_STREAMS["ti
 IMAGE_SIZE = 128  # the tiny SAM's input size
 
 
+def sample_scene(rng: np.random.Generator, *, size: int = IMAGE_SIZE) -> synthetic.SyntheticScene:
+    """One pre-training scene: 1-3 distinct classes and 0-3 distractors, from data.py's renderer."""
+    classes = rng.choice(np.arange(1, synthetic.SYNTHETIC_NUM_CLASSES + 1), size=rng.integers(1, 4), replace=False)
+    return synthetic.synthetic_scene(rng, classes=classes, num_distractors=int(rng.integers(0, 4)), size=size)
+
+
+def object_prompts(rng: np.random.Generator, mask: np.ndarray) -> tuple[list, list]:
+    """One positive point drawn uniformly on the object `mask` (S, S) as [x, y], and its tight box
+    as [x0, y0, x1, y1]."""
+    ys, xs = np.nonzero(mask)
+    pick = rng.integers(len(xs))
+    return [xs[pick], ys[pick]], [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def normalise(images: list[np.ndarray]) -> torch.Tensor:
+    """(S, S, 3) uint8 RGB images -> (B, 3, S, S) ImageNet-normalised."""
+    images = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0 for image in images])
+    return (images - torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
+
+
 def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAGE_SIZE):
     """Draw `batch_size` scenes and one object of each, class-agnostically.
 
@@ -48,20 +69,16 @@ def sample_scenes(rng: np.random.Generator, batch_size: int, *, size: int = IMAG
     """
     images, masks, points, boxes = [], [], [], []
     for _ in range(batch_size):
-        classes = rng.choice(np.arange(1, synthetic.SYNTHETIC_NUM_CLASSES + 1), size=rng.integers(1, 4), replace=False)
-        scene = synthetic.synthetic_scene(rng, classes=classes, num_distractors=int(rng.integers(0, 4)), size=size)
+        scene = sample_scene(rng, size=size)
         mask = scene.instances[rng.integers(len(scene.instances))]
-        ys, xs = np.nonzero(mask)
-        pick = rng.integers(len(xs))
-        images.append(torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0)
+        point, box = object_prompts(rng, mask)
+        images.append(scene.image)
         masks.append(torch.from_numpy(mask.astype(np.int64)))
-        points.append([[xs[pick], ys[pick]]])
-        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
-    mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
-    images = (torch.stack(images) - mean) / std
+        points.append([point])
+        boxes.append(box)
     return (
-        images, torch.stack(masks), torch.tensor(points, dtype=torch.float32), torch.tensor(boxes, dtype=torch.float32),
+        normalise(images), torch.stack(masks), torch.tensor(points, dtype=torch.float32),
+        torch.tensor(boxes, dtype=torch.float32),
     )
 
 
@@ -136,8 +153,12 @@ def train_step(sam, optimizer: torch.optim.Optimizer, batch, *, rng: np.random.G
 
 
 @torch.no_grad()
-def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: int = 16) -> float:
-    """Mean IoU over `num_scenes` fresh scenes, one object each, prompted by one positive point."""
+def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: int = 16,
+                       predict: Callable[..., torch.Tensor] = predict) -> float:
+    """Mean IoU over `num_scenes` fresh scenes, one object each, prompted by one positive point.
+
+    predict(sam, images, points=...) -> single-mask logits (B, S, S): this file's `predict` for the
+    tiny SAM; pretrain_tiny_sam2.py passes its own, so both tiny SAMs are scored on the same scenes."""
     was_training = sam.training
     sam.eval()
     ious = []
@@ -149,6 +170,20 @@ def held_out_point_iou(sam, *, num_scenes: int = 32, seed: int = 0, batch_size: 
         ious += ((prediction & target).sum((1, 2)) / (prediction | target).sum((1, 2)).clamp(min=1)).tolist()
     sam.train(was_training)
     return float(np.mean(ious))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of both tiny SAMs: linear warm-up over min(30, steps / 10) steps,
+    then cosine decay to zero at `steps` (call .step() once per optimizer step)."""
+    warmup = min(30, steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / (warmup + 1)
+            if s < warmup
+            else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, steps - warmup)))
+        ),
+    )
 
 
 def save_fp16(sam, path: Path) -> None:
@@ -181,9 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.out.is_dir() or not os.access(args.out.parent if args.out.parent.exists() else Path.cwd(), os.W_OK):
-        parser.error(f"argument --out: cannot write {args.out}; pass a file path in a writable folder")
+    check_out(parser, args.out)
     return args
+
+
+def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    """At parse time: --out must be a file that can be written (a parser error names it otherwise)."""
+    if out.is_dir() or not os.access(out.parent if out.parent.exists() else Path.cwd(), os.W_OK):
+        parser.error(f"argument --out: cannot write {out}; pass a file path in a writable folder")
 
 
 def main(argv=None) -> float:
@@ -191,15 +231,7 @@ def main(argv=None) -> float:
     torch.manual_seed(args.seed)
     sam = build_sam("tiny", None).requires_grad_(True).train()
     optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = min(30, args.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / (warmup + 1)
-            if s < warmup
-            else 0.5 * (1 + np.cos(np.pi * (s - warmup) / max(1, args.steps - warmup)))
-        ),
-    )
+    schedule = warmup_cosine(optimizer, args.steps)
     print(f"tiny SAM: {sum(p.numel() for p in sam.parameters()) / 1e6:.2f}M parameters, {args.steps} steps")
     start = time.time()
     bar = tqdm(range(args.steps), desc="pre-train tiny SAM")

@@ -27,7 +27,7 @@ from prompts import IGNORE, SEED_STREAMS
 
 # Seed-sequence keys of the benchmark's images. numpy treats trailing zero keys as absent
 # ([s, 0] == [s]), so streams are large constants that no epoch, episode or image index reaches:
-# data.py's episode list uses 5_000_003, pretrain_tiny_sam.py 7_000_00x.
+# data.py's episode list uses 5_000_003, pretrain_tiny_sam.py 7_000_00x, pretrain_tiny_sam2.py 7_000_01x.
 
 
 SYNTHETIC_SHAPES = ("disk", "square", "triangle", "ring", "cross")
