@@ -430,6 +430,28 @@ def explicit_checkpoints(args: argparse.Namespace) -> dict[int, Path]:
     return explicit
 
 
+def checkpoint_setting(args: argparse.Namespace) -> list[int]:
+    """What --checkpoint alone says about the table. Without --dataset, the dataset the checkpoints
+    were trained on, when they agree (else the runs found settle it). Without --folds, when every
+    --checkpoint is a bare PATH: the folds they were trained for, so that a checkpoint of one fold is
+    scored on that fold rather than refused on the three others; [] where that does not apply
+    (FOLD=PATH, or scored on another dataset: pascal-part, DAVIS)."""
+    bare = all(fold is None for fold, _ in args.checkpoint)
+    if (not args.checkpoint or (args.dataset is not None and not (bare and args.folds is None))
+            or not all(path.is_file() for _, path in args.checkpoint)):
+        return []  # nothing to settle; a missing file is said by explicit_checkpoints
+    trained = [load_checkpoint(path).get("args", {}) for _, path in args.checkpoint]
+    datasets = {run.get("dataset") for run in trained}
+    if len(datasets) != 1 or not datasets <= set(data.DATASETS):
+        return []
+    dataset = datasets.pop()
+    if args.dataset is None:
+        args.dataset = dataset
+    if args.dataset != dataset or not bare:
+        return []
+    return sorted({run["fold"] for run in trained if isinstance(run.get("fold"), int)})
+
+
 def choose_checkpoints(args: argparse.Namespace, runs: list[tuple[Path, dict]], dataset: str, labels: list[str],
                        folds: list[int], explicit: dict[int, Path] | None = None) -> dict[tuple[str, int], Path]:
     """{(label, fold): checkpoint} among `runs` of `dataset` (an explicit checkpoint first): per
@@ -879,8 +901,9 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
     {"<label>/<shots>[/base]": {fold: result}}, of each table by its name when there are several."""
     check_method_flags(args)
     folds_asked = args.folds is not None  # folds nobody asked for and no run has are not reported missing
+    trained_folds = checkpoint_setting(args)
     if args.folds is None:
-        args.folds = list(range(data.NUM_FOLDS))
+        args.folds = trained_folds or list(range(data.NUM_FOLDS))
     tables = select_tables(args, args.label, args.folds)
     if args.split == "base":
         lacking = [table for table in tables if table.dataset not in data.BASE_SPLIT_DATASETS]

@@ -138,6 +138,16 @@ def test_evaluate_five_shot_and_visualisations(trained_run, capsys):
     assert len(list((out / "vis-mask-5shot-4ep-seed0").glob("*.png"))) == 2
 
 
+def test_a_bare_checkpoint_is_scored_on_its_own_dataset_and_fold(trained_run, tmp_path, capsys):
+    root, out, _ = trained_run  # fold 0 of synthetic; no --dataset, no --folds, and no runs under --runs
+    result = evaluate.main(["--checkpoint", str(out / "last.pt"), "--runs", str(tmp_path), "--episodes", "4",
+                            "--workers", "0", "--cache-dir", str(root / "cache")])
+    table = capsys.readouterr().out
+    assert "VRP-SAM on synthetic: " in table and list(result["mask/1"]) == [0] and "fold1" not in table
+    with pytest.raises(SystemExit, match=r"trained for fold 0 \(wanted 2\)"):  # --folds still asks for what it names
+        evaluate.main(["--checkpoint", str(out / "last.pt"), "--runs", str(tmp_path), "--folds", "2"])
+
+
 def test_evaluate_errors_are_one_clear_line(trained_run, tmp_path, capsys):
     root, out, _ = trained_run
     with pytest.raises(SystemExit, match="no runs under"):
