@@ -94,7 +94,8 @@ def main(argv=None) -> None:
     for n, text in enumerate(captions):
         draw.text((2 + n * (size + 6), 1), text, fill=(0, 0, 0))
     title = Image.new("RGB", (strip.shape[1], 14), (255, 255, 255))
-    ImageDraw.Draw(title).text((2, 1), f"segment.py --video, {how} ({args.checkpoint.parent.name}); the reference is another image", fill=(0, 0, 0))
+    text = f"segment.py --video, {how} ({args.checkpoint.parent.name}); the reference is another image"
+    ImageDraw.Draw(title).text((2, 1), text, fill=(0, 0, 0))
     picture = np.concatenate([np.asarray(title), np.asarray(caption), strip], axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(args.out, optimize=True)
