@@ -627,6 +627,8 @@ class VRPPredictor:
             on every later frame too, so the class prompt and the instance memory decide together.
         num_frames: the video's length (len(frames) when it has one), which SAM 2's memory reads; for
             a stream of unknown length leave it None (any length >= 16 gives the same masks).
+        With memory, an object VRP does not find in frame 0 leaves SAM 2's memory nothing to follow
+        ("every": VRP's prompts on the later frames may still find it); segment.py --video warns.
         """
         if self._features is None:
             raise RuntimeError("call set_references before predict_video")
@@ -1107,6 +1109,10 @@ def segment_video(args: argparse.Namespace) -> list[dict]:
                           "mean_probability": (None if prediction.mean_probability is None
                                                else round(prediction.mean_probability, 6)),
                           "seconds": round(seconds, 4), "memory": args.memory, "propagate": args.propagate})
+            if args.memory and len(lines) == 1 and not prediction.mask.any():
+                print(f"segment.py: warning: VRP found nothing in the first frame ({name}), so SAM 2's memory has "
+                      "nothing to follow" + ("" if args.memory == "every" else "; --memory every also gives VRP's "
+                                             "prompts on every later frame"), file=sys.stderr)
             began = time.perf_counter()
         buffer = io.BytesIO()
         gif[0].save(buffer, format="GIF", save_all=True, append_images=gif[1:], duration=GIF_FRAME_MS, loop=0)

@@ -42,9 +42,9 @@ TINY_SAM2_NAME = "sam2_tiny"
 TINY_CHECKPOINTS = {"tiny": ROOT / "checkpoints/sam_tiny_synthetic.pth",
                     TINY_SAM2_NAME: ROOT / "checkpoints/sam2_tiny_synthetic.pth"}
 # (label, propagate, memory) of each row; memory rows run on SAM 2 only
-WAYS = [("VRP per frame", False, None), ("VRP + previous frame", True, None),
-        ("SAM 2 memory, VRP seeds", False, "first"), ("memory + VRP every frame", False, "every"),
-        ("SAM 2 memory, truth seeds", False, "gt")]
+WAYS = {"frame": ("VRP per frame", False, None), "propagate": ("VRP + previous frame", True, None),
+        "first": ("SAM 2 memory, VRP seeds", False, "first"), "every": ("memory + VRP every frame", False, "every"),
+        "gt": ("SAM 2 memory, truth seeds", False, "gt")}
 
 
 class ScaledVideos:
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma list of SAM types (default: tiny,sam2_tiny; --real: vit_h)")
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: 10-20; --real: 4)")
+    parser.add_argument("--ways", default=",".join(WAYS), help=f"comma list of rows, of {', '.join(WAYS)}")
     parser.add_argument("--long", type=int, default=0, help="also one video of this many frames (memory)")
     parser.add_argument("--official", action="store_true", help="with --long: SAM2VideoPredictor on it too")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -192,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if set(args.ways.split(",")) - set(WAYS):
+        parser.error(f"argument --ways: choose among {', '.join(WAYS)}, got {args.ways!r}")
     device = torch.device(args.device)
     frames = (args.frames, args.frames) if args.frames else ((4, 4) if args.real else (10, 20))
     source = SyntheticVideos(classes=[1, 2, 3, 4, 5], seed=0, num_videos=args.videos, num_frames=frames)
@@ -206,7 +210,7 @@ def main(argv=None) -> None:
     print(f"{'SAM':<18}{'way':<28}{'s per frame':>12}")
     for sam in sams:
         vrp = build(sam, device, backbone="resnet50" if args.real else "tiny")
-        for label, propagate, memory in WAYS:
+        for label, propagate, memory in (WAYS[way] for way in args.ways.split(",")):
             if memory is not None and not video.is_sam2(sam):
                 continue
             seconds = seconds_per_frame(vrp, source, image_size=image_size, propagate=propagate, memory=memory,
