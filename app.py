@@ -9,16 +9,19 @@ with points, a box, a scribble or a mask (the four kinds of §3.2), possibly in 
 
 A separate use from segment.py (which stays the command-line stage), with flags of its own, so
 a file of its own. One standard-library ThreadingHTTPServer serves the page (web/, read once at
-start) and a small JSON API, and holds one segment.VRPPredictor behind one lock: the references
-are encoded once per change, and target results are kept by (references, sha256 of the target's
-bytes), so a target sent again is not recomputed. The masks are segment.py's, byte for byte.
+start) and a small JSON API, and holds the model behind one lock. It keeps a few reference sets
+encoded (--max-reference-sets, least recently used dropped first), each under a digest of its
+images and annotations, so several pages (browser tabs) with references of their own are served
+side by side; a set is encoded once, and target results are kept by (references, sha256 of the
+target's bytes), so a target sent again is not recomputed. The masks are segment.py's, byte for byte.
 
     GET  /  /app.js  /style.css        the page
     GET  /api/info                     the checkpoint (trained label kind, image size), the limits, the demo's classes
     GET  /api/demo?class=C&seed=S      synthetic scenes of class C: a reference and 4 targets (PNG data URLs)
     POST /api/images                   body: an image file -> {"id": sha256, "width", "height"} (a reference image)
     POST /api/references               {"references": [{"image": id, "annotation": {...}}, ...]} -> {"id", "warnings"}
-    POST /api/predict?references=ID    body: an image file -> {"target": sha256, "area", "mask": PNG data URL, ...}
+    POST /api/predict?references=ID    body: an image file -> {"target": sha256, "area", "mask": PNG data URL, ...};
+                                       409 when set ID is not held (dropped for newer sets): POST it again
     POST /api/masks.zip                {"references": ID, "targets": [{"id", "name"}, ...]} -> masks/<stem>.png each
 
 An annotation is {"points": [[x, y], ...]}, {"box": [x0, y0, x1, y1]} (pixels of the reference,
@@ -26,7 +29,7 @@ inclusive), {"scribble": PNG} or {"mask": PNG} (a base64 PNG or data URL of the 
 grey value > 127 = marked). Every error is {"error": "<one line>"} with a 4xx status (a 500 only
 when the model itself fails); the server keeps serving.
 
-Exposes `App` (the state behind the page), `Server`, `decode_image`, `build_parser` and `main`.
+Exposes `App` (the state behind the page, its `ReferenceSet`s), `Server`, `decode_image`, `build_parser` and `main`.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Limits:
     max_pixels: int  # an image's width x height, checked from its header before it is decoded
     max_references: int  # references in one set (k-shot)
     max_results: int  # target results kept (least recently used dropped first)
+    max_reference_sets: int  # reference sets kept encoded, one per page in use (least recently used dropped first)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,16 @@ class TargetResult:
     height: int
     area: float  # fraction of the target's pixels in the mask (Prediction.area)
     seconds: float  # model time, when it was computed
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """One page's references, encoded: predictor shares the App's model and holds this set's
+    encoding (VRPPredictor.set_references); warnings: its kind mismatches; kinds: each reference's."""
+
+    predictor: VRPPredictor
+    warnings: list[str]
+    kinds: list[str]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +217,7 @@ def _data_url(png: bytes) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The state behind the page: one predictor, its references, the results.
+# The state behind the page: one model, the reference sets of the pages, the results.
 # ---------------------------------------------------------------------------------------------
 
 class App:
@@ -211,12 +225,15 @@ class App:
     what its response holds, or raises RequestError.
 
     model_lock is the one lock around the model (encoding references, predicting a target);
-    store_lock guards the two LRUs (reference images by sha256 of their bytes, target results by
-    (references id, sha256 of the target's bytes)), so a cached answer never waits on the model.
+    store_lock guards the three LRUs (reference images by sha256 of their bytes, reference sets by
+    their id, target results by (references id, sha256 of the target's bytes)), so a cached answer
+    never waits on the model. Each page names its own reference set in every predict, so pages with
+    different references never disturb each other.
     """
 
     def __init__(self, predictor: VRPPredictor, *, run: dict, checkpoint: Path | str, limits: Limits) -> None:
-        """predictor: the one VRPPredictor; run: the checkpoint's train.py arguments (its "args")."""
+        """predictor: the VRPPredictor of the checkpoint, whose model every reference set shares;
+        run: the checkpoint's train.py arguments (its "args")."""
         self.predictor = predictor
         self.run = run
         self.checkpoint = str(checkpoint)
@@ -226,9 +243,8 @@ class App:
         self.decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
         self.images: OrderedDict[str, np.ndarray] = OrderedDict()
         self.results: OrderedDict[tuple[str, str], TargetResult] = OrderedDict()
-        self.references_id: str | None = None
-        self.warnings: list[str] = []
-        self.encodings = 0  # reference sets encoded (once per change)
+        self.reference_sets: OrderedDict[str, ReferenceSet] = OrderedDict()
+        self.encodings = 0  # reference sets encoded (once per set held)
         self.predictions = 0  # targets run through the model (cache misses)
 
     @classmethod
@@ -237,7 +253,8 @@ class App:
         predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
                                             cache_dir=args.cache_dir)
         limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
-                        max_references=args.max_references, max_results=args.max_results)
+                        max_references=args.max_references, max_results=args.max_results,
+                        max_reference_sets=args.max_reference_sets)
         return cls(predictor, run=state.get("args", {}), checkpoint=args.checkpoint, limits=limits)
 
     def decode(self, body: bytes, what: str) -> np.ndarray:
@@ -257,7 +274,7 @@ class App:
                 "trained_label": self.predictor.trained_label, "image_size": self.predictor.image_size,
                 "device": str(self.predictor.device), "annotation_kinds": ANNOTATION_KINDS,
                 "max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels,
-                "max_references": self.limits.max_references,
+                "max_references": self.limits.max_references, "max_reference_sets": self.limits.max_reference_sets,
                 "demo_classes": [{"id": c, "name": SYNTHETIC_CLASS_NAMES[c - 1]} for c in self.demo_classes]}
 
     def add_image(self, body: bytes) -> dict:
@@ -276,7 +293,8 @@ class App:
         return {"id": image_id, "width": pixels.shape[1], "height": pixels.shape[0]}
 
     def set_references(self, payload: object) -> dict:
-        """Make {"references": [...]} the predictor's references; encoded only when they changed."""
+        """Hold {"references": [...]} as a reference set, under the id it answers (a digest of the
+        images and marks): encoded unless the same set is held already."""
         items = payload.get("references") if isinstance(payload, dict) and set(payload) == {"references"} else None
         if not isinstance(items, list):
             raise RequestError(400, 'expected {"references": [{"image": id, "annotation": {...}}, ...]}')
@@ -299,15 +317,30 @@ class App:
             except ValueError as error:  # a point outside the image, a mask of another size, nothing marked
                 raise RequestError(400, str(error)) from None
         references_id = _references_id(references)
-        with self.model_lock:
-            if references_id != self.references_id:
+        with self.model_lock:  # one encoding of a set that two requests send at once
+            reference_set = self._reference_set(references_id)
+            if reference_set is None:
                 made = [r for _, r in references]
-                self.predictor.set_references(made, warn=False)  # the page shows the mismatches instead
-                self.references_id = references_id
-                self.warnings = self.predictor.kind_mismatches(made)
+                base = self.predictor
+                predictor = VRPPredictor(base.model, image_size=base.image_size, trained_label=base.trained_label,
+                                         cache=base.cache)
+                predictor.set_references(made, warn=False)  # the page shows the mismatches instead
+                reference_set = ReferenceSet(predictor, warnings=base.kind_mismatches(made),
+                                             kinds=[r.kind for r in made])
                 self.encodings += 1
-            return {"id": self.references_id, "shots": len(references), "warnings": self.warnings,
-                    "kinds": [r.kind for _, r in references], "trained_label": self.predictor.trained_label}
+                with self.store_lock:
+                    self.reference_sets[references_id] = reference_set
+                    while len(self.reference_sets) > self.limits.max_reference_sets:
+                        self.reference_sets.popitem(last=False)
+        return {"id": references_id, "shots": len(references), "warnings": reference_set.warnings,
+                "kinds": reference_set.kinds, "trained_label": self.predictor.trained_label}
+
+    def _reference_set(self, references_id: str) -> ReferenceSet | None:
+        with self.store_lock:
+            reference_set = self.reference_sets.get(references_id)
+            if reference_set is not None:
+                self.reference_sets.move_to_end(references_id)
+            return reference_set
 
     def _cached(self, key: tuple[str, str]) -> TargetResult | None:
         with self.store_lock:
@@ -317,17 +350,22 @@ class App:
             return result
 
     def predict(self, body: bytes, references_id: str) -> dict:
-        """Segment one target (the bytes of an image file) with the references `references_id`."""
+        """Segment one target (the bytes of an image file) with the reference set `references_id`;
+        a 409 when that set is not held (never set, or dropped for newer ones): the page sends it again."""
         key = (references_id, _sha256(body))
         result, cached = self._cached(key), True
         if result is None:
             pixels = self.decode(body, "the target")  # outside the model lock
-            with self.model_lock:
-                self._check_references(references_id)
+            reference_set = self._reference_set(references_id)
+            if reference_set is None:
+                raise RequestError(409, f"references {json.dumps(references_id[:16])} are not on the server (never "
+                                        f"set, or dropped: it keeps the {self.limits.max_reference_sets} sets used "
+                                        "last): send them again to /api/references, then this target")
+            with self.model_lock:  # a set dropped meanwhile still serves this request: it holds its encoding
                 result = self._cached(key)  # the same target may have been computed while this one waited
                 if result is None:
                     began = time.perf_counter()
-                    prediction = self.predictor.predict_batch([pixels])[0]
+                    prediction = reference_set.predictor.predict_batch([pixels])[0]
                     self.predictions += 1
                     result = TargetResult(mask_png=png_bytes(prediction.mask.astype(np.uint8) * 255),  # as segment.py
                                           width=pixels.shape[1], height=pixels.shape[0], area=prediction.area,
@@ -340,13 +378,6 @@ class App:
         return {"target": key[1], "references": references_id, "width": result.width, "height": result.height,
                 "area": round(result.area, 6), "seconds": round(result.seconds, 4), "cached": cached,
                 "mask": _data_url(result.mask_png)}
-
-    def _check_references(self, references_id: str) -> None:
-        if self.references_id is None:
-            raise RequestError(409, "no references yet: annotate a reference first (POST /api/references)")
-        if references_id != self.references_id:
-            raise RequestError(409, "the references changed since this request was made: send it again with "
-                                    f"references={self.references_id}")
 
     def masks_zip(self, payload: object) -> bytes:
         """A zip of masks/<stem>.png, one per target, each exactly the bytes segment.py writes."""
@@ -607,8 +638,8 @@ def is_loopback(host: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", formatter_class=cli.HelpFormatter,
-                                     description="A local web page: annotate a reference, see every target segmented.")
+    parser = cli.ArgumentParser(prog="app.py", formatter_class=cli.HelpFormatter,
+                                description="A local web page: annotate a reference, see every target segmented.")
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"best.pt of a train.py run (default: the main job's, {cli.MAIN_JOB_CHECKPOINT})")
@@ -626,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-references", type=cli.positive_int, default=8, help="references in one set (k-shot)")
     group.add_argument("--max-results", type=cli.positive_int, default=2048,
                        help="target masks kept (for the zip and for targets sent again)")
+    group.add_argument("--max-reference-sets", type=cli.positive_int, default=8,
+                       help="reference sets kept encoded, one per page (browser tab) in use; the least recently "
+                            "used is dropped first, and its page sends it again")
     return parser
 
 
@@ -636,7 +670,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not args.checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint given and the main job's {args.checkpoint} is not there: "
                                     "make it with `python train.py --dataset synthetic`, or pass --checkpoint")
-    if not args.checkpoint.is_file():
+    if not args.checkpoint.exists():  # a folder or another kind of file: said by load_checkpoint
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found: pass a best.pt written by train.py")
     if args.sam_checkpoint is not None and not args.sam_checkpoint.is_file():
         raise FileNotFoundError(f"--sam-checkpoint {args.sam_checkpoint} not found")

@@ -2,7 +2,9 @@
 
 Every value a user types is checked by argparse itself, at parse time, before any model or data
 is built and before anything is written: `--batch-size 0` or `--folds a` ends in one line that
-names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
+names the flag ("train.py: error: argument --batch-size: ... (see train.py --help)"), exit status 2.
+
+- `ArgumentParser`: every script's parser, whose usage errors are that one line (no usage block).
 
 - argparse `type=` functions: `positive_int`, `nonnegative_int`, `positive_float`,
   `nonnegative_float`, `unit_float`, `int_range(low, high)`, `int_list(allowed)`, `choice_list(choices)`, `device`.
@@ -16,7 +18,8 @@ names the flag (argparse's "error: argument --batch-size: ..."), exit status 2.
 - `remove_stale_temps(folder, suffixes, before=...)`: what a killed write_atomic left behind.
 - `add_runtime_args(group, ...)`: the run-time flags every model-running script shares
   (`--device`, `--workers`, `--cache-dir`, `--no-cache`).
-- `RUNS`, `run_folder` and `MAIN_JOB_CHECKPOINT`: where runs go, and the main job's checkpoint.
+- `RUNS`, `RUN_SETTINGS`, `run_folder` and `MAIN_JOB_CHECKPOINT`: where runs go, the settings that
+  name a run's folder (and set evaluate.py's tables apart), and the main job's checkpoint.
 - `run_main(prog, run, args)`: the scripts' error wrapper: a missing, unreadable or unwritable
   file and bad input end in one line "prog: error: ...", exit status 1, never a traceback.
 """
@@ -31,16 +34,78 @@ import re
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, NoReturn, Sequence
 
 
 RUNS = Path("runs")  # where train.py writes its runs and evaluate.py looks for them
 
 
-def run_folder(dataset: str, fold: int, label: str, backbone: str) -> Path:
-    """train.py's default --out: runs/<dataset>-fold<fold>-<label>-<backbone>."""
-    return RUNS / f"{dataset}-fold{fold}-{label}-{backbone}"
+@dataclass(frozen=True)
+class RunSetting:
+    """A train.py argument that makes one run differ from another. key: its name in the run's
+    config.json; tag: the run folder's suffix for a value, e.g. "loss-{}" -> "loss-bce"; path: the
+    value names a file (or is 'imagenet' / 'random'): its stem goes in the suffix, its name in
+    evaluate.py's table titles."""
+
+    key: str
+    tag: str
+    path: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    def show(self, value: object) -> str:
+        """The value as a user reads it: a file's name, a number as it would be typed."""
+        if self.path and value is not None:
+            return Path(str(value)).name
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def suffix(self, value: object) -> str:
+        text = Path(str(value)).stem if self.path else self.show(value)
+        return re.sub(r"[^\w.+-]", "_", self.tag.format(text))  # one folder name, whatever a file is called
+
+
+# What train.py's default --out names beyond <dataset>-fold<k>-<label>-<backbone>, in this order, when
+# its value is not the dataset's default: every argument that changes the trained weights or how
+# best.pt is chosen. Where the data lives, the device and the workers change nothing and are not here.
+# A new value (another --sam, another weights file) needs nothing more: its tag is made from the value.
+RUN_SETTINGS = (
+    RunSetting("sam", "sam-{}"),
+    RunSetting("sam_checkpoint", "samfile-{}", path=True),
+    RunSetting("backbone_weights", "weights-{}", path=True),
+    RunSetting("image_size", "size{}"),
+    RunSetting("shots", "{}shot"),
+    RunSetting("num_queries", "q{}"),
+    RunSetting("query_init", "init-{}"),
+    RunSetting("label_downsample", "down-{}"),
+    RunSetting("pseudo_mask_norm", "norm-{}"),
+    RunSetting("loss", "loss-{}"),
+    RunSetting("epochs", "epochs{}"),
+    RunSetting("lr", "lr{}"),
+    RunSetting("weight_decay", "wd{}"),
+    RunSetting("batch_size", "batch{}"),
+    RunSetting("steps_per_epoch", "steps{}"),
+    RunSetting("val_episodes", "val{}"),
+    RunSetting("seed", "seed{}"),
+)
+
+
+def run_folder(dataset: str, fold: int, label: str, backbone: str,
+               differences: Mapping[str, object] | None = None) -> Path:
+    """train.py's default --out: runs/<dataset>-fold<fold>-<label>-<backbone>, then one suffix per
+    setting that differs from the dataset's defaults (differences: {RUN_SETTINGS key: value}), in
+    RUN_SETTINGS' order, e.g. runs/pascal-fold0-mask-resnet50-q10-loss-bce. Runs of the defaults
+    keep the bare name (MAIN_JOB_CHECKPOINT's folder)."""
+    differences = differences or {}
+    unknown = set(differences) - {setting.key for setting in RUN_SETTINGS}
+    if unknown:
+        raise ValueError(f"run_folder: {', '.join(sorted(unknown))} not in cli.RUN_SETTINGS")
+    parts = [f"{dataset}-fold{fold}-{label}-{backbone}"]
+    parts += [setting.suffix(differences[setting.key]) for setting in RUN_SETTINGS if setting.key in differences]
+    return RUNS / "-".join(parts)
 
 
 # The main job's model (`python train.py --dataset synthetic`): the default of segment.py --demo,
@@ -179,6 +244,16 @@ def device(text: str) -> str:
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda or cuda:N")
     return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's parser: a usage error is one line, "prog: error: <message> (see prog --help)",
+    exit status 2, where argparse prints its whole usage block first (a dozen lines that bury the
+    message). Subparsers (prepare.py's commands) are of this class too, named "prog command"."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())  # one line, whatever a type function's message holds
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -9,6 +9,13 @@
     python evaluate.py --label all --trained-label any # one encoder (train.py --label any) on every kind
     python evaluate.py --dataset synthetic --split base # Table 13: base classes on training images, and novel
 
+Without --checkpoint, every run under --runs is scored: one table per dataset, and per setting where
+a dataset's runs differ in one (the backbone or another of cli.RUN_SETTINGS, read from each run's
+config.json: --loss bce, --num-queries 10, ...), each titled with what sets it apart and, when there
+are several, followed by the run folder of each of its cells. --dataset, --backbone, --label and
+--folds narrow the selection; a fold without a run is named only when --folds asked for it (or
+another label kind has a run of it).
+
 Each fold is evaluated on N fixed episodes (default 1000, as in the paper), drawn by data.py from a
 seed, so every run, batch size and worker count sees the same pairs; the episode list's hash is
 stored with the results. The metric is the few-shot standard of HSNet, which the authors use:
@@ -18,7 +25,7 @@ foreground IoU summed over all episodes. Pixels labelled 255 are ignored.
 
 Exposes `IoUMeter`, `evaluate_episodes`, `episode_loader`, `predict`, `check_prerequisites` and
 `no_episode_warning` (train.py validates with them), `result_name` (the results' file names),
-`label_list`, `build_parser` and `main`.
+`select_tables` and `select_checkpoints` (which runs are scored), `label_list`, `build_parser` and `main`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,7 +254,7 @@ def label_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="evaluate.py", description="Evaluate VRP-SAM runs on fixed few-shot episodes.",
         formatter_class=cli.HelpFormatter,
     )
@@ -268,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "cross-kind cells) (default: each kind's own runs, else a fold's --label any run)")
     group.add_argument("--shots", type=cli.int_list(low=1), default=[1],
                        help="shots, e.g. '1' or '1,5' (Table 7); k-shot reuses the 1-shot model (default: 1)")
-    group.add_argument("--folds", type=cli.int_list(range(data.NUM_FOLDS)), default=list(range(data.NUM_FOLDS)),
-                       help="folds to evaluate, a comma list (default: 0,1,2,3)")
+    group.add_argument("--folds", type=cli.int_list(range(data.NUM_FOLDS)), default=None,
+                       help="folds to evaluate, a comma list; a fold asked for here and without a run is named "
+                            "(default: 0,1,2,3, naming only the folds without a run that hold another label's)")
     group.add_argument(
         "--backbone", choices=BACKBONES, default=None, help="only runs with this backbone (default: any)"
     )
@@ -389,13 +398,9 @@ def run_checkpoint(run: Path) -> Path:
 
 
 def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[int]) -> dict[tuple[str, int], Path]:
-    """{(label, fold): checkpoint path}. Explicit --checkpoint FOLD=PATH wins over runs found under --runs."""
-    chosen: dict[tuple[str, int], Path] = {}
-    explicit = {}
-    for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint; fold None: every fold
-        if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint {path if fold is None else f'{fold}={path}'}: {path} not found")
-        explicit.update({f: path for f in (range(data.NUM_FOLDS) if fold is None else [fold])})
+    """{(label, fold): checkpoint path} for one table of args.dataset (settled here when None: the
+    dataset of the runs found). Explicit --checkpoint FOLD=PATH wins over runs found under --runs."""
+    explicit = explicit_checkpoints(args)
     runs = find_runs(args.runs) if args.runs.exists() else []
     if not explicit and not runs:
         raise FileNotFoundError(f"no runs under {args.runs}: train one (python train.py --dataset synthetic) "
@@ -403,17 +408,39 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
     if args.dataset is None:
         datasets = sorted({config["dataset"] for _, config in runs}) or ["pascal"]
         if len(datasets) > 1:
-            raise ValueError(
-                f"{args.runs} holds runs of several datasets ({', '.join(datasets)}); choose one with --dataset"
-            )
+            raise ValueError(f"{args.runs} holds runs of several datasets ({', '.join(datasets)}); say which one "
+                             f"--checkpoint is scored on with --dataset")
         args.dataset = datasets[0]
+    chosen = choose_checkpoints(args, runs, args.dataset, labels, folds, explicit)
+    if not chosen:  # a table of dashes would read as a result
+        raise no_run_error(args, labels, folds, runs, explicit)
+    return chosen
+
+
+def explicit_checkpoints(args: argparse.Namespace) -> dict[int, Path]:
+    """{fold: path} of --checkpoint (FOLD=PATH, or PATH for every fold), each file checked to exist."""
+    explicit = {}
+    for fold, path in args.checkpoint:  # (fold, path) pairs from fold_checkpoint; fold None: every fold
+        if not path.exists():  # a folder or another kind of file: said by model.load_checkpoint
+            raise FileNotFoundError(f"--checkpoint {path if fold is None else f'{fold}={path}'}: {path} not found")
+        explicit.update({f: path for f in (range(data.NUM_FOLDS) if fold is None else [fold])})
+    return explicit
+
+
+def choose_checkpoints(args: argparse.Namespace, runs: list[tuple[Path, dict]], dataset: str, labels: list[str],
+                       folds: list[int], explicit: dict[int, Path] | None = None) -> dict[tuple[str, int], Path]:
+    """{(label, fold): checkpoint} among `runs` of `dataset` (an explicit checkpoint first): per
+    cell, a run trained on the label kind (trained_labels), the most recently trained of several
+    that holds a checkpoint."""
+    explicit = explicit or {}
+    chosen: dict[tuple[str, int], Path] = {}
     for label in labels:
         for fold in folds:
             if fold in explicit:
                 chosen[(label, fold)] = explicit[fold]
                 continue
             for trained in trained_labels(args, label):
-                matches = [run for run, config in runs if config["dataset"] == args.dataset and config["fold"] == fold
+                matches = [run for run, config in runs if config["dataset"] == dataset and config["fold"] == fold
                            and config["label"] == trained and args.backbone in (None, config["backbone"])]
                 if matches:  # several runs of one setting: the most recently trained that holds a checkpoint
                     finished = [run for run in matches if any((run / name).exists() for name in CHECKPOINT_NAMES)]
@@ -423,17 +450,116 @@ def select_checkpoints(args: argparse.Namespace, labels: list[str], folds: list[
                         print(f"{label} fold {fold}: no run trained on {label} labels; evaluating the --label any "
                               f"run {chosen[(label, fold)]}")
                     break
-    if not chosen:  # a table of dashes would read as a result
-        how = (f"train one (python train.py --dataset {args.dataset} --label {args.trained_label or labels[0]} "
-               f"--fold {folds[0]})" if args.dataset in data.DATASETS else "pass --checkpoint")
-        raise FileNotFoundError(f"no run under {args.runs} for {selection_flags(args, labels, folds)}; "
-                                f"{runs_found(args.runs, runs, explicit)}: choose among them, or {how}")
     return chosen
+
+
+def no_run_error(args: argparse.Namespace, labels: list[str], folds: list[int], runs: list[tuple[Path, dict]],
+                 explicit: dict[int, Path]) -> FileNotFoundError:
+    """Nothing matches the selection: what was asked, what there is, and how to train what was asked."""
+    dataset = args.dataset or next(iter(dataset_order({config["dataset"] for _, config in runs})), "pascal")
+    how = (f"train one (python train.py --dataset {dataset} --label {args.trained_label or labels[0]} "
+           f"--fold {folds[0]})" if dataset in data.DATASETS else "pass --checkpoint")
+    return FileNotFoundError(f"no run under {args.runs} for {selection_flags(args, labels, folds)}; "
+                             f"{runs_found(args.runs, runs, explicit)}: choose among them, or {how}")
+
+
+# What sets the runs of one dataset apart, one table each: the backbone (in every run folder's name)
+# and the settings train.py names in a run folder.
+TABLE_SETTINGS = (cli.RunSetting("backbone", "{}"), *cli.RUN_SETTINGS)
+
+
+@dataclass(eq=False)
+class Table:
+    """One printed table: the checkpoint of each (label kind, fold) chosen among the runs of one
+    dataset and one setting. setting: what sets these runs apart from the dataset's other tables,
+    as train.py's flags ("--loss bce"); empty for the only table of a dataset, or its runs of the
+    defaults."""
+
+    dataset: str
+    setting: str
+    chosen: dict[tuple[str, int], Path]
+
+    @property
+    def name(self) -> str:
+        return self.dataset + (f", {self.setting}" if self.setting else "")
+
+
+def select_tables(args: argparse.Namespace, labels: list[str], folds: list[int]) -> list[Table]:
+    """The tables to print: with --checkpoint, one (select_checkpoints); else one per dataset and
+    setting among the runs found (--dataset and --backbone narrow them), datasets in data.DATASETS'
+    order, each dataset's runs of the defaults first."""
+    if args.checkpoint:
+        chosen = select_checkpoints(args, labels, folds)  # also settles args.dataset
+        return [Table(args.dataset, "", chosen)]
+    runs = find_runs(args.runs) if args.runs.exists() else []
+    if not runs:
+        raise FileNotFoundError(f"no runs under {args.runs}: train one (python train.py --dataset synthetic) "
+                                f"or pass --runs DIR / --checkpoint FOLD=PATH")
+    wanted = [(run, config) for run, config in runs if args.dataset in (None, config["dataset"])]
+    tables = []
+    for dataset in dataset_order({config["dataset"] for _, config in wanted}):
+        groups: dict[tuple, list[tuple[Path, dict]]] = {}
+        for run, config in wanted:
+            if config["dataset"] == dataset:
+                groups.setdefault(run_setting(config), []).append((run, config))
+        chosen = {key: choose_checkpoints(args, members, dataset, labels, folds) for key, members in groups.items()}
+        kept = {key: groups[key] for key in groups if chosen[key]}
+        names = setting_names(kept)
+        tables += sorted((Table(dataset, names[key], chosen[key]) for key in kept), key=lambda t: natural(t.setting))
+    if not tables:  # a table of dashes would read as a result
+        if args.dataset is None and len({config["dataset"] for _, config in runs}) == 1:
+            args.dataset = runs[0][1]["dataset"]  # named in the message
+        raise no_run_error(args, labels, folds, runs, {})
+    return tables
+
+
+def dataset_order(datasets: set[str]) -> list[str]:
+    """The benchmarks in data.DATASETS' order, pascal-part after them, any other name last."""
+    known = (*data.DATASETS, pascal_part.DATASET)
+    return sorted(datasets, key=lambda name: (known.index(name) if name in known else len(known), name))
+
+
+def natural(text: str) -> list:
+    """A sort key that orders the numbers in `text` by value ("--num-queries 10" before "... 100")."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def run_setting(config: dict) -> tuple:
+    """A run's value of each TABLE_SETTINGS as shown in a title (a file by its name, a number as
+    typed); None where its config.json has no such key (a run saved before the flag existed)."""
+    return tuple(setting.show(config[setting.key]) if setting.key in config else None for setting in TABLE_SETTINGS)
+
+
+_UNKNOWN = object()  # no single default value: the default-named runs disagree, or there are none
+
+
+def setting_names(groups: dict[tuple, list[tuple[Path, dict]]]) -> dict[tuple, str]:
+    """{run_setting: what sets its runs apart} for the runs of one dataset, grouped by setting: each
+    setting that varies among the groups, as a train.py flag ("--loss bce"), when it differs from
+    the value of the runs in folders train.py named without a suffix (cli.run_folder: the dataset's
+    defaults) or when those runs do not settle it. A dataset's only group, and its defaults, get ""."""
+    if len(groups) <= 1:
+        return {key: "" for key in groups}
+    default_named = [key for key, members in groups.items() for run, config in members
+                     if run.name == cli.run_folder(config["dataset"], config["fold"], config["label"],
+                                                   config["backbone"]).name]
+    names = {}
+    for key in groups:
+        shown = []
+        for i, setting in enumerate(TABLE_SETTINGS):
+            if len({other[i] for other in groups}) == 1:
+                continue  # the same in every table: nothing to tell them apart by
+            defaults = {other[i] for other in default_named}
+            default = defaults.pop() if len(defaults) == 1 else _UNKNOWN
+            if default is _UNKNOWN or key[i] != default:
+                shown.append(f"{setting.flag} {key[i]}")
+        names[key] = " ".join(shown)
+    return names
 
 
 def selection_flags(args: argparse.Namespace, labels: list[str], folds: list[int]) -> str:
     """What select_checkpoints was asked for, as the flags that say it."""
-    flags = [f"--dataset {args.dataset}", f"--label {','.join(labels)}"]
+    flags = ([f"--dataset {args.dataset}"] if args.dataset is not None else []) + [f"--label {','.join(labels)}"]
     if args.trained_label is not None:
         flags.append(f"--trained-label {args.trained_label}")
     flags.append(f"--folds {','.join(map(str, folds))}")
@@ -482,9 +608,18 @@ def check_checkpoint(path: Path, state: dict, *, dataset: str | None, fold: int 
     return run
 
 
-def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> str:
+def partial_means(rows: dict, folds: list[int], folds_asked: bool) -> bool:
+    """Whether to say that means are over the folds evaluated only: some row lacks a fold that was
+    asked for (--folds), or the rows' means are over different folds."""
+    done = [frozenset(f for f in folds if f in results) for results in rows.values()]
+    if folds_asked:
+        return any(len(evaluated) < len(folds) for evaluated in done)
+    return len({evaluated for evaluated in done if evaluated}) > 1
+
+
+def format_table(dataset: str, rows: dict, folds: list[int], episodes: int, *, folds_asked: bool = True) -> str:
     """Rows keyed by (label, shots) -> {fold: result}; the layout of the paper's result tables
-    (per-fold mIoU, mean, FB-IoU)."""
+    (per-fold mIoU, mean, FB-IoU). folds_asked: see partial_means."""
     width = max([9] + [len(label) + 1 for label, _ in rows])
     lines = [
         f"VRP-SAM on {dataset}: mIoU (%) on novel classes, {episodes} episodes per fold",
@@ -498,13 +633,15 @@ def format_table(dataset: str, rows: dict, folds: list[int], episodes: int) -> s
         mean = f"{np.mean([r['miou'] for r in done]):8.1f}" if done else f"{'-':>8}"
         fb = f"{np.mean([r['fbiou'] for r in done]):8.1f}" if done else f"{'-':>8}"
         lines.append(f"{label:<{width}}{shots:>5}{cells}{mean}{fb}")
-    if any(len(results) < len(folds) for results in rows.values()):
+    if partial_means(rows, folds, folds_asked):
         lines.append("mean and FB-IoU are over the folds evaluated only")
     return "\n".join(lines)
 
 
-def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int) -> str:
-    """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean beside it."""
+def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: list[int], episodes: int, *,
+                      folds_asked: bool = True) -> str:
+    """Table 13's layout: mIoU on the base classes per fold and their mean, the novel classes' mean
+    beside it. folds_asked: see partial_means."""
     lines = [
         f"VRP-SAM on {dataset}: mIoU (%) on base and novel classes (Table 13), {episodes} episodes per fold and split",
         f"{'':<14}{'base classes':^{8 * (len(folds) + 1)}}{'novel':>8}",
@@ -516,7 +653,7 @@ def format_base_table(dataset: str, base_rows: dict, novel_rows: dict, folds: li
         lines.append(
             f"{key[0]:<9}{key[1]:>5}{cells}" + "".join(f"{np.mean(m):8.1f}" if m else f"{'-':>8}" for m in means)
         )
-    if any(len(results) < len(folds) for results in base_rows.values()):
+    if partial_means(base_rows, folds, folds_asked):
         lines.append("means are over the folds evaluated only")
     return "\n".join(lines)
 
@@ -555,9 +692,11 @@ class FoldRun:
         return self.run.get("image_size")
 
 
-def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path], splits: list[str]) -> list[FoldRun]:
+def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path], splits: list[str], *,
+                   check: bool = True) -> list[FoldRun]:
     """Every chosen checkpoint read and checked, and every file its run needs found, before any
-    episode is scored (one message listing all that is missing)."""
+    episode is scored (one message listing all that is missing; check False: the caller checks the
+    parts of several tables at once)."""
     fold_runs = []
     for (label, fold), path in chosen.items():
         state = load_checkpoint(path)
@@ -573,7 +712,8 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
             sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),
             dataset=args.dataset, data_root=data_root, splits=tuple(splits))
         fold_runs.append(FoldRun(label, fold, path, state, run, parts))
-    check_prerequisites(*(r.parts for r in fold_runs))
+    if check:
+        check_prerequisites(*(r.parts for r in fold_runs))
     return fold_runs
 
 
@@ -664,9 +804,11 @@ def check_method_flags(args: argparse.Namespace) -> None:
                          "or gp-sam")
 
 
-def table_title(args: argparse.Namespace) -> str:
+def table_title(args: argparse.Namespace, setting: str = "") -> str:
+    """The dataset, then what sets the table's runs apart (Table.setting), the method, the trained label kind."""
     title = (
         args.dataset
+        + (f", {setting}" if setting else "")
         + {
             "vrp-sam": " (untrained encoder)" if args.untrained else "",
             "gp-sam": f", GP-SAM (Table 3): geometric prompts from the pseudo mask >= {gp_threshold(args)}",
@@ -698,40 +840,89 @@ def write_results(outputs: list[tuple[Path, dict]]) -> None:
 
 
 def evaluate(args: argparse.Namespace, world: distributed.World = distributed.World()) -> dict:
-    """Score every chosen (label kind, fold) for every --shots and --method variant; print the
-    paper-style table, write one eval-*.json per cell beside its checkpoint, return the rows."""
+    """Score every chosen (label kind, fold) of every table (select_tables: one per dataset and
+    setting of the runs found) for every --shots and --method variant; print each paper-style
+    table, then write one eval-*.json per cell beside its checkpoint. Returns the rows
+    {"<label>/<shots>[/base]": {fold: result}}, of each table by its name when there are several."""
     check_method_flags(args)
-    variants = (args.gp_prompt or list(GP_PROMPTS)) if args.method == "gp-sam" else [None]  # Table 3's rows
-    chosen = select_checkpoints(args, args.label, args.folds)  # also settles args.dataset
-    if args.episodes is None and args.dataset != pascal_part.DATASET:
-        args.episodes = 1000  # the paper's; pascal-part's default is Matcher's count (pascal_part.episode_count)
-    if args.split == "base" and args.dataset not in data.BASE_SPLIT_DATASETS:
-        raise ValueError(f"--split base: {args.dataset} has no training images, so no base set (Table 13); "
-                         "leave --split at test")
+    folds_asked = args.folds is not None  # folds nobody asked for and no run has are not reported missing
+    if args.folds is None:
+        args.folds = list(range(data.NUM_FOLDS))
+    tables = select_tables(args, args.label, args.folds)
+    if args.split == "base":
+        lacking = [table for table in tables if table.dataset not in data.BASE_SPLIT_DATASETS]
+        if len(lacking) == len(tables):
+            raise ValueError(f"--split base: {lacking[0].dataset} has no training images, so no base set (Table 13); "
+                             "leave --split at test")
+        for table in lacking if world.is_main else ():
+            print(f"--split base: {table.dataset} has no training images, so no base set (Table 13): skipped")
+        tables = [table for table in tables if table not in lacking]
     splits = ["base", "test"] if args.split == "base" else ["test"]  # Table 13 prints the novel mean beside the base
-    missing = [f"{label} fold {fold}" for label in args.label for fold in args.folds if (label, fold) not in chosen]
-    if missing and world.is_main:
-        print(f"no checkpoint under {args.runs} for: {', '.join(missing)} (skipped)")
-    fold_runs = load_fold_runs(args, chosen, splits)
+    loaded = []
+    for table in tables:  # every checkpoint read and every file found before any episode is scored
+        table_args = argparse.Namespace(**vars(args))
+        table_args.dataset = table.dataset
+        if args.episodes is None and table.dataset != pascal_part.DATASET:
+            table_args.episodes = 1000  # the paper's; pascal-part's default is Matcher's count (episode_count)
+        check_method_flags(table_args)
+        fold_runs = load_fold_runs(table_args, table.chosen, splits, check=False)
+        loaded.append((table, table_args, table_cells(table_args, fold_runs, splits)))
+    check_prerequisites(*(cell[0].parts for _, _, cells in loaded for cell in cells))
+    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
+        for _, _, cells in loaded:
+            for (fold_run, *_), name in cells.items():
+                (fold_run.path.parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
+
+    shelf = ModelShelf(args, torch.device(args.device))  # under torchrun: this rank's GPU (distributed.setup)
+    outputs: list[tuple[Path, dict]] = []
+    results = {}
+    for table, table_args, cells in loaded:
+        if world.is_main and table is not tables[0]:
+            print()
+        rows, table_outputs = score_table(table_args, table, cells, shelf, splits, world=world,
+                                          folds_asked=folds_asked, several=len(tables) > 1)
+        outputs += table_outputs
+        by_row = {f"{row}/{shots}": by_fold for (row, shots), by_fold in rows["test"].items()}
+        by_row.update({f"{row}/{shots}/base": by_fold for (row, shots), by_fold in rows.get("base", {}).items()})
+        results[table.name] = by_row
+    write_results(outputs)  # after every table is printed: a failed write cannot lose them
+    return next(iter(results.values())) if len(results) == 1 else results
+
+
+def method_variants(args: argparse.Namespace) -> list[str | None]:
+    return (args.gp_prompt or list(GP_PROMPTS)) if args.method == "gp-sam" else [None]  # Table 3's rows
+
+
+def table_cells(args: argparse.Namespace, fold_runs: list[FoldRun], splits: list[str]) -> dict[tuple, str]:
+    """{(fold run, shots, variant, split): result name} of one table, in the order they are scored."""
     by_key = {(r.label, r.fold): r for r in fold_runs}
     cells = [
         (by_key[(label, fold)], shots, variant, split)
         for label, shots, variant, fold, split in itertools.product(
-            args.label, args.shots, variants, args.folds, splits
+            args.label, args.shots, method_variants(args), args.folds, splits
         )
         if (label, fold) in by_key
     ]
-    names = {cell: _result_name(args, *cell) for cell in cells}
-    if args.save_vis:  # a folder that cannot be written fails now, not after the scoring
-        for (fold_run, *_), name in names.items():
-            (fold_run.path.parent / f"vis-{name}").mkdir(parents=True, exist_ok=True)
+    return {cell: _result_name(args, *cell) for cell in cells}
 
-    shelf = ModelShelf(args, torch.device(args.device))  # under torchrun: this rank's GPU (distributed.setup)
+
+def score_table(args: argparse.Namespace, table: Table, names: dict[tuple, str], shelf: ModelShelf,
+                splits: list[str], *, world: distributed.World, folds_asked: bool,
+                several: bool) -> tuple[dict, list[tuple[Path, dict]]]:
+    """One table (args.dataset is its dataset): its cells (table_cells) scored and the table printed;
+    returns its rows {split: {(row, shots): {fold: result}}} and the result files to write.
+    several: the table is one of several, so it names its runs, one line each, under it."""
+    in_play = {fold for _, fold in table.chosen}
+    missing = [f"{label} fold {fold}" for label in args.label for fold in args.folds
+               if (label, fold) not in table.chosen and (folds_asked or fold in in_play)]
+    if missing and world.is_main:
+        where = f" for {table.name}" if several else ""
+        print(f"no checkpoint under {args.runs}{where} for: {', '.join(missing)} (skipped)")
     rows: dict[str, dict[tuple[str, int], dict[int, dict]]] = {split: {} for split in splits}
-    for label, shots, variant, split in itertools.product(args.label, args.shots, variants, splits):
+    for label, shots, variant, split in itertools.product(args.label, args.shots, method_variants(args), splits):
         rows[split][(label if variant is None else f"{label}/{variant}", shots)] = {}
     outputs: list[tuple[Path, dict]] = []
-    for cell in cells:
+    for cell in names:
         fold_run, shots, variant, split = cell
         result = score_fold(args, fold_run, shelf, shots=shots, split=split, variant=variant, name=names[cell],
                             world=world)
@@ -740,16 +931,17 @@ def evaluate(args: argparse.Namespace, world: distributed.World = distributed.Wo
         if world.is_main:  # under torchrun, rank 0 alone prints and writes
             outputs.append((fold_run.path.parent / f"eval-{names[cell]}.json", result))
     if world.is_main:  # the results first: a failed write cannot lose them
+        title = table_title(args, table.setting)
         if args.dataset == pascal_part.DATASET:
-            print(pascal_part.format_part_table(table_title(args), rows["test"], args.folds))
+            print(pascal_part.format_part_table(title, rows["test"], args.folds))
         elif args.split == "base":
-            print(format_base_table(table_title(args), rows["base"], rows["test"], args.folds, args.episodes))
+            print(format_base_table(title, rows["base"], rows["test"], args.folds, args.episodes,
+                                    folds_asked=folds_asked))
         else:
-            print(format_table(table_title(args), rows["test"], args.folds, args.episodes))
-    write_results(outputs)
-    results = {f"{row}/{shots}": by_fold for (row, shots), by_fold in rows["test"].items()}
-    results.update({f"{row}/{shots}/base": by_fold for (row, shots), by_fold in rows.get("base", {}).items()})
-    return results
+            print(format_table(title, rows["test"], args.folds, args.episodes, folds_asked=folds_asked))
+        if several:
+            print("\n".join(f"  {label} fold {fold}: {path}" for (label, fold), path in table.chosen.items()))
+    return rows, outputs
 
 
 def _result_name(args: argparse.Namespace, fold_run: FoldRun, shots: int, variant: str | None, split: str) -> str:

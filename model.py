@@ -37,13 +37,16 @@ definition of Table 6's FP / BP / half query initialisations (PromptGenerator.in
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import math
 import os
+import pickle
 import re
 import urllib.error
 import weakref
+import zipfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -152,12 +155,82 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _load_file(path: Path, what: str, fix: str = "download or write it again") -> object:
+# How the files torch.save writes begin: a zip archive (torch >= 1.6), or the older format whose
+# first pickle is torch's magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
+TORCH_ZIP_MAGIC = b"PK\x03\x04"
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+# Files a user may pass by mistake, by their first bytes, to say what they are in place of torch's error.
+OTHER_FILE_KINDS = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+                    b"\x93NUMPY": "a NumPy array file", b"\x1f\x8b": "a gzip archive"}
+
+
+def _load_file(path: Path, what: str, instead: str, fix: str) -> object:
+    """torch.load(path) on the CPU with weights_only=True: tensors and plain containers only, so
+    nothing in the file can run code. Any failure is one ValueError line that says what the file
+    is instead (a folder, an empty or cut-short file, a text file, an image, a pickle of other
+    objects) and what to do, never torch's own advice to load it again with weights_only=False.
+
+    what: the file that was asked for ("a VRP-SAM checkpoint written by train.py");
+    instead: what to pass in its place, for a file of another kind ("pass a run's best.pt ...");
+    fix: how to get a good copy of a damaged one (empty, truncated).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not {what}: {instead}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and EOF errors all mean the same thing to a user
-        raise ValueError(f"{path} could not be read as a PyTorch {what} file ({type(e).__name__}: {e}); "
-                         f"it may be truncated or corrupt: {fix}") from e
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as error:
+        raise OSError(f"{path} could not be read ({error.strerror or error}): check the file's permissions") from None
+    if head.startswith((TORCH_ZIP_MAGIC, TORCH_LEGACY_MAGIC)):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch's text advises unpickling the file unrestricted: never shown
+            problem = _refused_torch_file(path, error)
+    else:  # not handed to torch at all: its unpickler would only fail, after warnings of its own
+        problem = _file_kind(head)
+    if problem is None:  # the right kind of file, cut short or corrupt
+        damage = "it is cut short or damaged" if head else "it is empty"
+        raise ValueError(f"{path} could not be read as {what}: {damage}; {fix}")
+    raise ValueError(f"{path} is {problem}, not {what}: {instead}")
+
+
+def _refused_torch_file(path: Path, error: Exception) -> str | None:
+    """What a file that begins like torch.save's but did not load holds, or None when it is
+    damaged (cut short, a bad opcode)."""
+    if isinstance(error, pickle.UnpicklingError) and "Unsupported operand" not in str(error):
+        found = re.search(r"nsupported (?:global: )?GLOBAL ([\w.]+)", str(error))  # read whole: more than tensors
+        objects = f" ({found.group(1)})" if found else ""
+        return (f"a PyTorch file holding other objects than tensors{objects}, which are not loaded because "
+                "unpickling them could run any code")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return "a zip archive of other files than torch.save writes"
+    return None
+
+
+def _file_kind(head: bytes) -> str | None:
+    """What a file that torch.save did not write is ("a text file", ...), from its first bytes;
+    None for an empty one."""
+    if not head:
+        return None
+    for magic, kind in OTHER_FILE_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    if head.startswith(TORCH_ZIP_MAGIC[:2]):
+        return "a zip archive of other files than torch.save writes"
+    if len(head) > 10 and head[8:10] == b'{"':  # an 8-byte header length, then the JSON header
+        return "a safetensors file (read it with safetensors.torch.load_file and write it with torch.save)"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle's PROTO opcode
+        return "a plain Python pickle (not written by torch.save)"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a multi-byte character may be cut at 4096
+        if b"\0" not in head:
+            return "a text file"
+    except UnicodeDecodeError:
+        pass
+    return "a file of unknown kind (not written by torch.save)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +347,8 @@ def _tiny_blocks() -> list[nn.Module]:
 def _read_state_dict(path: Path, what: str, flag: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} not found: pass an existing state_dict file with {flag}")
-    state = _load_file(path, what)
+    state = _load_file(path, f"{what} (a state_dict file)", fix="download or write it again",
+                       instead=f"pass a file written by torch.save(model.state_dict(), path) with {flag}")
     for key in ("state_dict", "model"):  # common wrappers around a bare state_dict
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -390,7 +464,9 @@ def build_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
         else:
             if name == "tiny":
                 fix = TINY_BACKBONE_REMAKE
-                state = _load_file(Path(weights), "tiny backbone weights", fix=fix)
+                state = _load_file(Path(weights), "tiny backbone weights (a state_dict file)", fix=fix,
+                                   instead="pass checkpoints/tiny_backbone_synthetic.pth (made by "
+                                           "`python pretrain_tiny_backbone.py`) with --backbone-weights")
                 if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
                     raise ValueError(f"{weights} does not hold a state_dict (a dict of tensors): {fix}")
                 state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -531,8 +607,15 @@ def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
             raise FileNotFoundError(
                 f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint"
             )
-        state = _load_file(path, "SAM checkpoint", fix=TINY_SAM_REMAKE if sam_type == "tiny" else
-                           f"download {SAM_CHECKPOINT_FILES[sam_type]} again from {SAM_CHECKPOINT_URL}")
+        if sam_type == "tiny":
+            instead = ("pass checkpoints/sam_tiny_synthetic.pth (made by `python pretrain_tiny_sam.py`) "
+                       "with --sam-checkpoint")
+            fix = TINY_SAM_REMAKE
+        else:
+            name = SAM_CHECKPOINT_FILES[sam_type]
+            instead = f"pass SAM's {name} (from {SAM_CHECKPOINT_URL}{name}) with --sam-checkpoint"
+            fix = f"download {name} again from {SAM_CHECKPOINT_URL}"
+        state = _load_file(path, f"a SAM {sam_type} checkpoint", instead=instead, fix=fix)
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise ValueError(
                 f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint"
@@ -1052,9 +1135,11 @@ def load_checkpoint(path: str | Path, *, config: VRPConfig | None = None) -> dic
     VRPSAM.load_learnable_state_dict(ckpt["model"]) the weights.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder is said to be one by _load_file
         raise FileNotFoundError(f"checkpoint {path} not found: pass a file written by train.py (--checkpoint)")
-    ckpt = _load_file(path, "checkpoint")
+    ckpt = _load_file(path, "a VRP-SAM checkpoint written by train.py", fix="train the run again, or copy it again",
+                      instead="pass the best.pt (or last.pt) of a train.py run; SAM or backbone weights go to "
+                              "--sam-checkpoint / --backbone-weights")
     if (
         not isinstance(ckpt, dict)
         or not isinstance(ckpt.get("config"), dict)

@@ -10,12 +10,19 @@ from the layout a user downloads (``LAYOUT``):
   over the four folds in FOLDS order, each fold's pairs in the file's (and Matcher's) order: the
   pair Matcher numbers k in fold f has id k + 1 + the number of pairs in the folds before f.
 - Episodes: episode i tests class i mod n (the fold's n classes in turn). Its target and k
-  references are k + 1 different images holding the part; in each, one object of the class is
+  references are k + 1 different images listed for the part; in each, one object of the class is
   chosen, the mask is the union of that part's masks (COCO RLE) within that object, and image and
   mask are cropped to the object's box (Matcher's box_crop=True, ``crop_box``).
-  (image, object) pairs are drawn with the probabilities of Matcher's loop (an image listed for the
-  part, uniformly; an object of the class in it, uniformly; again if that object lacks the part),
-  but in one draw from a seeded generator, and the list is fixed before any item is read.
+  (image, object) pairs are drawn with the probabilities of Matcher's loop: a list entry uniformly
+  (the raw list, so an image listed twice is drawn twice as often), an object of the class in that
+  image uniformly, again if that object has no such part. An object whose part has no pixel inside
+  its crop stays a candidate, with an empty mask, as in Matcher; an empty reference gets an empty
+  label whatever the label kind. We draw that distribution in one step from a seeded generator, and
+  the list is fixed before any item is read. Two departures, where Matcher would stop with an
+  error if it drew the pair: a listed image without an object of the class is passed over, and so
+  is an object whose crop has no pixel (a box of zero width or height).
+- Boxes (``box_convention``): whether the files' boxes are 0-based or VOC's 1-based decides which
+  row and column Matcher's slice leaves out; it is read off the boxes themselves and logged once.
 - Episode count (``episode_count``): Matcher's, min(2500, the lengths of the fold's val image
   lists summed over all its object+part pairs).
 
@@ -26,7 +33,7 @@ original_size), so ``data.collate_episodes`` and ``evaluate.evaluate_episodes`` 
 are. S is whatever the network is run at (``image_size``); nothing here assumes one.
 
 Exposes ``FOLDS``, ``LAYOUT``, ``missing_files``, ``check_layout``, ``part_classes``,
-``episode_count``, ``crop_box``, ``PartAnnotations``, ``PartEpisodes`` (the fixed test list),
+``episode_count``, ``crop_box``, ``box_convention``, ``PartAnnotations``, ``PartEpisodes`` (the fixed test list),
 ``PartTrainingEpisodes`` (meta-training on the other three super-categories),
 ``build_part_episodes`` (the entry point), ``episodes_hash`` and ``format_part_table``.
 It lives apart from data.py because it is a side benchmark with its own files and episode rule.
@@ -39,9 +46,10 @@ import json
 import logging
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -184,9 +192,81 @@ def episode_count(index: Mapping, fold: int) -> int:
 
 def crop_box(bndbox: Mapping, height: int, width: int) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of an object's crop: image[y0:y1, x0:x1], Matcher's slice of the box's
-    xmin, ymin, xmax, ymax (so its last row and column stay out), clipped to the image."""
+    xmin, ymin, xmax, ymax as the file stores them, clipped to the image. Which row and column of
+    the box this leaves out depends on the files' convention (``box_convention``): the last ones
+    for 0-based boxes with an inclusive max, the first ones for VOC's 1-based boxes, none for
+    0-based boxes with an exclusive max."""
     x0, y0, x1, y1 = (int(float(bndbox[key])) for key in ("xmin", "ymin", "xmax", "ymax"))
     return (min(max(x0, 0), width), min(max(y0, 0), height), min(max(x1, 0), width), min(max(y1, 0), height))
+
+
+@dataclass(frozen=True)
+class BoxConvention:
+    """What the boxes of the part JSONs say about their convention (``box_convention``).
+
+    boxes: boxes looked at (those of objects in an image with at least one mask, whose size is
+    known); zero: how many have a coordinate 0; edge: how many reach x = width or y = height.
+    """
+
+    boxes: int
+    zero: int
+    edge: int
+
+    @property
+    def name(self) -> str:
+        """One of "0-based", "1-based", "0-based, max exclusive" and "undetermined"."""
+        if self.zero and self.edge:
+            return "0-based, max exclusive"
+        return "0-based" if self.zero else "1-based" if self.edge else "undetermined"
+
+    def describe(self) -> str:
+        """One sentence: the conclusion, its evidence and what Matcher's slice does under it."""
+        evidence = (f"{self.zero} of {self.boxes} boxes have a coordinate 0, "
+                    f"{self.edge} reach the image's width or height")
+        effect = {"0-based": "if xmax and ymax are inclusive, Matcher's crop [ymin:ymax, xmin:xmax] leaves out each "
+                             "box's last row and column",
+                  "1-based": "as VOC's; Matcher's crop [ymin:ymax, xmin:xmax] leaves out each box's first row and "
+                             "column and keeps its last",
+                  "0-based, max exclusive": "Matcher's crop [ymin:ymax, xmin:xmax] is each box exactly",
+                  "undetermined": "which row and column Matcher's crop [ymin:ymax, xmin:xmax] leaves out is open"}
+        return f"boxes {self.name} ({evidence}): {effect[self.name]}"
+
+
+def box_convention(sized_boxes: Iterable[tuple[Mapping, int, int]]) -> BoxConvention:
+    """Whether boxes are 0-based or VOC's 1-based, from (bndbox, height, width) triples.
+
+    A 1-based pixel coordinate is never 0, so a coordinate 0 proves 0-based boxes; an inclusive
+    0-based max is at most width - 1 (height - 1), so xmax = width or ymax = height proves 1-based
+    boxes. Both at once is what 0-based boxes with an exclusive max (a half-open range) show;
+    neither leaves the question open.
+    """
+    boxes = zero = edge = 0
+    for bndbox, height, width in sized_boxes:
+        x0, y0, x1, y1 = (int(float(bndbox[key])) for key in ("xmin", "ymin", "xmax", "ymax"))
+        boxes += 1
+        zero += 0 in (x0, y0, x1, y1)
+        edge += x1 == width or y1 == height
+    return BoxConvention(boxes, zero, edge)
+
+
+_BOX_CONVENTIONS_LOGGED: set[tuple[str, str]] = set()  # (annotation folder, conclusion): each said once
+
+
+def log_box_convention(annotation_dir: Path, convention: BoxConvention) -> None:
+    """Log the conclusion for the folder once per process (every fold and label kind reads the same files)."""
+    key = (str(annotation_dir), convention.name)
+    if key not in _BOX_CONVENTIONS_LOGGED:
+        _BOX_CONVENTIONS_LOGGED.add(key)
+        log.info("%s: %s", annotation_dir, convention.describe())
+
+
+def image_shape(objects: Sequence[dict]) -> tuple[int, int] | None:
+    """(h, w) of the image a part JSON describes, from its first mask's size; None if it has no mask."""
+    for obj in objects:
+        for part in obj["parts"]:
+            h, w = part["mask"][0]["size"]
+            return int(h), int(w)
+    return None
 
 
 @dataclass(frozen=True)
@@ -257,16 +337,18 @@ class PartAnnotations:
             warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
             return mask_utils.decode(rles).any(axis=2)
 
-    def holders(self, image: str, objects: Sequence[dict], obj: str, part: str) -> tuple[int, list[int]]:
-        """(how many objects of class `obj` the image has, those of them whose `part` has a pixel
-        inside their crop box)."""
+    def holders(self, objects: Sequence[dict], obj: str, part: str) -> tuple[int, list[int]]:
+        """(how many objects of class `obj` the image has, those of them that list `part` and whose
+        crop box has a pixel). Matcher's loop takes any object that lists the part, even one whose
+        part lies outside its crop; a crop without a pixel would stop Matcher with an error."""
         named = [k for k, o in enumerate(objects) if o["name"] == obj]
         holding = []
         for k in named:
-            mask = self.part_mask(image, objects, k, part)
-            if mask.size:
-                x0, y0, x1, y1 = crop_box(objects[k]["bndbox"], *mask.shape)
-                if mask[y0:y1, x0:x1].any():
+            masks = [m for entry in objects[k]["parts"] if entry.get("name") == part for m in entry["mask"]]
+            if masks:
+                height, width = masks[0]["size"]
+                x0, y0, x1, y1 = crop_box(objects[k]["bndbox"], int(height), int(width))
+                if x1 > x0 and y1 > y0:
                     holding.append(k)
         return len(named), holding
 
@@ -312,7 +394,7 @@ class PartEpisode:
 
 class _Candidates:
     """The (image, object) pairs that may stand for one class, with Matcher's probabilities: an image
-    with n objects of the class gives each of them that holds the part weight 1/n."""
+    listed m times with n objects of the class gives each of them that lists the part weight m/n."""
 
     def __init__(self, members: Sequence[Member], weights: Sequence[float]):
         self.members = tuple(members)
@@ -326,7 +408,10 @@ class _Candidates:
 
 
 class _PartEpisodeSource(Dataset):
-    """What test and training episodes share: the candidates of each class and item building."""
+    """What test and training episodes share: the candidates of each class and item building.
+
+    box_convention: what the boxes of the part JSONs read for the split say (``BoxConvention``).
+    """
 
     def __init__(self, voc: Path, *, fold: int, split: str, shots: int, label: str, image_size: int, seed: int,
                  original_size: bool = False):
@@ -362,7 +447,8 @@ class _PartEpisodeSource(Dataset):
 
     def _index_candidates(self, voc: Path, used: Sequence[PartClass]) -> dict[int, _Candidates]:
         lists = "val" if self.split == "test" else "train"
-        listed = {c.class_id: list(dict.fromkeys(self.index[FOLDS[c.fold]]["object"][c.object]["part"][c.part][lists]))
+        # The raw lists: an image listed twice is an entry Matcher's np.random.choice draws twice as often.
+        listed = {c.class_id: Counter(self.index[FOLDS[c.fold]]["object"][c.object]["part"][c.part][lists])
                   for c in used}
         present = {entry.name[:-4] for entry in os.scandir(voc / IMAGE_DIR) if entry.name.endswith(".jpg")}
         for class_id, images in listed.items():
@@ -379,17 +465,24 @@ class _PartEpisodeSource(Dataset):
                 classes_of.setdefault(image, []).append(class_id)
         members: dict[int, list[Member]] = {class_id: [] for class_id in listed}
         weights: dict[int, list[float]] = {class_id: [] for class_id in listed}
+        sized_boxes: list[tuple[Mapping, int, int]] = []
         skipped = 0
         for image in sorted(classes_of):
             objects = self.annotations.read(image)
+            shape = image_shape(objects)
+            if shape is not None:
+                sized_boxes += [(o["bndbox"], *shape) for o in objects]
             for class_id in classes_of[image]:
                 c = self.classes[class_id]
-                named, holding = self.annotations.holders(image, objects, c.object, c.part)
+                named, holding = self.annotations.holders(objects, c.object, c.part)
                 members[class_id] += [Member(image, k) for k in holding]
-                weights[class_id] += [1.0 / named for _ in holding]
+                weights[class_id] += [listed[class_id][image] / named for _ in holding]
                 skipped += not holding
         if skipped:  # Matcher's loop passes over these too (its object lacks the part) or stops (no such object)
-            log.info("%d listed (image, object+part) pairs have no object holding the part inside its box", skipped)
+            log.info("%d listed (image, object+part) pairs have no object of the class that lists the part with a "
+                     "non-empty box", skipped)
+        self.box_convention = box_convention(sized_boxes)
+        log_box_convention(self.annotations.annotation_dir, self.box_convention)
         for class_id, found in members.items():
             images = len({m.image for m in found})
             if images < self.shots + 1:
@@ -422,12 +515,12 @@ class _PartEpisodeSource(Dataset):
         for member, rng in zip(episode.references, annotation_rngs):
             ref_image, ref_mask = self.annotations.load(member, part)
             resized = data.resize_mask(ref_mask, size)
-            if not (resized == 1).any():
-                # Nearest-neighbour resizing can miss a thin or tiny part; a reference must show it.
-                resized[data.resize_soft(ref_mask == 1, size) > 0] = 1
             reference_images.append(data.image_array(ref_image, size))
             reference_masks.append(resized)
-            reference_labels.append(prompts.simulate_annotation(resized, kind, rng).mask)
+            # A part outside its crop, or one nearest resizing erased, is Matcher's empty support mask;
+            # no label kind can mark a part without a pixel, so its label is empty too.
+            reference_labels.append(prompts.simulate_annotation(resized, kind, rng).mask if resized.any()
+                                    else np.zeros_like(resized))
         item.update(reference_images=torch.from_numpy(np.stack(reference_images)),
                     reference_masks=torch.from_numpy(np.stack(reference_masks).astype(np.int64)),
                     reference_labels=torch.from_numpy(np.stack(reference_labels).astype(np.float32)),
@@ -471,9 +564,11 @@ class PartEpisodes(data.FixedEpisodeList, _PartEpisodeSource):
 class PartTrainingEpisodes(data.EpochKeyed, _PartEpisodeSource):
     """Meta-training episodes on the parts of the other three super-categories (their train images),
     a pure function of (seed, epoch, index) like data.TrainingEpisodes: item `index` of epoch e
-    tests class (index mod n) and draws everything from prompts.episode_rng(seed, stream, e, index).
-    len() is Matcher's epoch: the training lists' lengths summed over the classes. An item is asked
-    for by `index` (of the epoch set by set_epoch) or by the pair (epoch, index) (data.EpochOrder).
+    tests class (index mod n) and draws everything from prompts.episode_rng(seed, stream, e, index),
+    with the test episodes' draw (Matcher's probabilities). len(), our epoch, is the training lists'
+    lengths summed over the classes, repeats counted (Matcher meta-trains nothing on parts, so it
+    has no such length). An item is asked for by `index` (of the epoch set by set_epoch) or by the
+    pair (epoch, index) (data.EpochOrder).
     """
 
     def __init__(self, voc: Path, **kwargs):

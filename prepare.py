@@ -195,8 +195,8 @@ def prepare_coco(coco: str | Path, *, splits: Sequence[str] = ("train2014", "val
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prepare.py", formatter_class=cli.HelpFormatter,
-                                     description="Prepare the label layouts data.py reads (docs/data.md).")
+    parser = cli.ArgumentParser(prog="prepare.py", formatter_class=cli.HelpFormatter,
+                                description="Prepare the label layouts data.py reads (docs/data.md).")
     commands = parser.add_subparsers(dest="command", required=True)
     pascal = commands.add_parser(
         "pascal",

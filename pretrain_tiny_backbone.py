@@ -156,8 +156,8 @@ def prototype_accuracy(backbone: Backbone, *, num_scenes: int = 256, seed: int =
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="pretrain_tiny_backbone.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(prog="pretrain_tiny_backbone.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=cli.HelpFormatter)
     parser.add_argument("--task", choices=TASKS, default="image",
                         help="image-level multi-label (what ImageNet gives; the shipped default) or per-pixel "
                              "21-class segmentation")

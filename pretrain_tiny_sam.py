@@ -161,8 +161,8 @@ def save_fp16(sam, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="pretrain_tiny_sam.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(prog="pretrain_tiny_sam.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=cli.HelpFormatter)
     parser.add_argument("--steps", type=cli.positive_int, default=1500,
                         help="AdamW steps (the shipped checkpoint took this many)")
     parser.add_argument("--batch-size", type=cli.int_range(2), default=16,

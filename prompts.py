@@ -411,7 +411,7 @@ def _object_mask_from_png(parser: argparse.ArgumentParser, path: Path, class_id:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="prompts.py",
         description="Draw one simulated user label (point / scribble / box / mask) over a label PNG.",
         formatter_class=cli.HelpFormatter,

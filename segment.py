@@ -783,7 +783,7 @@ def _parse_box(text: str) -> tuple[float, ...]:
 _COORDINATE_FLAGS = ("--points", "--box")
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(cli.ArgumentParser):
     """argparse reads `--points -1,3` as two options ("-1,3" looks like one, not like a negative
     number), so a value after --points / --box that starts with '-' and a number is attached
     to its flag (`--points=-1,3`, which argparse always reads as a value) before parsing. A

@@ -69,8 +69,8 @@ MIN_IMAGE_SIZE = 32  # the backbone's output stride 8 leaves a 4x4 feature grid
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(prog="train.py", description="Meta-train the VRP encoder (VRP-SAM, CVPR 2024).",
+                                formatter_class=cli.HelpFormatter)
     defaults = lambda key: cli.per_dataset(DATASET_DEFAULTS, key)  # noqa: E731
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=(*data.DATASETS, pascal_part.DATASET), default="pascal",
@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--val-episodes", type=cli.positive_int, default=None,
                        help=f"fixed test episodes scored after each epoch ({defaults('val_episodes')})")
     group.add_argument(
-        "--out", type=Path, default=None, help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>)"
+        "--out", type=Path, default=None,
+        help="run folder (default: runs/<dataset>-fold<k>-<label>-<backbone>, then a suffix for each setting that "
+             "is not the dataset's default, e.g. -loss-bce: cli.RUN_SETTINGS)"
     )
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     cli.add_runtime_args(group)
@@ -164,8 +166,32 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.sam_checkpoint is None:
         args.sam_checkpoint = default_sam_checkpoint(args.sam)
     if args.out is None:
-        args.out = cli.run_folder(args.dataset, args.fold, args.label, args.backbone)
+        args.out = default_out(args)
     return args
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """The run folder when --out is not given: cli.run_folder, naming each setting (cli.RUN_SETTINGS)
+    whose value is not the one the run would have by default, so runs of other settings never share
+    a folder. A setting's default follows the settings before it (the SAM file follows --sam, the
+    backbone weights follow --backbone), as resolve_args fills it."""
+    unset = vars(build_parser().parse_args(["--dataset", args.dataset]))
+    given = {"backbone": args.backbone, "out": Path()}  # the backbone is named in the folder already
+    differences = {}
+    for setting in cli.RUN_SETTINGS:
+        default = getattr(resolve_args(argparse.Namespace(**{**unset, **given})), setting.key)
+        value = getattr(args, setting.key)
+        if not same_setting(value, default, path=setting.path):
+            differences[setting.key] = value
+        given[setting.key] = value
+    return cli.run_folder(args.dataset, args.fold, args.label, args.backbone, differences)
+
+
+def same_setting(value: object, default: object, *, path: bool) -> bool:
+    """Equal values; for a file, the same file however it is written (relative, absolute)."""
+    if value == default or not path or None in (value, default):
+        return value == default
+    return Path(str(value)).resolve() == Path(str(default)).resolve()
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -575,8 +575,8 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="video.py", formatter_class=cli.HelpFormatter,
-                                     description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.")
+    parser = cli.ArgumentParser(prog="video.py", formatter_class=cli.HelpFormatter,
+                                description="Video object segmentation with VRP-SAM (Table 16): DAVIS 2017 J&F.")
     group = parser.add_argument_group("what to evaluate")
     group.add_argument("--dataset", choices=VIDEO_DATASETS, default="synthetic-video",
                        help="davis2017 (Table 16) or the embedded synthetic videos")

@@ -15,7 +15,6 @@ Matcher's episode count per fold. A table made on this tree is a run of the pipe
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -100,7 +99,7 @@ def make_tree(out: Path, *, images: int = 96, val_fraction: float = 0.5, seed: i
         objects = []
         for k, (mask, class_id) in enumerate(zip(scene.instances, scene.classes)):
             ys, xs = np.nonzero(mask)
-            # Like the PASCAL-Part converters: the box is the mask's, xmax and ymax inclusive.
+            # The mask's extent, 0-based with xmax and ymax inclusive (pascal_part.box_convention: "0-based").
             box = {"xmin": int(xs.min()), "ymin": int(ys.min()), "xmax": int(xs.max()), "ymax": int(ys.max())}
             if class_id == 0:
                 objects.append({"name": "boat", "bndbox": box, "parts": []})
@@ -122,7 +121,7 @@ def make_tree(out: Path, *, images: int = 96, val_fraction: float = 0.5, seed: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to hold Pascal-Part/ (evaluate.py --data-root)")
     parser.add_argument("--images", type=cli.int_range(8), default=96, help="scenes to write, train and val together")
     parser.add_argument("--val-fraction", type=float, default=0.5, help="share of the scenes in the val lists")

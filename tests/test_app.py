@@ -2,10 +2,12 @@
 
 A tiny VRP-SAM checkpoint (untrained encoder, tiny backbone and SAM, trained label "mask"), served
 on 127.0.0.1 at an ephemeral port by a thread. The properties: the page's masks are
-VRPPredictor's, pixel for pixel, and the zip holds segment.py's bytes; references are encoded once
-per change and a target sent again is not recomputed; 20 concurrent requests are all answered
-with the masks of one-by-one prediction; every bad request gets a 4xx with one line of JSON and
-the server keeps serving; the command line refuses bad input before the model is loaded.
+VRPPredictor's, pixel for pixel, and the zip holds segment.py's bytes; a reference set is encoded
+once and a target sent again is not recomputed; 20 concurrent requests are all answered with the
+masks of one-by-one prediction, and so are two pages with different references at once; a set
+dropped for newer ones is a 409 until it is sent again; every bad request gets a 4xx with one
+line of JSON and the server keeps serving; the command line refuses bad input before the model
+is loaded.
 """
 
 import base64
@@ -193,8 +195,9 @@ def test_references_are_encoded_once_per_change_and_a_target_sent_again_is_not_r
     assert one_shot["id"] != first["id"] and the_app.encodings == encodings + 1
     predict(server, targets[5], one_shot["id"])
     assert the_app.predictions == predictions + 2  # same target, other references: computed
-    set_references(server, payload)  # back to the two references: encoded again, results kept
-    assert predict(server, targets[5], first["id"])["cached"] and the_app.predictions == predictions + 2
+    assert predict(server, targets[5], first["id"])["cached"]  # the first set is still held: nothing to send
+    assert set_references(server, payload)["id"] == first["id"] and the_app.encodings == encodings + 1
+    assert the_app.predictions == predictions + 2
 
 
 def test_twenty_concurrent_requests_are_all_answered_with_the_masks_of_one_by_one(server, predictor, scenes):
@@ -233,6 +236,54 @@ def test_twenty_concurrent_requests_are_all_answered_with_the_masks_of_one_by_on
     assert server.app.predictions == predictions + 20
     print(f"\n20 concurrent predict requests: all answered in {seconds:.2f} s; "
           f"sent again (cached) {seconds_again:.2f} s")
+
+
+def test_two_pages_with_different_references_both_get_their_masks(server, predictor, scenes):
+    """Two tabs, each with its own references, segmenting at the same time: every request names
+    its own set, so none is refused and each mask is that page's own (one-by-one prediction)."""
+    payload, api = two_shot(server, scenes)
+    _, targets = scenes
+    pages = [(payload[:1], api[:1]), (payload, api)]  # page 1: the mask reference; page 2: both references
+    mine = targets[10:16]  # targets no other test segments with these sets
+    expected = []
+    for _, references in pages:
+        predictor.set_references(references, warn=False)
+        expected.append([predictor.predict(image).mask for image in mine])
+    both_set = threading.Barrier(len(pages))
+    predictions = server.app.predictions
+
+    def page(n):
+        references_id = set_references(server, pages[n][0])["id"]
+        both_set.wait()  # each page's references set before either predicts: one held set would refuse a page
+        return references_id, [call_json(server, "POST", f"/api/predict?references={references_id}", body=png(image))
+                               for image in mine]
+
+    with ThreadPoolExecutor(len(pages)) as pool:
+        answers = list(pool.map(page, range(len(pages))))
+    assert answers[0][0] != answers[1][0]
+    for (references_id, page_answers), page_expected in zip(answers, expected):
+        assert [status for status, _ in page_answers] == [200] * len(mine), page_answers
+        for (_, answer), mask in zip(page_answers, page_expected):
+            assert answer["references"] == references_id and np.array_equal(decoded_mask(answer), mask)
+    assert server.app.predictions == predictions + 2 * len(mine)  # each target once per page
+
+
+def test_a_dropped_reference_set_is_a_409_until_it_is_sent_again(server, scenes):
+    (reference, _), targets = scenes
+    image_id = upload(server, reference.image)
+    limit = server.app.limits.max_reference_sets
+    sets = [[{"image": image_id, "annotation": {"points": [[10 + 5 * n, 20]]}}] for n in range(limit + 1)]
+    first = set_references(server, sets[0])["id"]
+    predict(server, targets[7], first)
+    for references in sets[1:]:  # the least recently used, the first, is dropped
+        set_references(server, references)
+    assert len(server.app.reference_sets) == limit and first not in server.app.reference_sets
+    status, answer = call_json(server, "POST", f"/api/predict?references={first}", body=png(targets[8]))
+    assert status == 409 and "send them again to /api/references" in answer["error"]
+    assert predict(server, targets[7], first)["cached"]  # a mask made with it is still kept
+    encodings = server.app.encodings
+    assert set_references(server, sets[0])["id"] == first and server.app.encodings == encodings + 1
+    assert predict(server, targets[8], first)["width"] == 128
 
 
 # --- bad requests: a 4xx with one line of JSON, and the server keeps serving ------------------------------
@@ -328,8 +379,8 @@ def test_bad_requests_get_a_4xx_with_one_line_of_json_and_the_server_keeps_servi
             status, _, body = call(server, method, path, request_body)
         _assert_one_line_error(status, body, expected, name)
         assert call(server, "GET", "/api/info")[0] == 200, f"the server stopped serving after: {name}"
-    # The failed requests changed nothing: the references are the ones set before them.
-    assert server.app.references_id == references_id
+    # The failed requests changed nothing: the references set before them are still held.
+    assert references_id in server.app.reference_sets
     assert predict(server, targets[0], references_id)["width"] == 128
 
 
@@ -340,7 +391,7 @@ def test_a_failing_model_fails_one_request_and_the_server_keeps_serving(server, 
     def broken(images, **kwargs):
         raise RuntimeError("CUDA out of memory\nwith a second line")
 
-    monkeypatch.setattr(server.app.predictor, "predict_batch", broken)
+    monkeypatch.setattr(server.app.reference_sets[references_id].predictor, "predict_batch", broken)
     fresh = np.full((40, 50, 3), 7, np.uint8)  # not in the results kept
     status, _, body = call(server, "POST", f"/api/predict?references={references_id}", png(fresh))
     assert status == 500

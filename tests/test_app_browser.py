@@ -4,8 +4,10 @@ The person's path through the page, with mouse events: load the demo scenes, dra
 the object in the demo's reference (after one stroke drawn and undone), add two target files,
 wait for every mask to be drawn, download the zip with the page's button. Each mask in it must be
 VRPPredictor's for the annotation the page sent, byte for byte, and that annotation must be the
-stroke the mouse drew. The add-target -> mask-drawn latency is printed; a screenshot is written
-to a temporary folder, and to docs/web_page.png when VRP_UPDATE_SCREENSHOT=1.
+stroke the mouse drew. Then two tabs, each with a click on another demo class: each keeps its own
+masks, and when the server drops a tab's reference set the tab sends it again by itself. The
+add-target -> mask-drawn latency is printed; a screenshot is written to a temporary folder, and
+to docs/web_page.png when VRP_UPDATE_SCREENSHOT=1.
 
 Needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium. Without them
 the test is skipped, except in CI (CI=true), where it fails instead. VRP_APP_CHECKPOINT serves
@@ -36,7 +38,7 @@ try:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:
     webdriver = None
 
@@ -199,3 +201,69 @@ def test_a_mouse_drawn_scribble_segments_the_demo_scenes_and_the_zip_holds_the_a
         shutil.copyfile(screenshot, SCREENSHOT)
     print(f"\nadd 2 targets -> both masks drawn: {1000 * seconds:.0f} ms (page: "
           f"{', '.join(f'{ms:.0f}' for ms in page_latency)} ms per target); screenshot {screenshot}")
+
+
+def _open_demo_with_a_click(driver, wait, server, option: int) -> tuple[int, list[int]]:
+    """Load the page and the demo scenes of the demo list's `option`, click once on the object with
+    the Points tool, wait for the 4 targets: the class and the clicked pixel."""
+    driver.get(server.url)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
+    Select(driver.find_element(By.ID, "demo-class")).select_by_index(option)
+    driver.find_element(By.ID, "demo").click()
+    wait.until(lambda d: d.execute_script("return vrp.state.references.length === 1 && "
+                                          "vrp.state.references[0].imageId !== null && vrp.state.targets.length === 4"))
+    class_id = int(driver.find_element(By.ID, "demo-class").get_attribute("value"))
+    size = int(server.app.run.get("image_size", 128))
+    reference, _ = segment.demo_scenes(class_id, 0, size=size)
+    driver.find_element(By.CSS_SELECTOR, "input[name=tool][value=points]").find_element(By.XPATH, "..").click()
+    click = _stroke(reference.label, class_id)[1]
+    _drag(driver, driver.find_element(By.CSS_SELECTOR, ".reference .overlay"), [click], size)
+    wait.until(lambda d: d.execute_script("return vrp.targets().length === 4 && vrp.targets().every(t => t.current)"))
+    return class_id, list(click)
+
+
+def test_two_tabs_keep_their_own_references_and_a_dropped_set_is_sent_again(server, browser, tmp_path):
+    driver = browser
+    wait = WebDriverWait(driver, 60, poll_frequency=0.02)
+    size = int(server.app.run.get("image_size", 128))
+    tabs = {}  # window handle -> (class, clicked pixel)
+    for option in (0, 1):
+        if option:
+            driver.switch_to.new_window("tab")
+        tabs[driver.current_window_handle] = _open_demo_with_a_click(driver, wait, server, option)
+    ids = {}
+    for handle in tabs:
+        driver.switch_to.window(handle)
+        ids[handle] = driver.execute_script("return vrp.state.referencesId")
+        assert driver.execute_script("return vrp.targets().every(t => t.current)")  # the other tab disturbed nothing
+    assert len(set(ids.values())) == 2 and set(ids.values()) <= set(server.app.reference_sets)
+
+    # The server drops this tab's set (as when other pages' sets push it out): the next target is a
+    # 409, and the page sends its references again, under the same id, then the target.
+    dropped = driver.current_window_handle
+    with server.app.store_lock:
+        server.app.reference_sets.clear()
+    encodings = server.app.encodings
+    extra = tmp_path / "extra.png"
+    scene = synthetic_scene(np.random.default_rng(2), classes=[tabs[dropped][0], 4], size=size)
+    Image.fromarray(scene.image).save(extra)
+    driver.find_element(By.ID, "target-files").send_keys(str(extra))
+    wait.until(lambda d: d.execute_script("return vrp.targets().length === 5 && vrp.targets().every(t => t.current)"))
+    assert server.app.encodings == encodings + 1
+    assert driver.execute_script("return vrp.state.referencesId") == ids[dropped]
+
+    # Each tab's masks are VRPPredictor's for that tab's own click.
+    predictor = segment.VRPPredictor.from_checkpoint(server.app.checkpoint, device="cpu")
+    for handle, (class_id, click) in tabs.items():
+        driver.switch_to.window(handle)
+        assert driver.execute_script("return vrp.sentReferences()")["references"][0]["annotation"] == {
+            "points": [click]}
+        reference, targets = segment.demo_scenes(class_id, 0, size=size)
+        images = [t.image for t in targets] + ([scene.image] if handle == dropped else [])
+        predictor.set_references([(reference.image, {"points": [tuple(click)]})], warn=False)
+        shown = driver.execute_script("return vrp.state.targets.map(t => t.result.mask)")
+        assert len(shown) == len(images)
+        for data_url, image in zip(shown, images):
+            assert np.array_equal(_decode(data_url) > 0, predictor.predict(image).mask)
+    driver.close()
+    driver.switch_to.window(driver.window_handles[0])

@@ -1,8 +1,9 @@
 """PASCAL-Part one-shot part segmentation (Table 15, Matcher's benchmark), on tiny files written in
 the real formats: VOC2010 JPEGs, all_obj_part_to_image.json and per-image part JSONs whose masks
 are COCO RLE made with pycocotools. The class-list rule, the union of a part's masks within one
-object, the box crop against a hand computation, Matcher's draw probabilities, fixed episodes
-whatever the batch size and workers, and one-line errors for bad input."""
+object, the box crop against a hand computation, Matcher's draw probabilities (raw lists with their
+repeats, parts outside the crop kept), the box convention, fixed episodes whatever the batch size
+and workers, and one-line errors for bad input."""
 
 import importlib.util
 import json
@@ -139,7 +140,7 @@ def test_episode_count_is_matchers_val_lists_summed_and_capped_at_2500(tree):
 
 def test_the_target_is_the_union_of_the_parts_masks_in_one_object_cropped_to_its_box(tree):
     image, mask = PartAnnotations(tree).load(Member("2008_000100", 0), "LEG")
-    # Matcher's crop of box (2, 3, 11, 12): rows 3..11, columns 2..10 (the box's last row and column stay out).
+    # Matcher's crop of box (2, 3, 11, 12): rows 3..11, columns 2..10 (0-based: its last row and column stay out).
     expected = np.zeros((9, 9), np.uint8)
     expected[9 - 3: 12 - 3, 3 - 2: 6 - 2] = 1  # left leg: rows 9-12, row 12 cut off
     expected[9 - 3: 12 - 3, 7 - 2: 10 - 2] = 1  # right leg
@@ -199,11 +200,67 @@ def test_an_image_listed_without_an_object_holding_the_part_is_passed_over(tree)
     path = tree / "all_obj_part_to_image.json"
     index = json.loads(path.read_text())
     index["animals"]["object"]["bird"]["part"]["FACE"]["val"].append("2008_000103")  # it holds no bird
-    index["animals"]["object"]["bird"]["part"]["LEG"]["val"].append("2008_000101")  # listed twice
     path.write_text(json.dumps(index))
     dataset = build(tree, fold=0)
     assert "2008_000103" not in {m.image for m in dataset.candidates[1].members}
-    assert len(dataset.candidates[2].members) == 4  # each listed image once
+
+
+def test_an_image_listed_twice_is_drawn_twice_as_often(tree):
+    path = tree / "all_obj_part_to_image.json"
+    index = json.loads(path.read_text())
+    index["animals"]["object"]["bird"]["part"]["LEG"]["val"].append("2008_000101")  # Matcher's raw list: 2 entries
+    path.write_text(json.dumps(index))
+    dataset = build(tree, fold=0, num_episodes=6000)
+    legs = dataset.candidates[2]
+    assert legs.weights.tolist() == [0.5, 0.5, 2.0, 0.5]  # 000100's two birds, 000101 twice, 000102's one legged bird
+    targets = [e.target.image for e in dataset.episodes if e.class_id == 2]
+    # 000100 as a whole has weight 1 (two birds of 1/2): 000101, listed twice, is drawn twice as often.
+    ratio = targets.count("2008_000101") / targets.count("2008_000100")
+    assert len(targets) == 2000 and 1.7 < ratio < 2.3
+
+
+def test_an_object_whose_part_lies_outside_its_crop_is_kept_with_an_empty_mask(tmp_path):
+    images = dict(IMAGES)
+    # A bird whose LEG is outside its box (as when a box is smaller than its masks), and a bird whose
+    # box has no width: Matcher keeps the first with an empty mask and would fail on the second.
+    images["2008_000105"] = ("val", [obj("bird", (0, 0, 10, 10), {"LEG": [rect(15, 19, 15, 20)]}),
+                                     obj("bird", (14, 2, 14, 12), {"LEG": [rect(8, 12, 14, 15)]})])
+    voc = make_tree(tmp_path, images)
+    dataset = build(voc, fold=0, label="point", image_size=8)
+    assert Member("2008_000105", 0) in dataset.candidates[2].members
+    assert Member("2008_000105", 1) not in dataset.candidates[2].members
+    image, mask = PartAnnotations(voc).load(Member("2008_000105", 0), "LEG")
+    assert image.shape == (10, 10, 3) and mask.shape == (10, 10) and not mask.any()
+    episode = PartEpisode(2, Member("2008_000105", 0), (Member("2008_000105", 0),))
+    item = dataset.episode_item(0, episode, [np.random.default_rng(0)], "point")
+    # No fallback: the empty reference stays empty, and so does its label, whatever the kind.
+    assert not item["target_mask"].any() and not item["reference_masks"].any() and not item["reference_labels"].any()
+
+
+def test_box_convention_is_read_off_the_boxes():
+    def sized(*boxes):  # (xmin, ymin, xmax, ymax) in a 20 x 24 image
+        return [(dict(zip(("xmin", "ymin", "xmax", "ymax"), box)), H, W) for box in boxes]
+
+    assert pascal_part.box_convention(sized((1, 1, 24, 10), (3, 2, 9, 9))).name == "1-based"  # xmax = width
+    assert pascal_part.box_convention(sized((1, 5, 10, 20))).name == "1-based"  # ymax = height
+    assert pascal_part.box_convention(sized((0, 3, 10, 12), (2, 2, 23, 19))).name == "0-based"
+    assert pascal_part.box_convention(sized((0, 3, 24, 12))).name == "0-based, max exclusive"
+    unknown = pascal_part.box_convention(sized((2, 3, 10, 12), ("4", "4", "23", "19")))
+    assert unknown.name == "undetermined" and (unknown.boxes, unknown.zero, unknown.edge) == (2, 0, 0)
+
+
+def test_the_box_convention_of_the_files_is_logged_once(tmp_path, caplog):
+    zero_based = make_tree(tmp_path / "a")  # IMAGES' boxes start at 0 and end at W - 1 at most
+    shifted = {image: (split, [dict(o, bndbox={k: v + 1 for k, v in o["bndbox"].items()}) for o in objects])
+               for image, (split, objects) in IMAGES.items()}
+    one_based = make_tree(tmp_path / "b", shifted)  # VOC's: no 0, and (0, 0, 23, 19) becomes (1, 1, 24, 20)
+    with caplog.at_level("INFO", logger="pascal_part"):
+        first, again = build(zero_based, fold=0), build(zero_based, fold=0, label="point")
+        vehicles = build(one_based, fold=3)
+    assert first.box_convention.name == again.box_convention.name == "0-based"
+    assert vehicles.box_convention.name == "1-based"
+    said = [r.getMessage() for r in caplog.records if "boxes " in r.getMessage()]
+    assert len(said) == 2 and "boxes 0-based" in said[0] and "first row and column" in said[1]
 
 
 def test_episodes_take_the_folds_classes_in_turn_and_references_are_other_images(tree):
@@ -261,7 +318,7 @@ def test_evaluate_episodes_scores_part_episodes_unchanged(tree):
 def test_training_episodes_use_the_other_super_categories_train_images(tree):
     dataset = build(tree, fold=0, split="train", shots=1)
     assert dataset.class_ids == (4, 5, 6, 7)  # indoor, person, vehicles
-    assert len(dataset) == 4 * 4  # Matcher's epoch: the four classes' train lists
+    assert len(dataset) == 4 * 4  # our epoch: the four classes' train lists
     item = dataset[(3, 5)]
     assert IMAGES[item["target_id"].split("/")[1]][0] == "train"
     assert item["class_id"] == 5  # index 5 -> the second class

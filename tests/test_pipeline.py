@@ -117,11 +117,13 @@ def test_train_refuses_to_overwrite_a_run(trained_run, capsys):
 def test_evaluate_prints_a_table_and_is_reproducible_across_batch_sizes_and_workers(trained_run, capsys):
     root, out, _ = trained_run
     common = ["--runs", str(root / "runs"), "--episodes", "12", "--cache-dir", str(root / "cache")]
-    first = evaluate.main(common + ["--batch-size", "4", "--workers", "0"])
+    first = evaluate.main(common + ["--batch-size", "4", "--workers", "0", "--folds", "0,1"])
     table = capsys.readouterr().out
     assert "fold0" in table and "mean" in table and "FB-IoU" in table
-    assert "fold 1" in table and "skipped" in table  # missing folds are named, never silently dropped
+    assert "mask fold 1 (skipped)" in table  # a fold asked for and without a run is named, never silently dropped
     second = evaluate.main(common + ["--batch-size", "3", "--workers", "2"])  # and the cache is warm now
+    table = capsys.readouterr().out  # the Quick start's table: the folds nobody asked for are dashes, unnamed
+    assert table.splitlines()[0].startswith("VRP-SAM on synthetic: ") and len(table.splitlines()) == 3
     assert first["mask/1"][0]["miou"] == pytest.approx(second["mask/1"][0]["miou"], abs=1e-9)
     assert first["mask/1"][0]["episodes_hash"] == second["mask/1"][0]["episodes_hash"]
     saved = json.loads((out / "eval-mask-1shot-12ep-seed0.json").read_text())

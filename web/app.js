@@ -4,11 +4,14 @@
 // masks as strokes rasterised here into a 0/1 array of the image's size (no anti-aliasing, so
 // the PNG sent is exactly what was drawn). After each mark the references are sent once
 // (POST /api/references); every target is then sent to /api/predict with the id the server gave
-// them, and a target whose answer belongs to older references is sent again. window.vrp exposes
-// the state the browser test reads.
+// them, and a target whose answer belongs to older references is sent again. The server keeps a
+// few reference sets, one per page in use (this one, other tabs): when it has dropped this page's
+// set, or a reference image, it answers 409 and the page sends them again (the id, a digest of
+// the references, stays the same), then the target. window.vrp exposes the state the browser test reads.
 "use strict";
 
 const MAX_IN_FLIGHT = 2;  // targets being uploaded or segmented at once: the server has one model
+const MAX_RESENDS = 3;  // the references sent again in a row without a mask: the server keeps dropping them
 const APPLY_DELAY_MS = 120;  // a burst of marks (undo, undo, undo) is sent once
 const RASTER_KINDS = ["scribble", "mask"];
 const TOOL_OF_LABEL = {mask: "mask", point: "points", box: "box", scribble: "scribble"};  // train.py --label -> tool
@@ -22,6 +25,7 @@ const state = {
   active: null,  // the reference the tools draw on
   referencesId: null,  // the server's id of the annotations on the page, once it has encoded them
   sentPayload: null,  // the JSON of the references last sent
+  resends: 0,  // the references sent again because the server had dropped them, since the last mask
   applySerial: 0,
   applyTimer: null,
   targets: [],  // see addTargets
@@ -403,7 +407,7 @@ async function applyReferences() {
   state.referencesId = null;  // the targets wait for the new references
   updateProgress();
   try {
-    const answer = await (await postJSON("/api/references", JSON.parse(payload))).json();
+    const answer = await postReferences(payload);
     if (serial !== state.applySerial) return;  // newer marks were sent meanwhile
     state.referencesId = answer.id;
     state.sentPayload = payload;
@@ -415,6 +419,27 @@ async function applyReferences() {
   }
   updateHint();
   pump();
+}
+
+// POST /api/references; a 409 says a reference image was dropped from the server to make room
+// (other pages' uploads): the images are uploaded again (same ids) and the references sent once more.
+async function postReferences(payload) {
+  try {
+    return await (await postJSON("/api/references", JSON.parse(payload))).json();
+  } catch (error) {
+    if (error.status !== 409) throw error;
+  }
+  for (const ref of state.references) await request("/api/images", {method: "POST", body: ref.blob});
+  return (await postJSON("/api/references", JSON.parse(payload))).json();
+}
+
+// The server no longer holds the references `referencesId` (it keeps the sets used last): send them again.
+function resendReferences(referencesId) {
+  if (referencesId !== state.referencesId) return;  // already being sent again, or changed
+  state.resends++;
+  state.referencesId = null;
+  state.sentPayload = null;
+  applyReferences();
 }
 
 function updateHint() {
@@ -491,12 +516,14 @@ async function segmentTarget(target) {
       await drawMask(target, result);
       target.result = result;
       target.status = "done";
+      state.resends = 0;
     } else {
       target.status = "queued";  // the references changed while it was segmented
     }
   } catch (error) {
-    if (error.status === 409) {
-      target.status = "queued";  // the references changed on the server: sent again with the new id
+    if (error.status === 409 && state.resends < MAX_RESENDS) {
+      target.status = "queued";  // the server dropped these references: sent again, then this target
+      resendReferences(referencesId);
     } else {
       target.status = "error";
       target.error = error.message;
