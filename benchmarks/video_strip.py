@@ -98,7 +98,8 @@ def main(argv=None) -> None:
     ImageDraw.Draw(title).text((2, 1), text, fill=(0, 0, 0))
     picture = np.concatenate([np.asarray(title), np.asarray(caption), strip], axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(args.out, optimize=True)
+    Image.fromarray(picture).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        args.out, optimize=True)
     print(f"{sequence} (class {class_id}), frames {shown.tolist()} -> {args.out}")
 
 
