@@ -60,7 +60,7 @@ from PIL import Image, UnidentifiedImageError
 
 import cli
 import data
-from model import load_checkpoint
+from model import SAM_TYPES, load_checkpoint
 from prompts import png_bytes
 from segment import ANNOTATION_KINDS, Reference, VRPPredictor, demo_scenes, make_reference, read_image
 from synthetic import SYNTHETIC_CLASS_NAMES
@@ -250,8 +250,8 @@ class App:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "App":
         state = load_checkpoint(args.checkpoint)
-        predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
-                                            cache_dir=args.cache_dir)
+        predictor = VRPPredictor.from_state(state, device=args.device, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
+                                            cache_dir=args.cache_dir, source=str(args.checkpoint))
         limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                         max_references=args.max_references, max_results=args.max_results,
                         max_reference_sets=args.max_reference_sets)
@@ -643,7 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"best.pt of a train.py run (default: the main job's, {cli.MAIN_JOB_CHECKPOINT})")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
+                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights, if not where the run had them (another --sam: default checkpoints/<its "
+                            "official file name>)")
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)  # --device, --cache-dir, as segment.py
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1",

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 import data
 from model import (
-    EmbeddingCache, autocast, decode_prompts, downsample_label, embed_targets, pseudo_mask, upsample_logits,
+    EmbeddingCache, autocast, decode_prompts, downsample_label, embed_targets, pseudo_mask, sam_input_size,
+    upsample_logits,
 )
 from prompts import IGNORE, SEED_STREAMS
 
@@ -97,7 +98,7 @@ def gp_sam_predictor(model, *, prompt: str, seed: int, cache: EmbeddingCache | N
                     for mask, episode in zip(binary, batch["episode"])
                 )
             )
-            scale = sam.image_encoder.img_size / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
+            scale = sam_input_size(sam) / target.shape[-1]  # pixels -> SAM's input frame, as its predictor
             point_prompt = torch.stack(points).to(device) * scale if "point" in prompt else None
             box_prompt = torch.stack(boxes).to(device) * scale if "box" in prompt else None
             embeddings = embed_targets(sam, target, list(batch["target_id"]), cache)

@@ -54,8 +54,8 @@ import pascal_part
 import prompts
 from baselines import (GP_NUM_POINTS, GP_PROMPTS, GP_THRESHOLD, METHODS, WrongReferenceEpisodes, gp_sam_predictor,
                        oracle_predictor)
-from model import (BACKBONES, SAM_CHECKPOINT_FILES, SAM_CHECKPOINT_URL, VRPSAM, EmbeddingCache, VRPConfig, autocast,
-                   build_vrp_sam, embed_targets, imagenet_weights_file, load_checkpoint, run_backbone_weights,
+from model import (BACKBONES, SAM_SPECS, SAM_TYPES, VRPSAM, EmbeddingCache, VRPConfig, autocast, build_vrp_sam,
+                   check_sam_switch, embed_targets, imagenet_weights_file, load_checkpoint, run_backbone_weights,
                    run_sam_checkpoint, upsample_logits, warn_if_other_backbone)
 from prompts import IGNORE, LABEL_KINDS
 
@@ -126,12 +126,9 @@ def check_prerequisites(*runs: argparse.Namespace) -> None:
             )
             missing.append(f"{weights}: --backbone-weights file for {args.backbone}; {how}")
         checkpoint = Path(args.sam_checkpoint)
-        if not checkpoint.is_file():
-            if args.sam == "tiny":
-                how = "make it with `python pretrain_tiny_sam.py` (docs/synthetic.md), or pass --sam-checkpoint"
-            else:
-                how = f"download {SAM_CHECKPOINT_URL}{SAM_CHECKPOINT_FILES[args.sam]}, or pass --sam-checkpoint"
-            missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {how}")
+        if not checkpoint.is_file():  # where to get it: the registry's word for each SAM (model.SAM_SPECS)
+            missing.append(f"{checkpoint}: SAM {args.sam} checkpoint; {SAM_SPECS[args.sam].source}, "
+                           "or pass --sam-checkpoint")
         if args.dataset == pascal_part.DATASET:
             missing += pascal_part.missing_files(args.data_root)
         else:
@@ -313,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--original-size", action="store_true",
                        help="score at each image's original resolution instead of the network's input size")
     group.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help="score with this frozen SAM: the runs trained on it, else those trained on a SAM with the "
+                            "same prompt encoder and mask decoder (a vit_h run on MobileSAM's vit_t; said in a line); "
+                            "GP-SAM and the yardsticks take any run's backbone (default: each run's own; choices as "
+                            "train.py --sam)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights (default: the run's; another --sam: checkpoints/<its official file name>)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     group.add_argument(
@@ -440,8 +443,12 @@ def choose_checkpoints(args: argparse.Namespace, runs: list[tuple[Path, dict]], 
                 chosen[(label, fold)] = explicit[fold]
                 continue
             for trained in trained_labels(args, label):
-                matches = [run for run, config in runs if config["dataset"] == dataset and config["fold"] == fold
-                           and config["label"] == trained and args.backbone in (None, config["backbone"])]
+                candidates = [(run, config) for run, config in runs if config["dataset"] == dataset
+                              and config["fold"] == fold and config["label"] == trained
+                              and args.backbone in (None, config["backbone"]) and sam_fits(args, config)]
+                # --sam: its own runs first, else runs of a SAM with its decoder (scored on --sam)
+                own = [run for run, config in candidates if config.get("sam") == args.sam]
+                matches = own or [run for run, _ in candidates]
                 if matches:  # several runs of one setting: the most recently trained that holds a checkpoint
                     finished = [run for run in matches if any((run / name).exists() for name in CHECKPOINT_NAMES)]
                     newest = max(finished or matches, key=lambda run: run.stat().st_mtime)
@@ -460,7 +467,8 @@ def no_run_error(args: argparse.Namespace, labels: list[str], folds: list[int], 
     how = (f"train one (python train.py --dataset {dataset} --label {args.trained_label or labels[0]} "
            f"--fold {folds[0]})" if dataset in data.DATASETS else "pass --checkpoint")
     return FileNotFoundError(f"no run under {args.runs} for {selection_flags(args, labels, folds)}; "
-                             f"{runs_found(args.runs, runs, explicit)}: choose among them, or {how}")
+                             f"{runs_found(args.runs, runs, explicit, sams=args.sam is not None)}: choose among "
+                             f"them, or {how}")
 
 
 # What sets the runs of one dataset apart, one table each: the backbone (in every run folder's name)
@@ -557,6 +565,21 @@ def setting_names(groups: dict[tuple, list[tuple[Path, dict]]]) -> dict[tuple, s
     return names
 
 
+# The methods that score a run's trained encoder; the others (GP-SAM, the yardsticks) take only its
+# frozen parts from a run, so they may score any --sam.
+ENCODER_METHODS = ("vrp-sam", "wrong-reference")
+
+
+def sam_fits(args: argparse.Namespace, config: dict) -> bool:
+    """Whether a run (its train.py config) can be scored with --sam: any run without --sam or for a
+    method that uses no trained encoder; else one trained on --sam or on a SAM of its decoder group
+    (model.SamSpec.decoder), whose prompts --sam's decoder reads alike."""
+    if args.sam is None or args.method not in ENCODER_METHODS:
+        return True
+    trained = SAM_SPECS.get(config.get("sam"))
+    return trained is not None and trained.decoder == SAM_SPECS[args.sam].decoder
+
+
 def selection_flags(args: argparse.Namespace, labels: list[str], folds: list[int]) -> str:
     """What select_checkpoints was asked for, as the flags that say it."""
     flags = ([f"--dataset {args.dataset}"] if args.dataset is not None else []) + [f"--label {','.join(labels)}"]
@@ -565,15 +588,19 @@ def selection_flags(args: argparse.Namespace, labels: list[str], folds: list[int
     flags.append(f"--folds {','.join(map(str, folds))}")
     if args.backbone is not None:
         flags.append(f"--backbone {args.backbone}")
+    if args.sam is not None:
+        flags.append(f"--sam {args.sam}")
     return " ".join(flags)
 
 
-def runs_found(root: Path, runs: list[tuple[Path, dict]], explicit: dict[int, Path]) -> str:
-    """What there is to evaluate: the runs under `root` by dataset, trained label kind and backbone,
-    with their folds, and the folds of --checkpoint."""
+def runs_found(root: Path, runs: list[tuple[Path, dict]], explicit: dict[int, Path], *, sams: bool = False) -> str:
+    """What there is to evaluate: the runs under `root` by dataset, trained label kind and backbone
+    (and SAM, with `sams`), with their folds, and the folds of --checkpoint."""
     folds: dict[str, set] = {}
     for _, config in runs:
         kind = f"{config['dataset']} {config['label']}-trained {config['backbone']}"
+        if sams:
+            kind += f" on SAM {config.get('sam')}"
         folds.setdefault(kind, set()).add(config["fold"])
     found = [f"{kind} (fold {', '.join(map(str, sorted(f)))})" for kind, f in sorted(folds.items())]
     if explicit:
@@ -707,9 +734,12 @@ def load_fold_runs(args: argparse.Namespace, chosen: dict[tuple[str, int], Path]
         own_benchmark = run.get("dataset") == args.dataset  # a pascal-part run knows where its data is
         data_root = args.data_root or (Path(run.get("data_root", "data")) if own_benchmark or not parts_benchmark
                                        else None)
+        if args.sam is not None and args.method in ENCODER_METHODS:  # its encoder prompts only its decoder group
+            check_sam_switch(state["config"]["sam"], args.sam, source=str(path))
         parts = argparse.Namespace(
             backbone=state["config"]["backbone"], backbone_weights=run_backbone_weights(state, args.backbone_weights),
-            sam=state["config"]["sam"], sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint),
+            sam=args.sam or state["config"]["sam"],
+            sam_checkpoint=run_sam_checkpoint(state, args.sam_checkpoint, sam=args.sam),
             dataset=args.dataset, data_root=data_root, splits=tuple(splits))
         fold_runs.append(FoldRun(label, fold, path, state, run, parts))
     if check:
@@ -725,7 +755,8 @@ class ModelShelf:
         self.args, self.device, self.key, self.model, self.cache = args, device, None, None, None
 
     def get(self, fold_run: FoldRun) -> tuple[VRPSAM, EmbeddingCache | None]:
-        config, parts = VRPConfig(**fold_run.state["config"]), fold_run.parts
+        parts = fold_run.parts
+        config = VRPConfig(**{**fold_run.state["config"], "sam": parts.sam})  # --sam: a SAM of the run's decoder
         key = (config, fold_run.image_size, str(parts.sam_checkpoint), parts.backbone_weights)
         if key != self.key:
             self.model = self.cache = None  # free the previous SAM before building the next
@@ -779,7 +810,7 @@ def score_fold(args: argparse.Namespace, fold_run: FoldRun, shelf: ModelShelf, *
     )
     if result["classes_without_episodes"] and world.is_main:
         print(no_episode_warning(result, args.dataset, what))
-    result.update(checkpoint=str(fold_run.path), trained_label=fold_run.run.get("label"),
+    result.update(checkpoint=str(fold_run.path), trained_label=fold_run.run.get("label"), sam=fold_run.parts.sam,
                   episodes_hash=episodes_hash(dataset), seed=args.seed, untrained=args.untrained,
                   original_size=args.original_size, method=args.method, split=split,
                   class_names={c: class_names[c - 1] for c in result["class_iou"]})
@@ -819,6 +850,8 @@ def table_title(args: argparse.Namespace, setting: str = "") -> str:
     )
     if args.trained_label is not None:
         title += f", encoders trained with {args.trained_label} labels"
+    if args.sam is not None:
+        title += f", on SAM {args.sam}"
     return title
 
 
@@ -945,7 +978,8 @@ def score_table(args: argparse.Namespace, table: Table, names: dict[tuple, str],
 
 
 def _result_name(args: argparse.Namespace, fold_run: FoldRun, shots: int, variant: str | None, split: str) -> str:
-    other_sam = args.sam_checkpoint is not None and str(args.sam_checkpoint) != fold_run.run.get("sam_checkpoint")
+    other_file = args.sam_checkpoint is not None and str(args.sam_checkpoint) != fold_run.run.get("sam_checkpoint")
+    other_sam = other_file or fold_run.parts.sam != fold_run.state["config"]["sam"]
     method = None if args.method == "vrp-sam" else args.method + (f"-{variant}" if variant else "")
     if args.method == "gp-sam" and args.gp_threshold not in (None, GP_THRESHOLD):
         method += f"-t{args.gp_threshold}"  # another binarisation, another result
@@ -953,7 +987,7 @@ def _result_name(args: argparse.Namespace, fold_run: FoldRun, shots: int, varian
                  else None)
     return result_name(label=fold_run.label, shots=shots, episodes=args.episodes, seed=args.seed,
                        untrained=args.untrained, original_size=args.original_size,
-                       sam=args.sam_checkpoint.stem if other_sam else None, method=method, split=split,
+                       sam=Path(fold_run.parts.sam_checkpoint).stem if other_sam else None, method=method, split=split,
                        benchmark=benchmark)
 
 

@@ -13,10 +13,15 @@ Reading order follows the paper:
                                then to the augmented target; the result is SAM's sparse prompt.
 - `VRPEncoder`                FeatureAugmenter + PromptGenerator: everything that is trained
                                (1,592,064 parameters for ResNet-50, Table 2's "1.6M").
-- `build_sam`, `sam_image_embeddings`, `decode_masks`
-                               the frozen SAM of §3.1 / §4, the unmodified `segment_anything`
-                               package, batched over (image, prompts) pairs; `decode_prompts`:
-                               SAM's own point / box prompts.
+- `SAM_SPECS`, `build_sam`, `sam_image_embeddings`, `decode_masks`
+                               the frozen SAM of §3.1 / §4: one registry of every SAM `--sam` names
+                               (SAM ViT-H/L/B, MobileSAM, SAM 2 / 2.1, the tiny synthetic ones), each
+                               the unmodified official package; image features and decoding batched
+                               over (image, prompts) pairs for any of them (SAM 2's own path:
+                               sam2_backend.py); `decode_prompts`: SAM's own point / box prompts.
+                               `sam_input_size`, `sam_embedding_shape`: what the rest of the code asks
+                               of a SAM, whatever its family; `check_sam_switch`: which SAMs share a
+                               decoder, so that an encoder trained on one prompts another.
 - `VRPSAM`, `build_vrp_sam`   the whole model; k-shot concatenates the k×N prompts (Table 7).
                                `encode_references` / `target_prompt_embeddings` split the prompts
                                into the reference's half (once per reference set, `ReferenceFeatures`)
@@ -45,6 +50,7 @@ import os
 import pickle
 import re
 import urllib.error
+import warnings
 import weakref
 import zipfile
 from contextlib import contextmanager, nullcontext
@@ -62,6 +68,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 import cli
+import sam2_backend
 from prompts import IGNORE
 
 log = logging.getLogger(__name__)
@@ -70,10 +77,6 @@ BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitb14", "tiny", "resnet5
 # The authors' backbone: PSPNet's deep-stem ResNet, ImageNet-pretrained by PSPNet's authors and
 # distributed as initmodel/resnet{50,101}_v2.pth with hszhao/semseg (PFENet and VRP-SAM load it).
 DEEP_STEM_FILES = {"resnet50_deepstem": "resnet50_v2.pth", "resnet101_deepstem": "resnet101_v2.pth"}
-SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
-SAM_CHECKPOINT_FILES = {
-    "vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth",
-}
 SAM_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 LABEL_DOWNSAMPLING = ("area", "max", "nearest")
@@ -82,7 +85,6 @@ PSEUDO_MASK_NORMS = ("none", "minmax")
 # authors' code); the others add a prototype of the reference to them (see PromptGenerator.initial_queries).
 QUERY_INITS = ("random", "fp", "bp", "half")
 LOSSES = ("bce+dice", "bce", "dice")  # Eq. 6 and Table 5's ablation of its two terms
-TINY_SAM_REMAKE = "remake it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, see docs/synthetic.md)"
 TINY_BACKBONE_REMAKE = (
     "remake it with `python pretrain_tiny_backbone.py` (about 5 min on 2 CPU cores, see docs/synthetic.md)"
 )
@@ -94,7 +96,7 @@ class VRPConfig:
     """Everything that changes the learnable weights' shapes or meaning; stored in checkpoints.
 
     backbone: one of BACKBONES (paper: resnet50; vgg16 and dinov2_vitb14 in Tables 2 / 5).
-    sam: one of SAM_TYPES (paper: vit_h).
+    sam: one of SAM_TYPES, the keys of SAM_SPECS (paper: vit_h).
     num_queries: N learnable queries = prompt tokens per reference (paper: 50).
     num_heads: attention heads in the prompt generator (authors' code: 4).
     label_downsample: how the S×S reference annotation is shrunk to the feature grid:
@@ -499,24 +501,29 @@ def _deep_stem_resnet(depth: int) -> nn.Module:
     return net
 
 
+def _state_dict_differences(module: nn.Module, state: dict[str, Tensor], *,
+                            optional: str | None = None) -> list[str]:
+    """What keeps `state` from loading strictly into `module`, one short clause per kind of
+    difference (keys missing, unexpected, of another shape; a few named); [] when it loads.
+    Keys ending in `optional` may be missing."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state and not (optional and k.endswith(optional))]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} (model {expected[k]})" for k in expected
+                if k in state and tuple(state[k].shape) != expected[k]]
+    kinds = (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
+    return [f"{len(found)} {what} (e.g. {', '.join(found[:3])})" for what, found in kinds if found]
+
+
 def _check_backbone_state_dict(net: nn.Module, state: dict[str, Tensor], *, name: str, source: str) -> None:
     """Every key of `net` present with its shape, nothing else: one line naming what differs.
 
     Strict, unlike the authors' load_state_dict(strict=False), which silently keeps random weights
     for whatever a wrong file lacks. Tolerated: BatchNorm's num_batches_tracked counters (older
     files lack them; in eval mode they are never read)."""
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [f"{k} {tuple(state[k].shape)} (model {expected[k]})" for k in expected
-                if k in state and tuple(state[k].shape) != expected[k]]
-    if not (missing or unexpected or reshaped):
+    problems = _state_dict_differences(net, state, optional="num_batches_tracked")
+    if not problems:
         return
-    problems = [
-        f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
-        for what, found in (("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
-        if found
-    ]
     if name in DEEP_STEM_FILES:
         stem = state.get("conv1.weight")
         hint = (f"it looks like torchvision's ResNet (one 7×7 stem conv): load it with --backbone {name.split('_')[0]}"
@@ -553,31 +560,138 @@ def _build_dinov2(weights: str | Path | None) -> Backbone:
 # ----------------------------------------------------------------------------------------------
 # Frozen SAM (§3.1, §4)
 
-# (encoder embed_dim, depth) of each SAM type, to name the type a checkpoint holds.
-_SAM_ENCODER_SHAPES = {(1280, 32): "vit_h", (1024, 24): "vit_l", (768, 12): "vit_b", (96, 2): "tiny"}
+# Any module build_sam returns: segment_anything's Sam, MobileSAM's Sam (the same interface with a
+# TinyViT image encoder) or SAM 2's SAM2Base. Only the functions below ask which one it is.
+FrozenSam = nn.Module
+
+SAM_CHECKPOINTS_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
+SAM2_CHECKPOINT_URLS = {"sam2": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/",
+                        "sam2.1": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"}
+SAM2_CHECKPOINTS_PAGE = "https://github.com/facebookresearch/sam2#model-description"
+MOBILE_SAM_PAGE = "https://github.com/ChaoningZhang/MobileSAM"
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """One frozen SAM that `--sam` names (an entry of SAM_SPECS).
+
+    family: "sam" (segment_anything's interface: SAM, MobileSAM and the tiny SAMs; one (256, h, w)
+        image embedding) or "sam2" (SAM 2 / 2.1: three feature levels, see sam2_backend.py).
+    decoder: its decoder group. SAMs of one group have the same prompt encoder and mask decoder,
+        weights included, so a VRP encoder trained on one may prompt another (check_sam_switch).
+    checkpoint: the official file's name, looked for in CHECKPOINT_DIR (default_sam_checkpoint).
+    source: how to get that file, as an instruction ("download URL").
+    build: makes the module, randomly initialised (build_sam seeds it, then loads the weights).
+    """
+
+    family: str
+    decoder: str
+    checkpoint: str
+    source: str
+    build: Callable[[], nn.Module]
+
+
+def _build_official_sam(sam_type: str) -> Sam:
+    return sam_model_registry[sam_type](checkpoint=None)
+
+
+def _build_mobile_sam() -> nn.Module:
+    """MobileSAM (Zhang et al. 2023): a TinyViT image encoder distilled from SAM ViT-H's, in front of
+    ViT-H's own prompt encoder and mask decoder; from the official `mobile_sam` package."""
+    with warnings.catch_warnings():  # timm, which TinyViT imports, warns about its own deprecated paths
+        warnings.simplefilter("ignore")
+        try:
+            from mobile_sam import sam_model_registry as mobile_sam_registry
+        except ImportError as error:
+            raise ImportError(f"MobileSAM (--sam vit_t) needs the `mobile_sam` package and timm ({error}): "
+                              "pip install -r requirements.txt") from error
+    return mobile_sam_registry["vit_t"](checkpoint=None)
+
+
+def _tiny_prompt_encoder_and_decoder() -> tuple[PromptEncoder, MaskDecoder]:
+    """The tiny SAMs' prompt encoder and mask decoder: 128² input, 16×16 embedding, 64² low-res masks."""
+    return (
+        PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(16, 16), input_image_size=(128, 128),
+                      mask_in_chans=16),
+        MaskDecoder(num_multimask_outputs=3,
+                    transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=512, num_heads=8),
+                    transformer_dim=PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256),
+    )
 
 
 def _build_tiny_sam() -> Sam:
     """SAM's classes at toy size: 128² input, 8-pixel patches -> 16×16×256 embedding, 64² low-res masks."""
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=128, patch_size=8, embed_dim=96, depth=2, num_heads=4, mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-            window_size=0, global_attn_indexes=(), out_chans=PROMPT_DIM,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=PROMPT_DIM, image_embedding_size=(16, 16), input_image_size=(128, 128), mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=512, num_heads=8),
-            transformer_dim=PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
+    image_encoder = ImageEncoderViT(
+        img_size=128, patch_size=8, embed_dim=96, depth=2, num_heads=4, mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
+        window_size=0, global_attn_indexes=(), out_chans=PROMPT_DIM,
     )
+    return Sam(image_encoder, *_tiny_prompt_encoder_and_decoder())
+
+
+def _build_tiny_distilled_sam() -> Sam:
+    """The tiny SAM's prompt encoder and mask decoder behind a smaller image encoder (one block of
+    width 48): the synthetic benchmark's counterpart of MobileSAM, whose encoder is distilled from
+    SAM ViT-H's while the decoder is kept."""
+    image_encoder = ImageEncoderViT(
+        img_size=128, patch_size=8, embed_dim=48, depth=1, num_heads=2, mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
+        window_size=0, global_attn_indexes=(), out_chans=PROMPT_DIM,
+    )
+    return Sam(image_encoder, *_tiny_prompt_encoder_and_decoder())
+
+
+def _sam2_spec(name: str, config: str, checkpoint: str) -> SamSpec:
+    url = SAM2_CHECKPOINT_URLS[name.split("_")[0]]
+    return SamSpec("sam2", decoder=name, checkpoint=checkpoint,
+                   source=f"download {url}{checkpoint} (listed at {SAM2_CHECKPOINTS_PAGE})",
+                   build=partial(sam2_backend.build_sam2_model, config))
+
+
+def _sam1_spec(sam_type: str, checkpoint: str) -> SamSpec:
+    return SamSpec("sam", decoder=sam_type, checkpoint=checkpoint,
+                   source=f"download {SAM_CHECKPOINT_URL}{checkpoint} (listed at {SAM_CHECKPOINTS_PAGE})",
+                   build=partial(_build_official_sam, sam_type))
+
+
+# Every SAM `--sam` names. Decoder groups: MobileSAM keeps SAM ViT-H's prompt encoder and mask
+# decoder, weights included (its authors' README), so vit_t shares vit_h's; the distilled tiny SAM
+# keeps the tiny SAM's; every other SAM, each SAM 2 checkpoint included, has its own.
+SAM_SPECS: dict[str, SamSpec] = {
+    "vit_h": _sam1_spec("vit_h", "sam_vit_h_4b8939.pth"),
+    "vit_l": _sam1_spec("vit_l", "sam_vit_l_0b3195.pth"),
+    "vit_b": _sam1_spec("vit_b", "sam_vit_b_01ec64.pth"),
+    "vit_t": SamSpec("sam", decoder="vit_h", checkpoint="mobile_sam.pt",
+                     source=f"download weights/mobile_sam.pt from {MOBILE_SAM_PAGE}", build=_build_mobile_sam),
+    **{name: _sam2_spec(name, config, checkpoint) for name, (config, checkpoint) in sam2_backend.SAM2_MODELS.items()},
+    "tiny": SamSpec("sam", decoder="tiny", checkpoint="sam_tiny_synthetic.pth",
+                    source="make it with `python pretrain_tiny_sam.py` (about 8 min on 2 CPU cores, "
+                           "see docs/synthetic.md)",
+                    build=_build_tiny_sam),
+    "tiny_distilled": SamSpec("sam", decoder="tiny", checkpoint="sam_tiny_distilled.pth",
+                              source="make it as docs/synthetic.md describes (the tiny SAM's image encoder, "
+                                     "distilled into a smaller one)", build=_build_tiny_distilled_sam),
+    sam2_backend.TINY_SAM2_NAME: SamSpec("sam2", decoder=sam2_backend.TINY_SAM2_NAME,
+                                         checkpoint="sam2_tiny_synthetic.pth",
+                                         source="make it with `python pretrain_tiny_sam2.py` (the tiny SAM 2, "
+                                                "pre-trained on synthetic scenes; see docs/synthetic.md)",
+                                         build=partial(sam2_backend.build_sam2_model, *sam2_backend.TINY_SAM2)),
+}
+SAM_TYPES = tuple(SAM_SPECS)
+
+# (image encoder embed_dim, depth) of each SAM 1 type, to name the type a checkpoint holds.
+_SAM_ENCODER_SHAPES = {(1280, 32): "vit_h", (1024, 24): "vit_l", (768, 12): "vit_b", (96, 2): "tiny",
+                       (48, 1): "tiny_distilled"}
 
 
 def sam_type_of_state_dict(state: dict[str, Tensor]) -> str | None:
-    """Name the SAM type whose image encoder a state_dict holds (None when it matches none)."""
+    """Name the SAM type (a key of SAM_SPECS) whose weights a state_dict holds, from its image
+    encoder's shape (None when it matches none): a checkpoint file's or a built model's."""
+    sam2 = sam2_backend.name_of_state_dict(state)
+    if sam2 is not None:
+        return sam2
+    if "image_encoder.patch_embed.seq.0.c.weight" in state:  # TinyViT's convolutional stem: MobileSAM
+        return "vit_t"
     patch = state.get("image_encoder.patch_embed.proj.weight")
     if patch is None:
         return None
@@ -585,66 +699,95 @@ def sam_type_of_state_dict(state: dict[str, Tensor]) -> str | None:
     return _SAM_ENCODER_SHAPES.get((patch.shape[0], len(blocks)))
 
 
-def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> Sam:
+def sam_type_of_model(sam: FrozenSam) -> str | None:
+    """The SAM type (a key of SAM_SPECS) of a built SAM, from its weights' shapes."""
+    return sam_type_of_state_dict(sam.state_dict())
+
+
+def is_sam(module: object) -> bool:
+    """Whether `module` is a SAM of either family (build_sam's result), not e.g. a whole VRPSAM."""
+    if not isinstance(module, nn.Module):
+        return False
+    return hasattr(module, "sam_mask_decoder") or all(
+        hasattr(module, part) for part in ("image_encoder", "prompt_encoder", "mask_decoder"))
+
+
+def sam_family(sam: FrozenSam) -> str:
+    """"sam2" for SAM 2 / 2.1 (SAM2Base), "sam" for segment_anything's interface (SAM, MobileSAM, tiny)."""
+    return "sam2" if hasattr(sam, "sam_mask_decoder") else "sam"
+
+
+def sam_input_size(sam: FrozenSam) -> int:
+    """The side of the square image SAM's encoder reads: 1024 for the official SAMs, 128 for the
+    tiny ones, 256 for the tiny SAM 2. SAM's own point and box prompts are in this frame."""
+    return sam2_backend.input_size(sam) if sam_family(sam) == "sam2" else sam.image_encoder.img_size
+
+
+def sam_embedding_shape(sam: FrozenSam) -> tuple[int, int, int]:
+    """(C, h, w) of one image's sam_image_embeddings: (256, 64, 64) for SAM and MobileSAM, (1024, 64,
+    64) for SAM 2 (its three feature levels packed, sam2_backend.image_features), (256, 16, 16) tiny."""
+    if sam_family(sam) == "sam2":
+        return sam2_backend.embedding_shape(sam)
+    return (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
+
+
+def read_sam_checkpoint(path: str | Path, sam_type: str) -> dict[str, Tensor]:
+    """The state_dict of SAM `sam_type` in file `path` (weights_only, fp32), refused in one line
+    when the file is missing (saying where to get it), unreadable, or holds another SAM (naming it).
+    SAM 2's official files wrap the state_dict as {"model": state_dict}; the others hold it bare."""
+    path, spec = Path(path), SAM_SPECS[sam_type]
+    if not path.exists():  # a folder is said by _load_file
+        raise FileNotFoundError(f"SAM checkpoint {path} not found: {spec.source}, and pass its path with "
+                                "--sam-checkpoint")
+    state = _load_file(path, f"a SAM {sam_type} checkpoint", instead=f"pass {spec.checkpoint} ({spec.source}) "
+                       "with --sam-checkpoint", fix=f"{spec.source} again")
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint"
+        )
+    found = sam_type_of_state_dict(state)
+    if found != sam_type:
+        looks = f"looks like {found} (--sam {found})" if found else "matches no known SAM type"
+        raise ValueError(f"SAM checkpoint {path} was requested as {sam_type} but {looks}: "
+                         "pass the matching --sam type or the right --sam-checkpoint file")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def build_sam(sam_type: str, checkpoint: str | Path | None = None) -> FrozenSam:
     """The frozen SAM of type `sam_type` (one of SAM_TYPES), in eval mode with requires_grad False.
 
     checkpoint None gives a random initialisation from a fixed seed (tests, benchmarks, and the
-    start of the tiny SAM's own pre-training). Checkpoints may be fp16; they are cast to fp32.
+    start of the tiny SAMs' own pre-training). Checkpoints may be fp16; they are cast to fp32 and
+    loaded strictly (read_sam_checkpoint checks first that they hold this SAM type).
     """
-    if sam_type not in SAM_TYPES:
+    if sam_type not in SAM_SPECS:
         raise ValueError(f"unknown SAM type {sam_type!r}: choose one of {SAM_TYPES} (--sam)")
-    state = None
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            if sam_type == "tiny":
-                where = ("the tiny SAM is made by `python pretrain_tiny_sam.py` (docs/synthetic.md) as "
-                         "checkpoints/sam_tiny_synthetic.pth")
-            else:
-                name = SAM_CHECKPOINT_FILES[sam_type]
-                where = (f"download {name} from {SAM_CHECKPOINT_URL}{name} "
-                         "(listed at https://github.com/facebookresearch/segment-anything#model-checkpoints)")
-            raise FileNotFoundError(
-                f"SAM checkpoint {path} not found: {where}, and pass its path with --sam-checkpoint"
-            )
-        if sam_type == "tiny":
-            instead = ("pass checkpoints/sam_tiny_synthetic.pth (made by `python pretrain_tiny_sam.py`) "
-                       "with --sam-checkpoint")
-            fix = TINY_SAM_REMAKE
-        else:
-            name = SAM_CHECKPOINT_FILES[sam_type]
-            instead = f"pass SAM's {name} (from {SAM_CHECKPOINT_URL}{name}) with --sam-checkpoint"
-            fix = f"download {name} again from {SAM_CHECKPOINT_URL}"
-        state = _load_file(path, f"a SAM {sam_type} checkpoint", instead=instead, fix=fix)
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(
-                f"{path} is not a SAM state_dict (a dict of tensors): pass a SAM checkpoint with --sam-checkpoint"
-            )
-        found = sam_type_of_state_dict(state)
-        if found != sam_type:
-            looks = f"looks like {found}" if found else "matches no known SAM type"
-            raise ValueError(f"SAM checkpoint {path} was requested as {sam_type} but {looks}: "
-                             "pass the matching --sam type or the right --sam-checkpoint file")
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
+    state = None if checkpoint is None else read_sam_checkpoint(checkpoint, sam_type)
     with _seeded(0):
-        sam = _build_tiny_sam() if sam_type == "tiny" else sam_model_registry[sam_type](checkpoint=None)
+        sam = SAM_SPECS[sam_type].build()
     if state is not None:
-        try:
-            sam.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"SAM checkpoint {checkpoint} does not fit SAM {sam_type}: {e}") from e
+        problems = _state_dict_differences(sam, state)
+        if problems:  # one line, not load_state_dict's list of every key
+            raise ValueError(f"SAM checkpoint {checkpoint} does not fit SAM {sam_type}: {'; '.join(problems)}; pass "
+                             f"the official {SAM_SPECS[sam_type].checkpoint} or a file saved from this SAM type")
+        sam.load_state_dict(state)
     sam.requires_grad_(False)
     return sam.eval()
 
 
-def sam_image_embeddings(sam: Sam, images: Tensor) -> Tensor:
+def sam_image_embeddings(sam: FrozenSam, images: Tensor) -> Tensor:
     """SAM's image embedding of ImageNet-normalised images.
 
-    images (B, 3, S, S) -> (B, 256, h, w), h = w = image_encoder.img_size / patch size. ImageNet's
-    mean/std in [0, 1] scale are SAM's pixel mean/std / 255, so resizing the normalised tensor is
-    SAM's own preprocessing; bilinear with align_corners=True as the authors do.
+    images (B, 3, S, S) -> (B, C, h, w) = sam_embedding_shape: for SAM 1 (and MobileSAM) the
+    (B, 256, h, w) embedding, h = w = image_encoder.img_size / patch size; for SAM 2 its three
+    decoder inputs packed into one tensor (sam2_backend.image_features). ImageNet's mean/std in
+    [0, 1] scale are SAM's pixel mean/std / 255, so resizing the normalised tensor is SAM's own
+    preprocessing; bilinear with align_corners=True as the authors do.
     """
+    if sam_family(sam) == "sam2":
+        return sam2_backend.image_features(sam, images)
     size = sam.image_encoder.img_size
     if images.shape[-2:] != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=True)
@@ -658,19 +801,22 @@ def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 
 
-def decode_masks(sam: Sam, image_embeddings: Tensor, sparse_prompt_embeddings: Tensor,
+def decode_masks(sam: FrozenSam, image_embeddings: Tensor, sparse_prompt_embeddings: Tensor,
                  dense_prompt_embeddings: Tensor | None = None) -> Tensor:
     """SAM's mask decoder for B images, each with its own N prompt tokens; single-mask output.
 
-    image_embeddings (B, 256, h, w), sparse_prompt_embeddings (B, N, 256), dense (B, 256, h, w) or
-    None for SAM's no-mask embedding -> low-res logits (B, 1, 4h, 4w). `MaskDecoder.forward` repeats
-    each image once per prompt set (one image, many prompts), so the batch is decoded by composing
-    its submodules; this equals `MaskDecoder.forward(..., multimask_output=False)` run per image.
+    image_embeddings (B, C, h, w) from sam_image_embeddings, sparse_prompt_embeddings (B, N, 256),
+    dense (B, 256, h, w) or None for SAM's no-mask embedding -> low-res logits (B, 1, 4h, 4w).
+    SAM 1's `MaskDecoder.forward` repeats each image once per prompt set (one image, many prompts),
+    so the batch is decoded by composing its submodules; this equals `MaskDecoder.forward(...,
+    multimask_output=False)` run per image. SAM 2: sam2_backend.decode_masks.
     """
+    if sam_family(sam) == "sam2":
+        return sam2_backend.decode_masks(sam, image_embeddings, sparse_prompt_embeddings, dense_prompt_embeddings)
     decoder, prompt_encoder = sam.mask_decoder, sam.prompt_encoder
     b, c, h, w = image_embeddings.shape
-    if (h, w) != tuple(prompt_encoder.image_embedding_size):
-        raise ValueError(f"image embeddings are {h}×{w} but this SAM expects {prompt_encoder.image_embedding_size}: "
+    if (c, h, w) != sam_embedding_shape(sam):
+        raise ValueError(f"image embeddings are {c}×{h}×{w} but this SAM expects {sam_embedding_shape(sam)}: "
                          "were they computed (or cached) with another SAM type?")
     if dense_prompt_embeddings is None:
         dense_prompt_embeddings = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
@@ -686,23 +832,24 @@ def decode_masks(sam: Sam, image_embeddings: Tensor, sparse_prompt_embeddings: T
     return torch.einsum("bc,bchw->bhw", hyper, upscaled).unsqueeze(1)
 
 
-def decode_prompts(sam: Sam, image_embeddings: Tensor, *, points: Tensor | None = None, labels: Tensor | None = None,
-                   boxes: Tensor | None = None) -> Tensor:
+def decode_prompts(sam: FrozenSam, image_embeddings: Tensor, *, points: Tensor | None = None,
+                   labels: Tensor | None = None, boxes: Tensor | None = None) -> Tensor:
     """SAM's own geometric prompts, through its prompt encoder and decode_masks: points (B, N, 2) as
-    (x, y) in SAM's input frame with `labels` (B, N; 1 positive, 0 negative; default all positive),
-    and/or one box (B, 4) per image -> low-res single-mask logits (B, 1, 4h, 4w). GP-SAM (Table 3)
-    and the tiny SAM's pre-training prompt SAM this way; VRP-SAM hands it its own tokens instead."""
+    (x, y) in SAM's input frame (sam_input_size) with `labels` (B, N; 1 positive, 0 negative;
+    default all positive), and/or one box (B, 4) per image -> low-res single-mask logits
+    (B, 1, 4h, 4w). GP-SAM (Table 3) and the tiny SAMs' pre-training prompt SAM this way; VRP-SAM
+    hands it its own tokens instead. Each family embeds them as its own predictor does (SAM 2:
+    sam2_backend.prompt_embeddings)."""
     if points is not None and points.shape[1] == 0:
         points = None
     if points is not None and labels is None:
         labels = torch.ones(points.shape[:2], dtype=torch.int64, device=points.device)
-    sparse, dense = sam.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes, masks=None)
+    if sam_family(sam) == "sam2":
+        sparse, dense = sam2_backend.prompt_embeddings(sam, points=points, labels=labels, boxes=boxes)
+    else:
+        sparse, dense = sam.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes,
+                                           masks=None)
     return decode_masks(sam, image_embeddings, sparse, dense)
-
-
-def _sam_type_of_model(sam: Sam) -> str | None:
-    encoder = sam.image_encoder
-    return _SAM_ENCODER_SHAPES.get((encoder.patch_embed.proj.out_channels, len(encoder.blocks)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -934,14 +1081,14 @@ class VRPSAM(nn.Module):
     nn.Module (seed it with torch.manual_seed), an int fixes it without touching that generator.
     """
 
-    def __init__(self, *, config: VRPConfig, backbone: Backbone, sam: Sam, seed: int | None = None) -> None:
+    def __init__(self, *, config: VRPConfig, backbone: Backbone, sam: FrozenSam, seed: int | None = None) -> None:
         super().__init__()
         if getattr(backbone, "name", None) != config.backbone:
             raise ValueError(
                 f"config.backbone is {config.backbone!r} but the backbone given is {getattr(backbone, 'name', None)!r}"
             )
-        if _sam_type_of_model(sam) != config.sam:
-            raise ValueError(f"config.sam is {config.sam!r} but the SAM given looks like {_sam_type_of_model(sam)!r}")
+        if sam_type_of_model(sam) != config.sam:
+            raise ValueError(f"config.sam is {config.sam!r} but the SAM given looks like {sam_type_of_model(sam)!r}")
         self.config = config
         self.backbone = backbone
         self.sam = sam
@@ -949,7 +1096,7 @@ class VRPSAM(nn.Module):
 
     def _new_encoder(self, seed: int | None) -> VRPEncoder:
         with _seeded(seed) if seed is not None else nullcontext():
-            return VRPEncoder(mid_channels=self.backbone.mid_channels, embed_dim=self.sam.prompt_encoder.embed_dim,
+            return VRPEncoder(mid_channels=self.backbone.mid_channels, embed_dim=PROMPT_DIM,
                               num_queries=self.config.num_queries, num_heads=self.config.num_heads,
                               dropout=self.config.dropout, mask_scale=self.config.mask_scale,
                               query_init=self.config.query_init)
@@ -1049,8 +1196,8 @@ class VRPSAM(nn.Module):
                 image_embeddings: Tensor | None = None) -> Tensor:
         """Target logits (B, S, S) (prediction = logits > 0).
 
-        image_embeddings (B, 256, h, w): the target's SAM embeddings, computed here when None
-        (callers usually pass cached ones, see EmbeddingCache).
+        image_embeddings (B, C, h, w): the target's SAM embeddings (sam_image_embeddings), computed
+        here when None (callers usually pass cached ones, see EmbeddingCache).
         """
         if image_embeddings is None:
             image_embeddings = sam_image_embeddings(self.sam, target_images)
@@ -1211,17 +1358,45 @@ def encoder_state_problem(expected: dict[str, tuple[int, ...]], state: dict, con
 
 
 def default_sam_checkpoint(sam_type: str) -> Path:
-    """Where train.py looks for SAM's weights when --sam-checkpoint is not given."""
-    return CHECKPOINT_DIR / ("sam_tiny_synthetic.pth" if sam_type == "tiny" else SAM_CHECKPOINT_FILES[sam_type])
+    """Where the scripts look for SAM's weights when --sam-checkpoint is not given: the official
+    file name (SAM_SPECS) in CHECKPOINT_DIR."""
+    return CHECKPOINT_DIR / SAM_SPECS[sam_type].checkpoint
 
 
-def run_sam_checkpoint(state: dict, override: str | Path | None = None) -> Path:
-    """The SAM weights for a train.py checkpoint: `override` if given (--sam-checkpoint), else the
-    file its run used (found again in CHECKPOINT_DIR if it moved: find_moved_file), else (a run
-    saved without that argument) the default file for its SAM type."""
+def sam_switch_problem(trained: str, chosen: str, *, source: str = "the checkpoint") -> str | None:
+    """Why a VRP encoder trained on SAM `trained` cannot prompt SAM `chosen` (--sam), in one line;
+    None when it can: both are one SAM, or of one decoder group (SamSpec.decoder: the same prompt
+    encoder and mask decoder, e.g. a ViT-H run on MobileSAM's vit_t). source: the checkpoint's name."""
+    group = SAM_SPECS[trained].decoder
+    if SAM_SPECS[chosen].decoder == group:
+        return None
+    alike = [name for name, spec in SAM_SPECS.items() if spec.decoder == group]
+    return (f"{source} was trained on SAM {trained}, and SAM {chosen} has another prompt encoder and mask decoder, to "
+            f"which its prompts mean nothing: use --sam {' or '.join(alike)}, or train on {chosen} "
+            f"(train.py --sam {chosen})")
+
+
+def check_sam_switch(trained: str, chosen: str, *, source: str = "the checkpoint") -> None:
+    """Refuse (ValueError, sam_switch_problem's line) a SAM the encoder of `source` cannot prompt;
+    say in one logged line when it runs on another SAM of its decoder group."""
+    problem = sam_switch_problem(trained, chosen, source=source)
+    if problem:
+        raise ValueError(problem)
+    if chosen != trained:
+        log.warning("%s was trained on SAM %s; running it on SAM %s, which has the same prompt encoder and mask "
+                    "decoder (%s's)", source, trained, chosen, SAM_SPECS[trained].decoder)
+
+
+def run_sam_checkpoint(state: dict, override: str | Path | None = None, *, sam: str | None = None) -> Path:
+    """The SAM weights for a train.py checkpoint: `override` if given (--sam-checkpoint); else, for
+    another SAM than the run's (`sam`, --sam), that SAM's default file; else the file its run used
+    (found again in CHECKPOINT_DIR if it moved: find_moved_file), else (a run saved without that
+    argument) the default file for its SAM type."""
     if override:
         return Path(override)
     run, sam_type = state.get("args", {}), state["config"]["sam"]
+    if sam is not None and sam != sam_type:
+        return default_sam_checkpoint(sam)
     recorded = run.get("sam_checkpoint")
     if not recorded:
         return default_sam_checkpoint(sam_type)
@@ -1273,21 +1448,29 @@ def find_moved_file(recorded: str | Path, fingerprint: str | None, build: Callab
     return candidate
 
 
-def build_from_checkpoint(state: dict, *, sam_checkpoint: str | Path | None = None,
+def build_from_checkpoint(state: dict, *, sam: str | None = None, sam_checkpoint: str | Path | None = None,
                           backbone_weights: str | Path | None = None, source: str = "the checkpoint") -> VRPSAM:
     """The model a train.py checkpoint (load_checkpoint's dict) describes, on the CPU: the frozen
     backbone and SAM rebuilt from the run's saved arguments (run_backbone_weights and
     run_sam_checkpoint choose the files; the arguments override them, as the scripts'
-    --backbone-weights and --sam-checkpoint), the trained VRP encoder loaded. source: the
+    --backbone-weights and --sam-checkpoint), the trained VRP encoder loaded. sam: another SAM
+    type than the run's (--sam), one that shares its decoder (check_sam_switch). source: the
     checkpoint's name in messages (its path)."""
-    sam_file, backbone_file = run_sam_checkpoint(state, sam_checkpoint), run_backbone_weights(state, backbone_weights)
+    trained = state["config"]["sam"]
+    if sam is not None:
+        check_sam_switch(trained, sam, source=source)
+    other_sam = sam is not None and sam != trained
+    sam_file = run_sam_checkpoint(state, sam_checkpoint, sam=sam)
+    backbone_file = run_backbone_weights(state, backbone_weights)
     for given, chosen, what, flag in ((sam_checkpoint, sam_file, "SAM checkpoint", "--sam-checkpoint"),
                                       (backbone_weights, backbone_file, "backbone weights", "--backbone-weights")):
-        if given is None and chosen not in (None, "imagenet", "random") and not Path(chosen).is_file():
+        if (given is None and not (other_sam and what == "SAM checkpoint")
+                and chosen not in (None, "imagenet", "random") and not Path(chosen).is_file()):
             # the run's own file is gone (its folder moved to another machine?): the flag that replaces it
             raise FileNotFoundError(f"{what} {chosen} (recorded by the run of {source}) not found: pass the run's file "
                                     f"with {flag} PATH")
-    model = build_vrp_sam(VRPConfig(**state["config"]), sam_checkpoint=sam_file, backbone_weights=backbone_file)
+    config = VRPConfig(**{**state["config"], "sam": sam or trained})
+    model = build_vrp_sam(config, sam_checkpoint=sam_file, backbone_weights=backbone_file)
     model.load_learnable_state_dict(state["model"], source=source)
     if backbone_weights is not None:
         warn_if_other_backbone(model, state, backbone_file, source=source)
@@ -1305,8 +1488,9 @@ def warn_if_other_backbone(model: VRPSAM, state: dict, weights: str | Path, *, s
                     found, recorded)
 
 
-# What sam_image_embeddings does to an image before SAM's encoder sees it. Part of the embedding
-# cache's key: change it whenever that preprocessing changes, so no old embedding is served.
+# What sam_image_embeddings does to an image before SAM's encoder sees it (SAM 1's family; SAM 2's
+# is sam2_backend.PREPROCESSING). Part of the embedding cache's key: change it whenever that
+# preprocessing changes, so no old embedding is served.
 SAM_PREPROCESSING = "imagenet-normalised; bilinear align_corners=True to image_encoder.img_size"
 
 
@@ -1324,31 +1508,41 @@ def module_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def sam_features_fingerprint(sam: FrozenSam) -> str:
+    """sha1 (16 hex digits) of everything sam_image_embeddings computes with: the weights it reads
+    (SAM 1: the image encoder; SAM 2: sam2_backend.feature_modules) and its preprocessing. The key
+    of EmbeddingCache's folder, so features are never served to another SAM or preprocessing."""
+    if sam_family(sam) == "sam2":
+        modules, preprocessing = sam2_backend.feature_modules(sam), sam2_backend.PREPROCESSING
+    else:
+        modules, preprocessing = sam.image_encoder, SAM_PREPROCESSING
+    return hashlib.sha1(f"{module_fingerprint(modules)}|{preprocessing}".encode()).hexdigest()[:16]
+
+
 class EmbeddingCache:
     """On-disk cache of frozen SAM image embeddings, one fp16 .pt file per image.
 
     Files live under root/sam_type/image_size/<fingerprint>/, the fingerprint being that of the
-    SAM image encoder's weights and of SAM_PREPROCESSING: another checkpoint of the same SAM
-    type (or a random one) never reads these embeddings. Writes go through a temp file +
-    os.replace, so several DataLoader workers or processes can share the cache. embed() keys each
-    image by its id and a digest of its exact input pixels (`key`), so an image that changed under
-    the same id (a dataset extracted again, an edited synthetic renderer) is a miss, never a stale
-    hit. A file that cannot be read, or holds anything but a (256, h, w) fp16 tensor of this SAM's
-    grid, is a miss and is rewritten.
+    weights and preprocessing SAM's image features come from (sam_features_fingerprint): another
+    checkpoint of the same SAM type (or a random one), or another SAM family, never reads these
+    embeddings. Writes go through a temp file + os.replace, so several DataLoader workers or
+    processes can share the cache. embed() keys each image by its id and a digest of its exact
+    input pixels (`key`), so an image that changed under the same id (a dataset extracted again, an
+    edited synthetic renderer) is a miss, never a stale hit. A file that cannot be read, or holds
+    anything but a (C, h, w) fp16 tensor of this SAM's sam_embedding_shape, is a miss and is rewritten.
     """
 
-    def __init__(self, root: str | Path, sam: Sam, image_size: int) -> None:
-        if not isinstance(sam, Sam):
+    def __init__(self, root: str | Path, sam: FrozenSam, image_size: int) -> None:
+        if not is_sam(sam):
             raise TypeError(
                 f"EmbeddingCache needs the SAM model itself (its weights key the cache), got {type(sam).__name__}"
             )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         self.image_size = image_size
-        self.sam_type = _sam_type_of_model(sam)
-        self.embedding_shape = (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
-        digest = hashlib.sha1(f"{module_fingerprint(sam.image_encoder)}|{SAM_PREPROCESSING}".encode())
-        self.fingerprint = digest.hexdigest()[:16]
+        self.sam_type = sam_type_of_model(sam)
+        self.embedding_shape = sam_embedding_shape(sam)
+        self.fingerprint = sam_features_fingerprint(sam)
         self.directory = Path(root) / str(self.sam_type) / str(image_size) / self.fingerprint
         self._sam = weakref.ref(sam)
 
@@ -1366,7 +1560,7 @@ class EmbeddingCache:
         return self.directory / f"{safe}-{digest}.pt"
 
     def get(self, key: str) -> Tensor | None:
-        """The stored embedding (256, h, w) in fp16, or None."""
+        """The stored embedding (C, h, w) in fp16, or None."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -1379,14 +1573,14 @@ class EmbeddingCache:
         return embedding if valid else None
 
     def put(self, key: str, embedding: Tensor) -> None:
-        """Store embedding (256, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
+        """Store embedding (C, h, w) as fp16 (a copy, so no larger storage is pickled with it)."""
         cli.write_atomic(
             self.path(key), partial(torch.save, embedding.detach().to("cpu", torch.float16).clone()), durable=True
         )
 
     @torch.no_grad()
-    def embed(self, sam: Sam, images: Tensor, image_ids: Sequence[str]) -> Tensor:
-        """Embeddings (B, 256, h, w) float32 on images' device for images (B, 3, S, S).
+    def embed(self, sam: FrozenSam, images: Tensor, image_ids: Sequence[str]) -> Tensor:
+        """Embeddings (B, C, h, w) float32 on images' device for images (B, 3, S, S).
 
         Cached rows are read; only the missing ones go through SAM, then are stored. Every row is
         returned at fp16 precision, so results do not depend on whether the cache was warm.
@@ -1409,8 +1603,8 @@ class EmbeddingCache:
         return torch.stack(rows).to(images.device, torch.float32)
 
 
-def embed_targets(sam: Sam, images: Tensor, image_ids: Sequence[str], cache: EmbeddingCache | None) -> Tensor:
-    """SAM image embeddings (B, 256, h, w) float32 of targets (B, 3, S, S), on the images' device.
+def embed_targets(sam: FrozenSam, images: Tensor, image_ids: Sequence[str], cache: EmbeddingCache | None) -> Tensor:
+    """SAM image embeddings (B, C, h, w) float32 of targets (B, 3, S, S), on the images' device.
 
     The one way every script embeds targets: through the on-disk cache when there is one, else
     computed here; either way at the fp16 precision the cache stores, so --no-cache never moves a

@@ -7,19 +7,23 @@ memory (an image, or a video's first frame). This file feeds SAM 2 exactly as it
 `SAM2ImagePredictor` does, but batched over (image, prompts) pairs:
 
 - `SAM2_MODELS`        `--sam` name -> (config inside the `sam2` package, official checkpoint file).
-- `TINY_SAM2`          the synthetic benchmark's tiny SAM 2: the Hiera-T config shrunk by overrides
-                       (256² input -> 16×16 image embedding, as the tiny SAM's).
-- `build_sam2_model`   the frozen `SAM2Base` of a name, random (seeded) or from a checkpoint.
+- `TINY_SAM2`          the synthetic benchmark's tiny SAM 2 (`--sam sam2_tiny`): the Hiera-T config
+                       shrunk by overrides (256² input -> 16×16 image embedding, as the tiny SAM's).
+- `build_sam2_model`   the frozen `SAM2Base` of a config, randomly initialised (model.build_sam loads weights).
+- `name_of_state_dict` which `--sam` name a state_dict (a file's or a model's) holds.
+- `input_size`, `embedding_shape`, `feature_modules`   what model.py's family-blind helpers ask of a SAM 2.
 - `image_features`     images -> one (B, C, h, w) tensor that packs the three levels the decoder
                        reads (`pack_levels` / `unpack_levels`), so that caches, batching and the
                        training loop handle SAM 2's features as they handle SAM 1's embedding.
 - `decode_masks`       SAM 2's mask decoder on B images, each with its own N prompt tokens.
+- `prompt_embeddings`  SAM 2's own point / box prompts, embedded as SAM2ImagePredictor embeds them.
 
 The official code comes from the `sam2` package (requirements.txt); nothing of it is copied here.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -58,22 +62,64 @@ TINY_SAM2 = ("configs/sam2.1/sam2.1_hiera_t.yaml", (
     f"++model.memory_attention.layer.cross_attention.feat_sizes=[{TINY_SAM2_SIZE // 16},{TINY_SAM2_SIZE // 16}]",
     "++model.memory_encoder.fuser.num_layers=1",
 ))
+TINY_SAM2_NAME = "sam2_tiny"
+
+# What image_features does to an image before SAM 2 sees it. Part of the embedding cache's key
+# (model.EmbeddingCache), as model.SAM_PREPROCESSING is SAM 1's: change it whenever this changes.
+PREPROCESSING = ("sam2: imagenet-normalised; bilinear align_corners=True to image_size, no padding; "
+                 "conv_s0/conv_s1 levels and no_mem_embed; packed by pixel_unshuffle")
+
+# (Hiera embed_dim, number of blocks) -> size, to name the SAM 2 a state_dict holds; SAM 2.1's
+# models (and files) also hold no_obj_embed_spatial, SAM 2's do not.
+HIERA_SIZES = {(96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+", (144, 48): "hiera_l"}
+TINY_HIERA = (32, 5)  # TINY_SAM2's trunk: embed_dim 32, stages [1, 1, 2, 1]
 
 
 def build_sam2_model(config: str, overrides: tuple[str, ...] = (), *, seed: int = 0) -> nn.Module:
     """SAM2Base from a config of the `sam2` package with hydra overrides, randomly initialised
-    from `seed`, frozen and in eval mode. Loading weights is the caller's (model.build_sam)."""
-    from sam2.build_sam import build_sam2  # hydra and the sam2 package load only when a SAM 2 is asked for
-
+    from `seed` (without touching the caller's random state), frozen and in eval mode. Loading
+    weights is the caller's (model.build_sam). No postprocessing overrides: the single-mask output
+    is always mask token 0, as SAM 1's (SAM 2's image predictor may swap in a multimask output)."""
+    try:
+        from hydra.errors import MissingConfigException
+        from sam2.build_sam import build_sam2  # hydra and the sam2 package load only when a SAM 2 is asked for
+    except ImportError as error:
+        raise ImportError(f"SAM 2 needs the `sam2` package ({error}): pip install -r requirements.txt "
+                          "(rf-sam-2, the official sam2 module)") from error
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = build_sam2(config, None, device="cpu", mode="eval", hydra_overrides_extra=list(overrides),
-                         apply_postprocessing=False)
+        torch.default_generator.manual_seed(seed)
+        try:
+            sam = build_sam2(config, None, device="cpu", mode="eval", hydra_overrides_extra=list(overrides),
+                             apply_postprocessing=False)
+        except MissingConfigException as error:
+            import sam2
+
+            raise FileNotFoundError(f"SAM 2 config {config} is not in the installed sam2 package "
+                                    f"({next(iter(sam2.__path__))}): reinstall it with pip install -r requirements.txt "
+                                    "(rf-sam-2 ships the SAM 2 and SAM 2.1 configs)") from error
     sam.requires_grad_(False)
     return sam.eval()
 
 
-def level_shapes(sam: nn.Module) -> list[tuple[int, int, int]]:
+def name_of_state_dict(state: dict[str, Tensor]) -> str | None:
+    """The `--sam` name (SAM2_MODELS' keys, or TINY_SAM2_NAME) of the SAM 2 whose weights `state`
+    holds, from its Hiera trunk's width and depth; None when it is no SAM 2 of those."""
+    patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    blocks = {int(m.group(1)) for key in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", key))}
+    trunk, version = (patch.shape[0], len(blocks)), "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    if trunk == TINY_HIERA and version == "sam2.1":
+        return TINY_SAM2_NAME
+    return f"{version}_{HIERA_SIZES[trunk]}" if trunk in HIERA_SIZES else None
+
+
+def input_size(sam: nn.Module) -> int:
+    """The side of SAM 2's square input (1024; 256 for the tiny one)."""
+    return sam.image_size
+
+
+def level_shapes(sam: nn.Module) -> list[tuple[int, int]]:
     """(channels, side) of the decoder's three inputs, finest first: the two high-resolution levels
     (after the decoder's conv_s0 / conv_s1) and the image embedding. At 1024²: (32, 256), (64, 128), (256, 64)."""
     side = sam.image_size // 16  # the lowest level is at stride 16 (SAM2Base.backbone_stride)
@@ -106,6 +152,39 @@ def packed_channels(sam: nn.Module) -> int:
     return sum(channels * (level_side // side) ** 2 for channels, level_side in level_shapes(sam))
 
 
+def embedding_shape(sam: nn.Module) -> tuple[int, int, int]:
+    """(C, h, w) of one image's packed features (image_features): (1024, 64, 64) at 1024²."""
+    side = sam.image_size // 16
+    return packed_channels(sam), side, side
+
+
+def feature_modules(sam: nn.Module) -> nn.Module:
+    """Everything image_features reads (the image encoder, the decoder's conv_s0 / conv_s1 and
+    no_mem_embed), in one module whose weights key the embedding cache (model.module_fingerprint)."""
+    modules = nn.ModuleDict({"image_encoder": sam.image_encoder, "conv_s0": sam.sam_mask_decoder.conv_s0,
+                             "conv_s1": sam.sam_mask_decoder.conv_s1})
+    if sam.directly_add_no_mem_embed:
+        modules["no_mem"] = nn.ParameterDict({"embed": sam.no_mem_embed})
+    return modules
+
+
+def prompt_embeddings(sam: nn.Module, *, points: Tensor | None = None, labels: Tensor | None = None,
+                      boxes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """SAM 2's own geometric prompts -> sparse (B, n, 256) and dense (B, 256, h, w) embeddings, made
+    as SAM2ImagePredictor makes them: a box (B, 4) becomes two corner points labelled 2 and 3, put
+    before the points (B, N, 2) with `labels` (B, N), and the prompt encoder pads the sequence with
+    one not-a-point (SAM 1 embeds a box as two tokens without it). Coordinates in SAM 2's input frame."""
+    if boxes is not None:
+        corners = boxes.reshape(-1, 2, 2)
+        corner_labels = torch.tensor([2, 3], dtype=torch.int64, device=boxes.device).expand(len(corners), 2)
+        if points is None:
+            points, labels = corners, corner_labels
+        else:
+            points = torch.cat([corners, points.to(corners.dtype)], dim=1)
+            labels = torch.cat([corner_labels, labels.to(torch.int64)], dim=1)
+    return sam.sam_prompt_encoder(points=None if points is None else (points, labels), boxes=None, masks=None)
+
+
 def image_features(sam: nn.Module, images: Tensor) -> Tensor:
     """SAM 2's decoder inputs for ImageNet-normalised images (B, 3, S, S) -> packed (B, C, h, w).
 
@@ -134,6 +213,9 @@ def decode_masks(sam: nn.Module, packed: Tensor, sparse_prompt_embeddings: Tenso
     no-mask embedding -> low-res logits (B, 1, 4h, 4w). `repeat_image=False` pairs image b with
     prompt set b, so any batch size decodes in one call; no object-score gating, as SAM 2's image predictor.
     """
+    if tuple(packed.shape[1:]) != embedding_shape(sam):
+        raise ValueError(f"image features are {tuple(packed.shape[1:])} but this SAM 2 expects {embedding_shape(sam)}: "
+                         "were they computed (or cached) with another SAM?")
     *high_res, embedding = unpack_levels(sam, packed)
     prompt_encoder = sam.sam_prompt_encoder
     b, _, h, w = embedding.shape

@@ -18,6 +18,7 @@ in any mode Pillow opens, 16-bit and float ones included: each is read as an ima
 (read_image). Coordinates may be negative (`--points -1,3`): a point or box outside the reference
 is refused, never clipped. A run folder moved to another machine is used with --sam-checkpoint and
 --backbone-weights (or finds its files in checkpoints/ by fingerprint: model.find_moved_file).
+`--sam` prompts another SAM of the run's decoder group (a ViT-H run on MobileSAM: `--sam vit_t`).
 
 Exposes `VRPPredictor` (set references once, predict many targets; in the spirit of SAM's
 SamPredictor), `Prediction`, `read_image` and `main`.
@@ -50,8 +51,8 @@ from tqdm import tqdm
 import cli
 import data
 from model import (
-    EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks,
-    load_checkpoint, upsample_logits,
+    SAM_TYPES, EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks,
+    load_checkpoint, sam_family, sam_switch_problem, upsample_logits,
 )
 from prompts import (
     ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask,
@@ -525,23 +526,25 @@ class VRPPredictor:
         self._features: ReferenceFeatures | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device | None = None,
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device | None = None, sam: str | None = None,
                         sam_checkpoint: str | Path | None = None, backbone_weights: str | Path | None = None,
                         cache_dir: str | Path | None = None) -> "VRPPredictor":
         """The predictor of a train.py checkpoint; its frozen parts come from the run's arguments
         (model.build_from_checkpoint), or from sam_checkpoint / backbone_weights when given (a run
-        folder moved to another machine)."""
+        folder moved to another machine). sam: another SAM type than the run's, of its decoder
+        group (e.g. "vit_t", MobileSAM, for a vit_h run; model.check_sam_switch), with its weights
+        from sam_checkpoint or its official file in checkpoints/."""
         state = load_checkpoint(path)
-        return cls.from_state(state, device=device, sam_checkpoint=sam_checkpoint, backbone_weights=backbone_weights,
-                              cache_dir=cache_dir, source=str(path))
+        return cls.from_state(state, device=device, sam=sam, sam_checkpoint=sam_checkpoint,
+                              backbone_weights=backbone_weights, cache_dir=cache_dir, source=str(path))
 
     @classmethod
-    def from_state(cls, state: dict, *, device=None, sam_checkpoint=None, backbone_weights=None, cache_dir=None,
-                   source: str = "the checkpoint") -> "VRPPredictor":
+    def from_state(cls, state: dict, *, device=None, sam=None, sam_checkpoint=None, backbone_weights=None,
+                   cache_dir=None, source: str = "the checkpoint") -> "VRPPredictor":
         """from_checkpoint for a checkpoint already read with model.load_checkpoint (source: its path, for messages)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         run = state.get("args", {})
-        model = build_from_checkpoint(state, sam_checkpoint=sam_checkpoint, backbone_weights=backbone_weights,
+        model = build_from_checkpoint(state, sam=sam, sam_checkpoint=sam_checkpoint, backbone_weights=backbone_weights,
                                       source=source).to(device)
         image_size = int(run.get("image_size") or 512)
         cache = EmbeddingCache(cache_dir, model.sam, image_size) if cache_dir is not None else None
@@ -636,7 +639,7 @@ class VRPPredictor:
             raise ValueError(f"memory must be None or one of {SEGMENT_MEMORY_MODES}, got {memory!r}")
         if memory is not None and propagate:
             raise ValueError("memory and propagate both carry earlier frames forward: choose one")
-        if memory is not None and not hasattr(self.model.sam, "sam_mask_decoder"):  # SAM2Base's decoder
+        if memory is not None and sam_family(self.model.sam) != "sam2":
             raise ValueError(f"memory={memory!r} needs SAM 2's memory, and this model's SAM has none (SAM 1 / "
                              "MobileSAM): use a checkpoint trained with --sam sam2_tiny or --sam sam2.1_*")
         if memory is None:
@@ -807,7 +810,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)"
     )
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights, if not where the run had them")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
+                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights, if not where the run had them (another --sam: default checkpoints/<its "
+                            "official file name>)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)
@@ -914,6 +922,9 @@ def check_references(args: argparse.Namespace, *, targets: str) -> tuple[dict, l
     if args.checkpoint is None:
         raise ValueError("give --checkpoint, a best.pt written by train.py")
     state = load_checkpoint(args.checkpoint)
+    if args.sam is not None and (problem := sam_switch_problem(state["config"]["sam"], args.sam,
+                                                               source=str(args.checkpoint))):
+        raise ValueError(problem)  # before any target is read or file written
     references = []
     for image, (kind, value, class_id) in zip(args.reference, annotations):
         annotation = {kind: value} if class_id is None else {kind: value, "class_id": class_id}
@@ -952,7 +963,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
 
 def segment(args: argparse.Namespace) -> list[dict]:
     state, references, targets, outputs = check_inputs(args)
-    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
+    predictor = VRPPredictor.from_state(state, device=args.device, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
                                         backbone_weights=args.backbone_weights, cache_dir=args.cache_dir,
                                         source=str(args.checkpoint))
     _make_out_folder(args.out)
@@ -1042,7 +1053,7 @@ def check_video_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference],
                          "--propagate adds the previous frame as a VRP reference, --memory follows the object with "
                          "SAM 2's memory")
     state, references = check_references(args, targets="overlay.gif")
-    sam = state["config"]["sam"]
+    sam = args.sam or state["config"]["sam"]
     if args.memory is not None and not is_sam2(sam):
         raise ValueError(f"--memory {args.memory}: {args.checkpoint} was trained on --sam {sam}, which has no memory "
                          "(SAM 1 / MobileSAM); leave --memory out to segment each frame with VRP alone, or use a run "
@@ -1077,7 +1088,7 @@ def segment_video(args: argparse.Namespace) -> list[dict]:
     earlier result as it was. The frames are read one at a time; the GIF's small palette frames are
     the only thing kept for every frame."""
     state, references, frames = check_video_inputs(args)
-    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
+    predictor = VRPPredictor.from_state(state, device=args.device, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
                                         backbone_weights=args.backbone_weights, cache_dir=args.cache_dir,
                                         source=str(args.checkpoint))
     with warnings.catch_warnings(record=True) as caught:
@@ -1163,8 +1174,13 @@ def demo(args: argparse.Namespace) -> dict:
     if run.get("dataset") != "synthetic":
         raise ValueError(f"--demo segments synthetic scenes, but {checkpoint} was trained on {run.get('dataset')!r}: "
                          "pass a synthetic run's checkpoint")
+    if args.sam not in (None, state["config"]["sam"]):
+        problem = sam_switch_problem(state["config"]["sam"], args.sam, source=str(checkpoint))
+        if problem:
+            raise ValueError(problem)
+        out = args.out or checkpoint.parent / f"demo-{args.sam}.png"  # the run's own demo.png is left alone
     _check_out_folder(out.parent)
-    predictor = VRPPredictor.from_state(state, device=args.device, sam_checkpoint=args.sam_checkpoint,
+    predictor = VRPPredictor.from_state(state, device=args.device, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
                                         backbone_weights=args.backbone_weights, source=str(checkpoint))
     _make_out_folder(out.parent)
     kind = run.get("label", "mask")

@@ -103,10 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="'imagenet' (torchvision's weights), 'random', or a local state-dict file (default: imagenet; "
         "synthetic: checkpoints/tiny_backbone_synthetic.pth, made by pretrain_tiny_backbone.py)",
     )
-    group.add_argument("--sam", choices=SAM_TYPES, default=None, help=f"frozen SAM ({defaults('sam')})")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help=f"frozen SAM ({defaults('sam')}): SAM vit_h / vit_l / vit_b, MobileSAM vit_t, SAM 2 and "
+                            "2.1 sam2_hiera_{t,s,b+,l} / sam2.1_hiera_{t,s,b+,l}, or the synthetic benchmark's tiny, "
+                            "tiny_distilled, sam2_tiny (docs/sam2.md)")
     group.add_argument(
         "--sam-checkpoint", type=Path, default=None,
-        help="SAM weights (default: checkpoints/<official file name>; tiny: checkpoints/sam_tiny_synthetic.pth)",
+        help="SAM weights (default: checkpoints/<official file name>, e.g. sam_vit_h_4b8939.pth, mobile_sam.pt, "
+             "sam2.1_hiera_large.pt; tiny: sam_tiny_synthetic.pth; sam2_tiny: sam2_tiny_synthetic.pth)",
     )
     group.add_argument(
         "--num-queries", type=cli.positive_int, default=50, help="learnable queries per reference (Fig. 6)"

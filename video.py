@@ -54,8 +54,9 @@ import cli
 import data
 import prompts
 from prompts import IGNORE
-from model import EmbeddingCache, autocast, build_from_checkpoint, embed_targets, load_checkpoint, upsample_logits
-from sam2_backend import SAM2_MODELS, MemoryTracker, frame_features
+from model import (SAM_SPECS, SAM_TYPES, EmbeddingCache, autocast, build_from_checkpoint, embed_targets,
+                   load_checkpoint, sam_family, sam_switch_problem, upsample_logits)
+from sam2_backend import MemoryTracker, frame_features
 from synthetic import SyntheticVideos
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ class MemorySegmenter:
     """
 
     def __init__(self, model, *, num_frames: int, references=None) -> None:
-        if not hasattr(model.sam, "sam_mask_decoder"):  # SAM2Base's decoder; SAM 1's is mask_decoder
+        if sam_family(model.sam) != "sam2":
             raise ValueError("SAM 2's memory needs a VRP-SAM on a SAM 2 (train.py --sam sam2_tiny or sam2.1_*)")
         self.model, self.references = model, references
         self.device = next(model.learnable_parameters()).device
@@ -615,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)"
     )
     group = parser.add_argument_group("model")
-    group.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM weights (default: the run's)")
+    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
+                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
+                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights (default: the run's; another --sam: checkpoints/<its official file name>)")
     group.add_argument("--backbone-weights", default=None,
                        help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
     group.add_argument(
@@ -668,11 +673,14 @@ def run(args: argparse.Namespace) -> dict:
                                     "or pass --checkpoint PATH")
     state = load_checkpoint(args.checkpoint)
     run_args = state.get("args", {})
-    check_memory_args(args, state["config"]["sam"])
+    other_sam = args.sam is not None and args.sam != state["config"]["sam"]
+    if other_sam and (problem := sam_switch_problem(state["config"]["sam"], args.sam, source=str(args.checkpoint))):
+        raise ValueError(problem)
+    check_memory_args(args, args.sam or state["config"]["sam"])
     source = build_source(args, run_args)  # checks the data before the model is built
     check_first_frames(source)
     tag = (f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
-           + (f"-memory-{args.memory}" if args.memory else ""))
+           + (f"-sam-{args.sam}" if other_sam else "") + (f"-memory-{args.memory}" if args.memory else ""))
     out = args.out or args.checkpoint.parent / tag
     if out.is_symlink():
         out = out.resolve()  # replaced as a folder: the link's target, never the link
@@ -681,8 +689,8 @@ def run(args: argparse.Namespace) -> dict:
     check_output_folder(out)
     image_size = args.image_size or run_args.get("image_size") or 512
     device = torch.device(args.device)
-    model = build_from_checkpoint(state, sam_checkpoint=args.sam_checkpoint, backbone_weights=args.backbone_weights,
-                                  source=str(args.checkpoint)).to(device)
+    model = build_from_checkpoint(state, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
+                                  backbone_weights=args.backbone_weights, source=str(args.checkpoint)).to(device)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir, model.sam, image_size)
 
     with replace_atomically(out) as partial:  # an earlier result in `out` stays whole until this one is
@@ -691,7 +699,7 @@ def run(args: argparse.Namespace) -> dict:
                                  desc=f"{args.dataset} {args.label}")
         result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
                       label=args.label, propagate=args.propagate, memory=args.memory, checkpoint=str(args.checkpoint),
-                      seed=args.seed, image_size=image_size, device=str(device))
+                      seed=args.seed, sam=model.config.sam, image_size=image_size, device=str(device))
         cli.write_json(partial / RESULTS_FILE, result)
     for note in result["notes"]:
         print(note)
@@ -705,8 +713,8 @@ MEMORY_NOTES = {"first": ", which VRP segments in frame 0; then SAM 2's memory (
 
 
 def is_sam2(sam: str) -> bool:
-    """Whether the SAM type `sam` (VRPConfig.sam) is a SAM 2 / 2.1, whose memory --memory reads."""
-    return sam in SAM2_MODELS or sam == "sam2_tiny"
+    """Whether the SAM type `sam` (a key of model.SAM_SPECS) is a SAM 2 / 2.1, whose memory --memory reads."""
+    return SAM_SPECS[sam].family == "sam2"
 
 
 def check_memory_args(args: argparse.Namespace, sam: str) -> None:

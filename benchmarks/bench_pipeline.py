@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
-from model import VRPSAM, EmbeddingCache, VRPConfig, build_vrp_sam  # noqa: E402
+from model import SAM_TYPES, VRPSAM, EmbeddingCache, VRPConfig, build_vrp_sam  # noqa: E402
 
 
 def timed(fn, n: int, device: torch.device) -> float:
@@ -58,7 +58,7 @@ def benchmark_model(real: bool, sam: str, *, seed: int | None = None) -> tuple[V
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="ResNet-50 + a real-size SAM at 512² (random weights)")
-    parser.add_argument("--sam", default="vit_h", choices=("vit_h", "vit_l", "vit_b"))
+    parser.add_argument("--sam", default="vit_h", choices=SAM_TYPES, help="with --real: any SAM of model.SAM_SPECS")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=5, help="batches timed per setting")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_pipeline import benchmark_model  # noqa: E402  (this folder: the shared model setup)
 import data  # noqa: E402
 from model import autocast  # noqa: E402
-from model import EmbeddingCache, upsample_logits  # noqa: E402
+from model import SAM_TYPES, EmbeddingCache, upsample_logits  # noqa: E402
 from segment import VRPPredictor  # noqa: E402
 from synthetic import synthetic_scene  # noqa: E402
 
@@ -39,7 +39,7 @@ def synchronize(device: torch.device) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="ResNet-50 + a real-size SAM at 512² (random weights)")
-    parser.add_argument("--sam", default="vit_b", choices=("vit_h", "vit_l", "vit_b"))
+    parser.add_argument("--sam", default="vit_b", choices=SAM_TYPES, help="with --real: any SAM of model.SAM_SPECS")
     parser.add_argument("--targets", type=int, default=32, help="targets timed per setting")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--target-size", default="640x480", help="WxH of the target images")

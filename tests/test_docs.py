@@ -7,18 +7,27 @@ chains split; `for X in A B; do ...; done` runs once with X=A; `NAME=value` assi
 prefixes are honoured) and from inline `python ...` spans. evaluate.py hands video datasets to
 video.py's parser, as evaluate.main does; `torchrun [options] script.py ...` parses the script's
 arguments.
+
+A page may also quote what a cheap command prints: an HTML comment `<!-- checked: python SCRIPT ... -->`
+right before a fenced block marks that block as the command's output. The test runs the command (in a
+temporary folder that holds a link to `checkpoints/`, so what it writes goes there) and requires every
+non-blank line of the block among the lines it prints, in order; a number that is not what the
+command prints fails. Mark only commands that run in about a second on what CI has (the code and
+`checkpoints/`), never one that needs a trained run or a dataset.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import io
 import os
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +49,20 @@ PENDING_PATHS: dict[str, str] = {}  # a path or link target -> why it may not ex
 EXTERNAL_FILES = {"evaluation_method.py", "main_oss.py", "predictor.py", "mask_decoder.py", "build_sam.py"}
 # What the user makes or downloads: never in the repository.
 USER_DIRS = {"runs", "cache", "data", "datasets"}
-USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth)$")
+USER_FILES = re.compile(r"checkpoints/(sam_vit_\w+\.pth|resnet50_v2\.pth|mobile_sam\.pt|sam2(\.1)?_hiera_[\w+]+\.pt)$")
+# The peers the pages compare with: at its first mention on a page, each name is a link to its code.
+PEERS = {
+    "HSNet": "https://github.com/juhongm999/hsnet",
+    "Matcher": "https://github.com/aim-uofa/Matcher",
+    "SEEM": "https://github.com/UX-Decoder/Segment-Everything-Everywhere-All-At-Once",
+    "PFENet": "https://github.com/dvlab-research/PFENet",
+    "PerSAM": "https://github.com/ZrrSkywalker/Personalize-SAM",
+}
+# The README's terms, defined on docs/glossary.md: the first use of each links to its section there.
+GLOSSARY_TERMS = {
+    "main job": "main-job", "fold": "fold", "episode": "episode", "shot": "shot", "FB-IoU": "miou-and-fb-iou",
+    "pseudo mask": "pseudo-mask", "FP": "fp-and-bp-query-initialisation",
+}
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
 PATH_SUFFIXES = (".py", ".md", ".png", ".pth", ".json", ".sh")
 
@@ -309,6 +331,62 @@ def anchors(path: Path) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Quoted output: `<!-- checked: python ... -->` before a fenced block.
+# ---------------------------------------------------------------------------------------------
+
+CHECKED_MARKER = re.compile(r"<!-- checked: (.*?) -->")
+BLOCK_AFTER_MARKER = re.compile(r"[ \t]*\n```[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class CheckedBlock:
+    page: str
+    line: int
+    command: str
+    expected: tuple[str, ...] | None  # the block's non-blank lines; None: no block follows the marker
+
+
+def checked_blocks(text: str, *, page: str = "<text>") -> list[CheckedBlock]:
+    """Every `<!-- checked: COMMAND -->` of a page, with the lines of the fenced block right after it."""
+    blocks = []
+    for marker in CHECKED_MARKER.finditer(text):
+        block = BLOCK_AFTER_MARKER.match(text, marker.end())
+        expected = None if block is None else tuple(
+            line.rstrip() for line in block.group(1).split("\n") if line.strip())
+        blocks.append(CheckedBlock(page, _line_of(text, marker.start()), marker.group(1).strip(), expected))
+    return blocks
+
+
+def run_checked_command(command: str, folder: Path) -> list[str]:
+    """The lines `command` (`python SCRIPT.py ...`, a script of this repository) prints, run in
+    `folder`, which gets a link to the repository's checkpoints/."""
+    argv = shlex.split(command)
+    if len(argv) < 2 or argv[0] not in ("python", "python3") or not (ROOT / argv[1]).is_file():
+        raise AssertionError(f"`{command}`: a checked command is `python SCRIPT.py ...`, a script of this repository")
+    if not (folder / "checkpoints").exists():
+        (folder / "checkpoints").symlink_to(ROOT / "checkpoints", target_is_directory=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / argv[1]), *argv[2:]], cwd=folder, env=environment,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise AssertionError(f"`{command}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return [line.rstrip() for line in done.stdout.split("\n")]
+
+
+def compare_output(expected: tuple[str, ...], printed: list[str]) -> None:
+    """Every expected line among the printed ones, in order; else AssertionError naming the line and
+    the printed line closest to it."""
+    position = 0
+    for line in expected:
+        try:
+            position = printed.index(line, position) + 1
+        except ValueError:
+            closest = difflib.get_close_matches(line, printed, n=1, cutoff=0)
+            raise AssertionError(f"the page shows `{line}`, the command prints "
+                                 f"`{closest[0] if closest else ''}`") from None
+
+
+# ---------------------------------------------------------------------------------------------
 # The tests.
 # ---------------------------------------------------------------------------------------------
 
@@ -316,6 +394,7 @@ COMMANDS = [command for page in PAGES for command in page_commands(page)]
 PATHS = sorted({(str(page.relative_to(ROOT)), line, path)
                 for page in PAGES for line, path in named_paths(page.read_text())})
 LINKS = sorted({(page, line, target) for page in PAGES for line, target in links(page.read_text())})
+CHECKED = [block for page in PAGES for block in checked_blocks(page.read_text(), page=str(page.relative_to(ROOT)))]
 
 
 def _xfail_if_pending(text: str, error: AssertionError, table: dict[str, str], *, whole: bool = False) -> None:
@@ -357,6 +436,63 @@ def test_every_link_and_anchor_resolves(page, line, target):
         assert anchor in anchors(resolved), f"{where}: no section '#{anchor}' in {name}"
 
 
+@pytest.mark.parametrize("block", CHECKED, ids=lambda b: f"{b.page}:{b.line}:{b.command[:60]}")
+def test_quoted_output_is_what_the_command_prints(block, tmp_path):
+    where = f"{block.page}, line {block.line}: `{block.command}`"
+    assert block.expected is not None, f"{where}: the marker is not followed by a fenced block of output"
+    try:
+        compare_output(block.expected, run_checked_command(block.command, tmp_path))
+    except AssertionError as error:
+        raise AssertionError(f"{where}: {error}") from None
+
+
+def prose(text: str) -> str:
+    """A page without its fenced blocks, inline code and HTML comments, at the same offsets."""
+    blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # noqa: E731
+    return re.sub(r"<!--.*?-->", blank, re.sub(r"`[^`\n]+`", blank, FENCE.sub(blank, text)), flags=re.S)
+
+
+def first_mention_link(text: str, name: str) -> str | None:
+    """The target of the markdown link around the first mention of `name` outside code (whole words,
+    a plural too); "" when that mention is not in a link; None when the page never mentions it."""
+    text = prose(text)
+    mention = re.search(rf"(?<![\w-]){re.escape(name)}s?(?![\w-])", text)
+    if mention is None:
+        return None
+    for link in re.finditer(r"\[([^\]]*)\]\(([^)\s]+)\)", text):
+        if link.start(1) <= mention.start() < link.end(1):
+            return link.group(2)
+    return ""
+
+
+PEER_MENTIONS = [(str(page.relative_to(ROOT)), peer) for page in PAGES for peer in PEERS
+                 if first_mention_link(page.read_text(), peer) is not None]
+
+
+@pytest.mark.parametrize("page, peer", PEER_MENTIONS, ids=lambda v: str(v))
+def test_each_peer_is_linked_at_its_first_mention_on_a_page(page, peer):
+    target = first_mention_link((ROOT / page).read_text(), peer)
+    assert target == PEERS[peer], f"{page}: the first mention of {peer} is not a link to {PEERS[peer]}"
+
+
+@pytest.mark.parametrize("term", GLOSSARY_TERMS)
+def test_the_readme_links_each_term_to_the_glossary_at_its_first_use(term):
+    target = first_mention_link((ROOT / "README.md").read_text(), term)
+    assert target is not None, f"README.md no longer uses '{term}': take it out of GLOSSARY_TERMS"
+    assert target == f"docs/glossary.md#{GLOSSARY_TERMS[term]}", (
+        f"README.md: the first '{term}' is not a link to docs/glossary.md#{GLOSSARY_TERMS[term]}")
+    assert GLOSSARY_TERMS[term] in anchors(ROOT / "docs" / "glossary.md")
+
+
+def test_every_training_option_is_on_reproduce_md():
+    """The README sends the reader to reproduce.md for every training option."""
+    page = (ROOT / "docs" / "reproduce.md").read_text()
+    options = [option for action in _load("train.py").build_parser()._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"]
+    assert len(options) > 20
+    assert [option for option in options if f"`{option}`" not in page] == []
+
+
 def test_the_readme_shows_the_test_command_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\npython -m pytest -q tests\n" in ci
@@ -369,6 +505,7 @@ def test_the_pages_show_the_commands_that_matter():
     assert {"train.py", "evaluate.py", "segment.py", "video.py", "prepare.py", "app.py"} <= scripts
     assert any(c.text.startswith("torchrun") for c in COMMANDS)
     assert len(PATHS) > 20 and len(LINKS) > 20
+    assert len(CHECKED) >= 2 and len(PEER_MENTIONS) > 5
 
 
 # The checker itself: it must catch what it is for.
@@ -414,3 +551,28 @@ def test_a_script_without_build_parser_is_parsed_through_its_main():
     assert parse_command(["prompts.py", "--demo", "--kind", "point"]).kind == "point"
     with pytest.raises(AssertionError, match="argument --kind"):
         parse_command(["prompts.py", "--demo", "--kind", "lasso"])
+
+
+def test_a_quoted_number_the_command_does_not_print_is_caught(tmp_path):
+    page = ("Draw one:\n\n<!-- checked: python prompts.py --demo --kind point -->\n```\n"
+            "point: 18 points; 18 labelled pixels (object 59302 px, image 512x384) -> overlay.png\n```\n"
+            "<!-- checked: python prompts.py --demo --kind box -->\nno block\n")
+    right, no_block = checked_blocks(page)
+    assert (right.line, right.command, no_block.expected) == (3, "python prompts.py --demo --kind point", None)
+    printed = run_checked_command(right.command, tmp_path)
+    compare_output(right.expected, printed)  # what it prints passes, with the output file in tmp_path
+    assert (tmp_path / "overlay.png").is_file()
+    wrong = tuple(line.replace("18 points", "19 points") for line in right.expected)
+    with pytest.raises(AssertionError, match="the page shows `point: 19 points.*the command prints `point: 18 points"):
+        compare_output(wrong, printed)
+    with pytest.raises(AssertionError, match="a script of this repository"):
+        run_checked_command("bash -c 'echo 18 points'", tmp_path)
+
+
+def test_an_unlinked_first_mention_is_caught():
+    assert first_mention_link("Like [HSNet](https://github.com/juhongm999/hsnet); HSNet's metric.", "HSNet") == (
+        "https://github.com/juhongm999/hsnet")
+    assert first_mention_link("HSNet's metric, as [HSNet](https://github.com/juhongm999/hsnet) has it.", "HSNet") == ""
+    assert first_mention_link("`HSNet` in code, then [HSNet](x)", "HSNet") == "x"
+    assert first_mention_link("no peer here; PFENetwork is another word", "PFENet") is None
+    assert first_mention_link("The [main jobs](g.md#main-job) run", "main job") == "g.md#main-job"
