@@ -24,6 +24,8 @@ The official code comes from the `sam2` package (requirements.txt); nothing of i
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -226,3 +228,201 @@ def decode_masks(sam: nn.Module, packed: Tensor, sparse_prompt_embeddings: Tenso
         high_res_features=high_res,
     )
     return low_res
+
+
+# =============================================================================================
+# Video memory (issue #30): SAM 2's memory of objects across frames, for video.py --memory.
+#
+# SAM2VideoPredictor (init_state, add_new_mask on frame 0, propagate_in_video) follows each
+# object with SAM2Base.track_step: frame 0 is a conditioning frame (its mask given); every later
+# frame reads, through memory attention, the memories (memory encoder: frame features + predicted
+# mask) of the conditioning frame and of the num_maskmem - 1 frames before it, and the object
+# pointers (a vector per frame from the decoder's output token) of up to max_obj_ptrs_in_encoder - 1
+# frames before it. It keeps every frame's outputs and every frame's pixels. MemoryTracker takes the
+# frames one at a time, runs the same SAM2Base steps and drops what no later frame reads: the spatial
+# memory of frames that left the window (their pointer is kept while a later frame may read it), then
+# the pointer too. A video of any length then holds at most num_maskmem memories (1 conditioning
+# + num_maskmem - 1) and max_obj_ptrs_in_encoder - 1 pointers per object, and its masks equal
+# SAM2VideoPredictor's (tests/test_video_memory.py).
+#
+# SAM2Base's own underscored methods (_prepare_backbone_features, _encode_new_memory,
+# _prepare_memory_conditioned_features, _forward_sam_heads) are called here because SAM2VideoPredictor
+# composes track_step from exactly them; calling them keeps SAM 2's code, not a copy of it.
+# =============================================================================================
+
+
+@dataclass
+class FrameFeatures:
+    """One frame's backbone output in track_step's layout, shared by the B objects followed.
+
+    vision_feats, vision_pos: one (h·w, B, C) tensor per level, finest first; sizes: (h, w) per level.
+    """
+
+    vision_feats: list[Tensor]
+    vision_pos: list[Tensor]
+    sizes: list[tuple[int, int]]
+
+
+def frame_features(sam: nn.Module, image: Tensor, num_objects: int) -> FrameFeatures:
+    """An ImageNet-normalised frame (1, 3, H, W) -> its FrameFeatures for `num_objects` objects.
+
+    The backbone runs once and its output is expanded to the objects (a view, not a copy), as in
+    SAM2VideoPredictor._get_image_feature. A frame not at SAM 2's square input size is resized as
+    image_features resizes (bilinear, align_corners=True), so VRP's decoder and the memory see the
+    same pixels; SAM2VideoPredictor resizes with PIL instead, so for equal masks pass its pixels.
+    """
+    size = sam.image_size
+    if image.shape[-2:] != (size, size):
+        image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=True)
+    backbone_out = sam.forward_image(image)
+    expanded = {key: [x.expand(num_objects, -1, -1, -1) for x in backbone_out[key]]
+                for key in ("backbone_fpn", "vision_pos_enc")}
+    _, feats, pos, sizes = sam._prepare_backbone_features(expanded)
+    return FrameFeatures(feats, pos, sizes)
+
+
+@contextmanager
+def sparse_prompt_tokens(sam: nn.Module, tokens: Tensor):
+    """Within the block, SAM 2's prompt encoder returns `tokens` (B, N, 256) as its sparse prompt
+    embeddings (its dense mask embedding is kept), so that SAM2Base._forward_sam_heads decodes VRP's
+    prompt tokens with all of SAM 2's own handling of its outputs (object-score gating, object
+    pointer, high-res masks). A forward hook, removed on exit: not for one model shared by threads."""
+    def replace(module: nn.Module, inputs: tuple, output: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return tokens.to(output[0].dtype), output[1]
+
+    handle = sam.sam_prompt_encoder.register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class MemoryTracker:
+    """B objects followed through one video with SAM 2's memory, one frame at a time:
+
+        tracker = MemoryTracker(sam, num_frames=T)
+        logits = tracker.start(frame_features(sam, frame0, B), masks)   # frame 0: a mask per object
+        logits = tracker.step(frame_features(sam, frame_t, B))          # frames 1, 2, ... in order
+
+    start is SAM2VideoPredictor.add_new_mask (plus the memory encoding that propagate_in_video's
+    preflight does); step is one frame of propagate_in_video; both return low-res logits
+    (B, 1, S/4, S/4), S = sam.image_size. The objects run as one batch (SAM2VideoPredictor runs them
+    one by one: the same masks up to float rounding, since nothing in SAM 2's tracking mixes objects
+    unless non_overlap_masks_for_mem_enc, which the official configs leave off).
+
+    num_frames: the video's length, which SAM 2 reads (it caps the pointers at min(num_frames,
+    max_obj_ptrs_in_encoder)); any value >= max_obj_ptrs_in_encoder gives the same masks, so a
+    stream of unknown length may pass that.
+    """
+
+    def __init__(self, sam: nn.Module, *, num_frames: int) -> None:
+        if sam.training:
+            raise ValueError("MemoryTracker needs SAM 2 in eval mode (its memory window and strides are the eval ones)")
+        self.sam = sam
+        self.num_frames = int(num_frames)
+        self.frame_index = -1  # the last frame seen
+        # track_step's output_dict: the conditioning frame and the non-conditioning frames still read
+        self.outputs: dict[str, dict[int, dict]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        self.memory_pos_enc: list[Tensor] | None = None  # the memory's position encoding: the same for every frame
+
+    @property
+    def kept_memories(self) -> int:
+        """Frames whose spatial memory is held (the conditioning frame included)."""
+        return sum("maskmem_features" in out for outputs in self.outputs.values() for out in outputs.values())
+
+    @property
+    def kept_pointers(self) -> int:
+        """Non-conditioning frames whose object pointer is held (with or without their memory)."""
+        return len(self.outputs["non_cond_frame_outputs"])
+
+    def _store(self, out: dict, memory: Tensor, pos_enc: list[Tensor]) -> dict:
+        """The compact output kept for later frames: the memory in bfloat16 as SAM2VideoPredictor
+        stores it (half the bytes; memory attention reads it so, and equal masks need equal inputs)."""
+        if self.memory_pos_enc is None:
+            self.memory_pos_enc = pos_enc
+        return {"maskmem_features": memory.to(torch.bfloat16), "maskmem_pos_enc": self.memory_pos_enc,
+                "obj_ptr": out["obj_ptr"]}
+
+    @torch.no_grad()
+    def start(self, features: FrameFeatures, masks: Tensor) -> Tensor:
+        """Frame 0 as the conditioning frame, each object given by its mask: masks (B, H, W) bool,
+        any size (resized to S with antialiased bilinear, then >= 0.5, as add_new_mask does).
+        With the official configs (use_mask_input_as_output_without_sam) the output is the mask itself."""
+        if self.frame_index != -1:
+            raise RuntimeError("start() is for frame 0; this tracker has already seen a video")
+        sam, size = self.sam, self.sam.image_size
+        mask_inputs = masks[:, None].float()
+        if mask_inputs.shape[-2:] != (size, size):
+            mask_inputs = F.interpolate(mask_inputs, size=(size, size), mode="bilinear", align_corners=False,
+                                        antialias=True)
+            mask_inputs = (mask_inputs >= 0.5).float()
+        out = sam.track_step(frame_idx=0, is_init_cond_frame=True, current_vision_feats=features.vision_feats,
+                             current_vision_pos_embeds=features.vision_pos, feat_sizes=features.sizes,
+                             point_inputs=None, mask_inputs=mask_inputs, output_dict=self.outputs,
+                             num_frames=self.num_frames, run_mem_encoder=False)
+        # The conditioning frame's memory is encoded from its low-res mask brought back to S, as
+        # SAM2VideoPredictor.propagate_in_video_preflight does for a frame given by add_new_mask.
+        high_res = F.interpolate(out["pred_masks"], size=(size, size), mode="bilinear", align_corners=False)
+        memory, pos_enc = sam._encode_new_memory(features.vision_feats, features.sizes, high_res,
+                                                 out["object_score_logits"], is_mask_from_pts=True)
+        self.outputs["cond_frame_outputs"][0] = self._store(out, memory, pos_enc)
+        self.frame_index = 0
+        return out["pred_masks"]
+
+    @torch.no_grad()
+    def step(self, features: FrameFeatures, prompt_tokens: Tensor | None = None) -> Tensor:
+        """The next frame, read through the memory of the frames before it.
+
+        prompt_tokens (B, N, 256) or None. None: SAM 2's own tracking step (track_step: no prompt,
+        multimask output where the config asks for it, the most confident mask). Given (VRP's prompt
+        tokens): they are the decoder's sparse prompt on the memory-conditioned features, with one
+        mask output (mask token 0, as VRP was trained to steer), so the class prompt and the instance
+        memory decide the mask together; its pointer and memory are made from that output as track_step does.
+        """
+        if self.frame_index < 0:
+            raise RuntimeError("call start() with frame 0 first")
+        sam, t = self.sam, self.frame_index + 1
+        feats, pos, sizes = features.vision_feats, features.vision_pos, features.sizes
+        if prompt_tokens is None:
+            out = sam.track_step(frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats,
+                                 current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None, mask_inputs=None,
+                                 output_dict=self.outputs, num_frames=self.num_frames, run_mem_encoder=True)
+            memory, pos_enc = out["maskmem_features"], out["maskmem_pos_enc"]
+        else:
+            pix_feat = sam._prepare_memory_conditioned_features(
+                frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats[-1:],
+                current_vision_pos_embeds=pos[-1:], feat_sizes=sizes[-1:], output_dict=self.outputs,
+                num_frames=self.num_frames)
+            b = feats[-1].shape[1]
+            high_res = [x.permute(1, 2, 0).reshape(b, -1, *s) for x, s in zip(feats[:-1], sizes[:-1])] or None
+            with sparse_prompt_tokens(sam, prompt_tokens):
+                *_, low_res, high_res_masks, obj_ptr, scores = sam._forward_sam_heads(
+                    backbone_features=pix_feat, high_res_features=high_res, multimask_output=False)
+            out = {"pred_masks": low_res, "obj_ptr": obj_ptr}
+            memory, pos_enc = sam._encode_new_memory(feats, sizes, high_res_masks, scores, is_mask_from_pts=False)
+        self.outputs["non_cond_frame_outputs"][t] = self._store(out, memory, pos_enc)
+        self.frame_index = t
+        self._forget(next_frame=t + 1)
+        return out["pred_masks"]
+
+    def memory_frames(self, frame: int) -> set[int]:
+        """The earlier non-conditioning frames whose memory SAM 2 reads for `frame` (eval mode):
+        the frame before it, and num_maskmem - 2 more among every r-th frame (r =
+        memory_temporal_stride_for_eval, 1 in the official configs: the frames just before)."""
+        sam, r = self.sam, self.sam.memory_temporal_stride_for_eval
+        nearest = ((frame - 2) // r) * r
+        return {frame - 1} | {nearest - k * r for k in range(sam.num_maskmem - 2)}
+
+    def _forget(self, next_frame: int) -> None:
+        """Drop what no frame from `next_frame` on reads. The frames read only move forward (the
+        r-th frames and the pointers' window alike), so a frame dropped is never needed again."""
+        sam, kept = self.sam, self.outputs["non_cond_frame_outputs"]
+        spatial = self.memory_frames(next_frame)
+        pointers = min(self.num_frames, sam.max_obj_ptrs_in_encoder) - 1 if sam.use_obj_ptrs_in_encoder else 0
+        for frame in list(kept):
+            if frame in spatial:
+                continue
+            if frame >= next_frame - pointers:
+                kept[frame] = {"obj_ptr": kept[frame]["obj_ptr"]}  # its memory is no longer read, its pointer is
+            else:
+                del kept[frame]

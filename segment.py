@@ -37,13 +37,14 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, ImageSequence
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -51,12 +52,16 @@ import cli
 import data
 from model import (
     SAM_TYPES, EmbeddingCache, ReferenceFeatures, VRPSAM, autocast, build_from_checkpoint, embed_targets, decode_masks,
-    load_checkpoint, sam_switch_problem, upsample_logits,
+    load_checkpoint, sam_family, sam_switch_problem, upsample_logits,
 )
 from prompts import (
     ANNOTATION_COLOUR, IGNORE, SEED_STREAMS, PREDICTION_COLOUR, png_bytes, simulate_annotation, tint_mask,
 )
 from synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_NUM_CLASSES, SyntheticScene, synthetic_scene
+from video import (
+    PARTIAL_MARKER, MemorySegmenter, check_output_folder, is_sam2, memory_logits, replace_atomically,
+    tidy_interrupted_runs,
+)
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -64,6 +69,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 ANNOTATION_KINDS = {"mask": "mask", "points": "point", "box": "box", "scribble": "scribble"}
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
+# --memory with --video (SAM 2 runs): VRP seeds SAM 2's memory in frame 0 ("first"), or also prompts every frame.
+SEGMENT_MEMORY_MODES = ("first", "every")
+# The video length SAM 2's memory is told for a stream of unknown length: with 16 or more frames it
+# reads at most max_obj_ptrs_in_encoder (16) frames' pointers, so its masks are then those of any length.
+MEMORY_STREAM_LENGTH = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +181,97 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     if pixels.ndim == 2 or pixels.shape[2] == 1:
         return np.repeat(pixels.reshape(shape[0], shape[1], 1), 3, axis=2)
     return np.ascontiguousarray(pixels[..., :3])  # alpha dropped, as for files
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos (--video): a folder of frames, an animated image or a video file, read one frame at a time.
+# ---------------------------------------------------------------------------------------------
+
+VIDEO_FORMS = ("a folder of frames (image files, taken in name order), an animated GIF / PNG / WebP, "
+               "or a video file ffmpeg decodes (mp4, mov, avi, mkv, webm, ...)")
+
+
+class VideoFrames:
+    """The frames of a video, read lazily so that a long video is never held whole: a folder of
+    image files in name order ("folder"), an animated image read by Pillow ("animation"), or a
+    video file decoded by PyAV's ffmpeg ("file"). open_video makes one after checking every frame.
+
+    names: one per frame, for its mask file (a folder's file stems, else 00000, 00001, ...);
+    size: (width, height), the same for every frame. Iterating yields (H, W, 3) uint8 RGB frames.
+    """
+
+    def __init__(self, path: Path, kind: str, names: list[str], size: tuple[int, int],
+                 files: list[Path] | None = None) -> None:
+        self.path, self.kind, self.names, self.size, self.files = path, kind, names, size, files
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.kind == "folder":
+            for file in self.files:
+                yield read_image(file)
+        elif self.kind == "animation":
+            with Image.open(self.path) as pil:
+                for frame in ImageSequence.Iterator(pil):
+                    yield _pil_to_rgb(frame, f"--video {self.path}", upright=False)
+        else:
+            import av  # PyAV loads only for video files
+
+            with av.open(str(self.path)) as container:
+                for frame in container.decode(video=0):
+                    yield frame.to_ndarray(format="rgb24")
+
+
+def open_video(path: str | Path) -> VideoFrames:
+    """The VideoFrames of `path` (see VIDEO_FORMS), after decoding every frame once: a file that
+    cannot be decoded, a folder without images, a video without frames or frames of different
+    sizes are refused in one line naming --video."""
+    path = Path(path)
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, SyntaxError, Image.DecompressionBombError)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise ValueError(f"--video {path}: the folder holds no image ({', '.join(IMAGE_SUFFIXES)}); "
+                             f"give {VIDEO_FORMS}")
+        stems = [p.stem for p in files]
+        if len(set(stems)) < len(stems):
+            twice = next(s for s in stems if stems.count(s) > 1)
+            raise ValueError(f"--video {path}: two frames are named {twice} (with different suffixes), and their "
+                             "masks would share one file; keep one of them")
+        video = VideoFrames(path, "folder", stems, (0, 0), files)
+        named = zip((f.name for f in files), video)  # read_image names a frame it cannot read
+    elif not path.exists():
+        raise FileNotFoundError(f"--video {path}: no such file or folder; give {VIDEO_FORMS}")
+    else:
+        animation = path.suffix.lower() in IMAGE_SUFFIXES
+        if not animation:
+            try:
+                import av  # PyAV loads only for video files
+            except ImportError as error:
+                raise ImportError(f"--video {path}: video files need PyAV ({error}): pip install -r requirements.txt") \
+                    from error
+            errors += (av.error.FFmpegError,)
+        video = VideoFrames(path, "animation" if animation else "file", [], (0, 0))
+        named = ((f"frame {t}", frame) for t, frame in enumerate(video))
+    first, count = None, 0
+    try:
+        for name, frame in named:
+            h, w = frame.shape[:2]
+            if first is None:
+                first, video.size = name, (w, h)
+            elif (w, h) != video.size:
+                raise ValueError(f"--video {path}: {name} is {w}x{h} but {first} is {video.size[0]}x{video.size[1]}; "
+                                 "every frame of a video must have one size (resize them to one)")
+            count += 1
+    except errors as error:  # Pillow's and ffmpeg's decoding errors, whatever the cause: one line
+        raise ValueError(f"--video {path} could not be decoded ({type(error).__name__}: {error}); "
+                         f"give {VIDEO_FORMS}") from error
+    if count == 0:
+        raise ValueError(f"--video {path} holds no frame; give {VIDEO_FORMS}")
+    if video.kind != "folder":
+        video.names = [f"{t:05d}" for t in range(count)]
+    return video
 
 
 def _read_label_image(source, kind: str, class_id: int | None) -> tuple[np.ndarray, str]:
@@ -517,6 +618,57 @@ class VRPPredictor:
             predictions.append(Prediction(mask=(full > 0).numpy(), logits=full.numpy(), network_logits=network.numpy()))
         return predictions
 
+    def predict_video(self, frames: Iterable[ImageLike], *, memory: str | None = None, propagate: bool = False,
+                      num_frames: int | None = None) -> Iterator[Prediction]:
+        """One Prediction per frame of a video, in order, lazily (a long video is never held whole):
+        frames is any iterable of images (VideoFrames, a list of paths or arrays, a generator).
+
+        memory None: each frame is segmented by VRP alone, from the references; propagate adds the
+            previous frame with its predicted mask as one more reference (beyond the paper).
+        memory "first" (a SAM 2 model): VRP segments frame 0, then SAM 2's memory follows what it
+            found through the later frames (video.MemorySegmenter); "every": VRP's prompts are given
+            on every later frame too, so the class prompt and the instance memory decide together.
+        num_frames: the video's length (len(frames) when it has one), which SAM 2's memory reads; for
+            a stream of unknown length leave it None (any length >= 16 gives the same masks).
+        With memory, an object VRP does not find in frame 0 leaves SAM 2's memory nothing to follow
+        ("every": VRP's prompts on the later frames may still find it); segment.py --video warns.
+        """
+        if self._features is None:
+            raise RuntimeError("call set_references before predict_video")
+        if memory not in (None, *SEGMENT_MEMORY_MODES):
+            raise ValueError(f"memory must be None or one of {SEGMENT_MEMORY_MODES}, got {memory!r}")
+        if memory is not None and propagate:
+            raise ValueError("memory and propagate both carry earlier frames forward: choose one")
+        if memory is not None and sam_family(self.model.sam) != "sam2":
+            raise ValueError(f"memory={memory!r} needs SAM 2's memory, and this model's SAM has none (SAM 1 / "
+                             "MobileSAM): use a checkpoint trained with --sam sam2_tiny or --sam sam2.1_*")
+        if memory is None:
+            previous: Reference | None = None
+            for n, frame in enumerate(frames):
+                pixels = read_image(frame, f"frame {n}")
+                prediction = self.predict(pixels, extra_reference=previous)
+                if propagate:  # the frame and its prediction become a mask reference for the next frame
+                    previous = Reference(pixels, "mask", prediction.mask) if prediction.mask.any() else None
+                yield prediction
+            return
+        if num_frames is None:
+            num_frames = len(frames) if hasattr(frames, "__len__") else MEMORY_STREAM_LENGTH
+        follower = None
+        for n, frame in enumerate(frames):
+            pixels = read_image(frame, f"frame {n}")
+            network = self._network_image(pixels)
+            if follower is None:  # frame 0: VRP finds the object; its mask seeds SAM 2's memory
+                prediction = self.predict(pixels)
+                follower = MemorySegmenter(self.model, num_frames=num_frames,
+                                           references=self._features if memory == "every" else None)
+                follower.start(network, torch.from_numpy(prediction.mask)[None])
+                yield prediction
+                continue
+            low_res = follower.step(network)  # (1, 1, s, s)
+            full = memory_logits(low_res, pixels.shape[:2])[0]
+            yield Prediction(mask=(full > 0).numpy(), logits=full.numpy(),
+                             network_logits=memory_logits(low_res, (self.image_size,) * 2)[0].numpy())
+
     def predict(self, image: ImageLike, **kwargs) -> Prediction:
         """The Prediction of one target image (a path, a PIL image or an array: see read_image)."""
         if isinstance(image, (list, tuple)):
@@ -694,6 +846,14 @@ def build_parser() -> argparse.ArgumentParser:
         "at a time)",
     )
     group.add_argument("--batch-size", type=cli.positive_int, default=8, help="targets per network batch")
+    group = parser.add_argument_group("video (instead of --targets)")
+    group.add_argument("--video", type=Path, default=None,
+                       help="segment every frame of a video, in order: a folder of frames (name order), an animated "
+                            "GIF / PNG / WebP or a video file (mp4, mov, avi, mkv, webm); writes masks/<frame>.png, "
+                            "overlay.gif and results.jsonl")
+    group.add_argument("--memory", choices=SEGMENT_MEMORY_MODES, default=None,
+                       help="with --video, on a run trained with a SAM 2: VRP finds the object in the first frame and "
+                            "SAM 2's memory follows it (first), with VRP's prompts on every frame too (every)")
     group = parser.add_argument_group("demo")
     group.add_argument("--demo", action="store_true", help="segment synthetic scenes and write one contact sheet")
     group.add_argument("--seed", type=cli.nonnegative_int, default=0, help="--demo: seed of the scenes")
@@ -744,9 +904,9 @@ def _make_out_folder(folder: Path) -> None:
         raise OSError(f"--out {folder}: cannot write there ({error.strerror or error}); choose another --out") from None
 
 
-def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[Path], dict[Path, dict[str, Path]]]:
-    """Everything a run needs, checked before any model is built or file written: the checkpoint,
-    the references with their annotations, every target decoded once, the output paths."""
+def check_references(args: argparse.Namespace, *, targets: str) -> tuple[dict, list[Reference]]:
+    """The checkpoint and the references with their annotations, checked before any model is built
+    or file written; `targets`: how this mode's targets are given, for the message when --out is missing."""
     if not args.reference:
         raise ValueError(
             "give at least one --reference image with its annotation (--mask, --points, --box or --scribble)"
@@ -757,10 +917,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
             f"{len(args.reference)} --reference image(s) but {len(annotations)} annotation(s): follow each "
             "--reference with one --mask, --points, --box or --scribble"
         )
-    if not args.targets:
-        raise ValueError("give --targets (image files, globs or folders)")
     if args.out is None:
-        raise ValueError("give --out, the folder the masks, overlays and results.jsonl go to")
+        raise ValueError(f"give --out, the folder the masks, {targets} and results.jsonl go to")
     if args.checkpoint is None:
         raise ValueError("give --checkpoint, a best.pt written by train.py")
     state = load_checkpoint(args.checkpoint)
@@ -771,6 +929,17 @@ def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[
     for image, (kind, value, class_id) in zip(args.reference, annotations):
         annotation = {kind: value} if class_id is None else {kind: value, "class_id": class_id}
         references.append(make_reference(image, annotation, name=str(image)))
+    return state, references
+
+
+def check_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], list[Path], dict[Path, dict[str, Path]]]:
+    """Everything a run needs, checked before any model is built or file written: the checkpoint,
+    the references with their annotations, every target decoded once, the output paths."""
+    if not args.targets:
+        raise ValueError("give --targets (image files, globs or folders), or --video")
+    if args.memory is not None:
+        raise ValueError(f"--memory {args.memory} follows an object through a video: give --video instead of --targets")
+    state, references = check_references(args, targets="overlays")
     targets = expand_targets(args.targets)
     outputs, names = {}, {}
     for path in tqdm(targets, desc="checking targets", leave=False, disable=len(targets) < 50):
@@ -840,6 +1009,131 @@ def segment(args: argparse.Namespace) -> list[dict]:
         f"segmented {len(lines)} target(s) in {total:.1f} s ({len(lines) / max(total, 1e-9):.2f} targets/s) "
         f"-> {args.out}"
     )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# --video: every frame of a video, one mask each, and an overlay GIF
+# ---------------------------------------------------------------------------------------------
+
+VIDEO_RESULTS = "results.jsonl"  # written last: a folder holding it is a finished --video result
+OVERLAY_GIF = "overlay.gif"
+GIF_FRAME_MS = 100  # 10 frames per second, whatever the source's rate
+GIF_HEIGHT = (128, 240)  # the overlay's panels are this tall: the frame's height, kept within these bounds
+
+
+def video_foreign_entries(folder: Path) -> list[Path]:
+    """What in `folder` segment.py --video did not write (video.replace_atomically's rule for it):
+    anything but masks/ (PNG files only), overlay.gif, results.jsonl and the partial-run marker. A
+    folder without results.jsonl holds no finished result, so everything in it is foreign."""
+    entries = sorted(folder.iterdir())
+    if not (folder / VIDEO_RESULTS).is_file():
+        return entries
+    foreign = []
+    for entry in entries:
+        if entry.is_symlink():
+            foreign.append(entry)
+        elif entry.is_file() and entry.name in (VIDEO_RESULTS, OVERLAY_GIF, PARTIAL_MARKER):
+            continue
+        elif entry.is_dir() and entry.name == "masks":
+            foreign += [f for f in sorted(entry.iterdir()) if f.suffix != ".png" or not f.is_file() or f.is_symlink()]
+        else:
+            foreign.append(entry)
+    return foreign
+
+
+def check_video_inputs(args: argparse.Namespace) -> tuple[dict, list[Reference], VideoFrames]:
+    """segment.py --video's arguments, checked before any model is built or file written: the
+    checkpoint (and, with --memory, that its SAM has a memory), the references, every frame of the
+    video decoded once, and the output folder."""
+    if args.targets:
+        raise ValueError("--video and --targets: give one (--video segments a video's frames, in order)")
+    if args.memory is not None and args.propagate:
+        raise ValueError(f"--memory {args.memory} and --propagate both carry earlier frames forward; choose one: "
+                         "--propagate adds the previous frame as a VRP reference, --memory follows the object with "
+                         "SAM 2's memory")
+    state, references = check_references(args, targets="overlay.gif")
+    sam = args.sam or state["config"]["sam"]
+    if args.memory is not None and not is_sam2(sam):
+        raise ValueError(f"--memory {args.memory}: {args.checkpoint} was trained on --sam {sam}, which has no memory "
+                         "(SAM 1 / MobileSAM); leave --memory out to segment each frame with VRP alone, or use a run "
+                         "trained on a SAM 2 (train.py --sam sam2_tiny, or --sam sam2.1_hiera_t on real data)")
+    frames = open_video(args.video)
+    _check_out_folder(args.out)
+    for note in tidy_interrupted_runs(args.out, video_foreign_entries, VIDEO_RESULTS):
+        print(note)
+    check_output_folder(args.out, video_foreign_entries, "segment.py --video")
+    if (args.out / VIDEO_RESULTS).exists() and not args.overwrite:
+        raise FileExistsError(f"--out {args.out} holds an earlier --video result: pass --overwrite to replace it "
+                              "whole, or choose another --out")
+    return state, references, frames
+
+
+def overlay_frame(references: Sequence[Reference], frame: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """One frame of overlay.gif: the references with their annotation (green) | the frame with its
+    mask (magenta), GIF_HEIGHT tall, as a palette image (a GIF's frames are)."""
+    height = int(np.clip(frame.shape[0], *GIF_HEIGHT))
+    panels = [_panel(r.image, r.mask, ANNOTATION_COLOUR, height,
+                     grow=max(1, height // 100) if r.kind in ("points", "scribble") else 0) for r in references]
+    panels.append(_panel(frame, mask, PREDICTION_COLOUR, height))
+    gap = np.full((height, 4, 3), 255, np.uint8)
+    strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+    return Image.fromarray(strip).quantize(colors=255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+
+
+def segment_video(args: argparse.Namespace) -> list[dict]:
+    """segment.py --video: a mask per frame (masks/<frame>.png, 0 / 255 at the frame's size), the
+    overlay GIF and one results.jsonl line per frame, written beside --out and swapped in whole
+    when every frame is done (video.replace_atomically), so a failed or killed run leaves the
+    earlier result as it was. The frames are read one at a time; the GIF's small palette frames are
+    the only thing kept for every frame."""
+    state, references, frames = check_video_inputs(args)
+    predictor = VRPPredictor.from_state(state, device=args.device, sam=args.sam, sam_checkpoint=args.sam_checkpoint,
+                                        backbone_weights=args.backbone_weights, cache_dir=args.cache_dir,
+                                        source=str(args.checkpoint))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor.set_references(references)
+    for warning in caught:
+        print(f"segment.py: warning: {warning.message}", file=sys.stderr)
+    read: deque[np.ndarray] = deque()  # the frames predict_video has read and not yet given back
+
+    def reading() -> Iterator[np.ndarray]:
+        for pixels in frames:
+            read.append(pixels)
+            yield pixels
+
+    lines: list[dict] = []
+    gif: list[Image.Image] = []
+    predictions = predictor.predict_video(reading(), memory=args.memory, propagate=args.propagate,
+                                          num_frames=len(frames))
+    with replace_atomically(args.out, video_foreign_entries, "segment.py --video") as partial:
+        began = time.perf_counter()
+        for name, prediction in tqdm(zip(frames.names, predictions), total=len(frames), desc="segment video",
+                                     unit="frame", dynamic_ncols=True):
+            seconds = time.perf_counter() - began
+            pixels = read.popleft()
+            cli.write_atomic(partial / "masks" / f"{name}.png", png_bytes(prediction.mask.astype(np.uint8) * 255))
+            gif.append(overlay_frame(references, pixels, prediction.mask))
+            lines.append({"frame": name, "mask": str(args.out / "masks" / f"{name}.png"),
+                          "area": round(prediction.area, 6),
+                          "mean_probability": (None if prediction.mean_probability is None
+                                               else round(prediction.mean_probability, 6)),
+                          "seconds": round(seconds, 4), "memory": args.memory, "propagate": args.propagate})
+            if args.memory and len(lines) == 1 and not prediction.mask.any():
+                print(f"segment.py: warning: VRP found nothing in the first frame ({name}), so SAM 2's memory has "
+                      "nothing to follow" + ("" if args.memory == "every" else "; --memory every also gives VRP's "
+                                             "prompts on every later frame"), file=sys.stderr)
+            began = time.perf_counter()
+        buffer = io.BytesIO()
+        gif[0].save(buffer, format="GIF", save_all=True, append_images=gif[1:], duration=GIF_FRAME_MS, loop=0)
+        cli.write_atomic(partial / OVERLAY_GIF, buffer.getvalue())
+        cli.write_atomic(partial / VIDEO_RESULTS, "".join(json.dumps(line) + "\n" for line in lines).encode())
+    total = sum(line["seconds"] for line in lines)
+    how = (f"SAM 2 memory ({args.memory})" if args.memory
+           else "VRP per frame" + (" + previous" if args.propagate else ""))
+    print(f"segmented {len(lines)} frame(s) of {args.video} ({how}) in {total:.1f} s "
+          f"({total / max(len(lines), 1):.3f} s per frame) -> {args.out} (masks/, {OVERLAY_GIF}, {VIDEO_RESULTS})")
     return lines
 
 
@@ -928,7 +1222,7 @@ def demo(args: argparse.Namespace) -> dict:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return cli.run_main("segment.py", demo if args.demo else segment, args)
+    return cli.run_main("segment.py", demo if args.demo else segment_video if args.video else segment, args)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,11 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
@@ -52,13 +54,16 @@ import cli
 import data
 import prompts
 from prompts import IGNORE
-from model import (SAM_TYPES, EmbeddingCache, autocast, build_from_checkpoint, embed_targets, load_checkpoint,
-                   sam_switch_problem, upsample_logits)
+from model import (SAM_SPECS, SAM_TYPES, EmbeddingCache, autocast, build_from_checkpoint, embed_targets,
+                   load_checkpoint, sam_family, sam_switch_problem, upsample_logits)
+from sam2_backend import MemoryTracker, frame_features
 from synthetic import SyntheticVideos
 
 log = logging.getLogger(__name__)
 
 VIDEO_DATASETS = ("davis2017", "synthetic-video")
+# --memory (SAM 2 runs): what seeds SAM 2's memory in frame 0, and whether VRP prompts every frame.
+MEMORY_MODES = ("first", "every", "gt")
 BOUNDARY_TOLERANCE = 0.008  # of the image diagonal: the DAVIS toolkit's default for F
 MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 PAPER_TABLE16 = "paper (Table 16, DAVIS 2017 val): J&F 64.8, J 62.1, F 67.4; PerSAM 60.3"
@@ -260,9 +265,57 @@ def merge_objects(logits: torch.Tensor, object_ids) -> np.ndarray:
     return torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy()
 
 
+class MemorySegmenter:
+    """VRP-SAM's prompts and SAM 2's memory over one video, a frame at a time (--memory):
+
+        follower = MemorySegmenter(model, num_frames=T, references=None)   # or encode_references(...)
+        follower.start(frame0, masks)      # (3, S, S) network image, (n, h, w) bool: each object in frame 0
+        follower.step(frame)               # each later frame -> low-res logits (n, 1, s, s)
+
+    The frame's SAM 2 features are computed once and shared by its n objects
+    (sam2_backend.frame_features); the memory is sam2_backend.MemoryTracker's, bounded whatever the
+    video's length. references: ReferenceFeatures of n reference sets (one per object) to add VRP's
+    prompt tokens on every frame (--memory every); None follows with the memory alone.
+    SAM 2 runs in float32, as SAM2VideoPredictor, so that its masks are the official predictor's.
+    """
+
+    def __init__(self, model, *, num_frames: int, references=None) -> None:
+        if sam_family(model.sam) != "sam2":
+            raise ValueError("SAM 2's memory needs a VRP-SAM on a SAM 2 (train.py --sam sam2_tiny or sam2.1_*)")
+        self.model, self.references = model, references
+        self.device = next(model.learnable_parameters()).device
+        self.tracker = MemoryTracker(model.sam, num_frames=num_frames)
+        self.num_objects = 0
+
+    def _features(self, image: torch.Tensor):
+        return frame_features(self.model.sam, image[None].to(self.device).float(), self.num_objects)
+
+    @torch.no_grad()
+    def start(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Frame 0 (3, S, S) with each object's mask (n, h, w) bool, any size -> (n, 1, s, s) logits."""
+        self.num_objects = len(masks)
+        return self.tracker.start(self._features(image), masks.to(self.device))
+
+    @torch.no_grad()
+    def step(self, image: torch.Tensor) -> torch.Tensor:
+        """The next frame (3, S, S) -> (n, 1, s, s) low-res logits of its n objects."""
+        tokens = None
+        if self.references is not None:
+            target = image[None].to(self.device).expand(self.num_objects, -1, -1, -1)
+            with autocast(self.device):
+                tokens = self.model.target_prompt_embeddings(target, self.references).float()  # (n, N, 256)
+        return self.tracker.step(self._features(image), prompt_tokens=tokens)
+
+
+def memory_logits(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """SAM 2's low-res logits (n, 1, s, s) -> (n, H, W) at a frame's size, resized as
+    SAM2VideoPredictor resizes its masks to the video's (bilinear, align_corners=False)."""
+    return F.interpolate(low_res.float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0].cpu()
+
+
 @torch.no_grad()
 def segment_sequence(model, source, sequence: str, *, label: str = "mask", propagate: bool = False,
-                     image_size: int, cache: EmbeddingCache | None = None,
+                     memory: str | None = None, image_size: int, cache: EmbeddingCache | None = None,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Segment every object of a sequence from its first-frame annotation.
 
@@ -275,11 +328,15 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
     propagate: from frame 2 on, frame t-1 with the object's predicted mask is a second reference
         (k = 2, the prompts concatenated as in Table 7); an object predicted nowhere in t-1 keeps
         only its first-frame reference. Not in the paper.
+    memory (a SAM 2 model; MEMORY_MODES): later frames are segmented by SAM 2's memory of the frames
+        before them (MemorySegmenter), seeded in frame 0 by VRP's prediction of each object from its
+        reference ("first"; "every": VRP's prompts on every frame too) or by its true mask ("gt").
     The frame's SAM embedding is computed once (or read from `cache`) and shared by its objects.
     """
     device = next(model.learnable_parameters()).device
     model.eval()
     image, first = source.load_frame(sequence, 0)
+    num_frames = len(source.frame_ids(sequence))
     num_objects = count_objects(first)
     present = [i for i in range(1, num_objects + 1) if (first == i).any()]
     missing = [i for i in range(1, num_objects + 1) if i not in present]
@@ -288,10 +345,27 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
         prompts.simulate_annotation(_reference_mask(first, i, image_size), label,
                                     prompts.episode_rng(seed, sequence_key(sequence), i)).mask
         for i in present]).astype(np.float32)) if present else None  # (n, S, S)
+    follower = None
+    if memory is not None and present:
+        if memory == "gt":
+            seeds = torch.from_numpy(np.stack([first == i for i in present]))  # (n, H, W): the truth
+        else:  # VRP segments frame 0 from each object's reference, as it segments any target
+            n, batch = len(present), first_image[None].to(device)
+            with autocast(device):
+                embedding = embed_targets(model.sam, batch, [source.image_id(sequence, 0)], cache)
+                seeds = model(batch.expand(n, -1, -1, -1), first_image[None, None].expand(n, -1, -1, -1, -1).to(device),
+                              first_labels[:, None].to(device), image_embeddings=embedding.expand(n, -1, -1, -1)) > 0
+        references = None
+        if memory == "every":
+            with autocast(device):
+                references = model.encode_references(first_image[None, None].expand(len(present), -1, -1, -1, -1)
+                                                     .to(device), first_labels[:, None].to(device))
+        follower = MemorySegmenter(model, num_frames=num_frames, references=references)
+        follower.start(first_image, seeds)
     truths = [first]
     predictions = [np.where(np.isin(first, present), first, 0).astype(np.uint8)]
     previous_image = None
-    for t in range(1, len(source.frame_ids(sequence))):
+    for t in range(1, num_frames):
         image, annotation = source.load_frame(sequence, t)
         if annotation.shape != first.shape:
             raise ValueError(f"sequence {sequence}: frame {source.frame_ids(sequence)[t]} is {annotation.shape[1]}x"
@@ -299,7 +373,9 @@ def segment_sequence(model, source, sequence: str, *, label: str = "mask", propa
                              "all frames of a sequence must have one size")
         target = torch.from_numpy(data.image_array(image, image_size))
         logits = torch.full((len(present), *first.shape), -torch.inf)
-        if present:
+        if follower is not None:
+            logits = memory_logits(follower.step(target), first.shape)
+        elif present:
             with autocast(device):
                 batch = target[None].to(device)
                 embedding = embed_targets(model.sam, batch, [source.image_id(sequence, t)], cache)
@@ -351,15 +427,16 @@ def foreign_entries(folder: Path) -> list[Path]:
     return foreign
 
 
-def check_output_folder(out: Path) -> None:
-    """Refuse an --out that is not new, empty or an earlier result of video.py: a rerun replaces the
-    whole folder, so it must hold nothing the user made."""
+def check_output_folder(out: Path, foreign_entries: Callable[[Path], list[Path]] = foreign_entries,
+                        writer: str = "video.py") -> None:
+    """Refuse an --out that is not new, empty or an earlier result of `writer` (whose files are all
+    but `foreign_entries`): a rerun replaces the whole folder, so it must hold nothing the user made."""
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; pass a folder for the result PNGs")
+        raise FileExistsError(f"--out {out} is a file; pass a folder for the results")
     foreign = foreign_entries(out) if out.is_dir() else []
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise FileExistsError(f"--out {out} already holds files that are not results of video.py ({foreign[0]}{more}); "
+        raise FileExistsError(f"--out {out} already holds files that are not results of {writer} ({foreign[0]}{more}); "
                               "pass an empty or new folder")
 
 
@@ -386,10 +463,13 @@ def _run_ended(folder: Path) -> bool:
     return False
 
 
-def tidy_interrupted_runs(out: Path) -> list[str]:
+def tidy_interrupted_runs(out: Path, foreign_entries: Callable[[Path], list[Path]] = foreign_entries,
+                          results_file: str = RESULTS_FILE) -> list[str]:
     """Undo what a killed run left beside `out` (see `replace_atomically`), leaving runs still going
     alone: its partial results are removed, and an earlier result it had set aside is put back if it
-    died before moving its own in, else removed. Returns a note for each result put back."""
+    died before moving its own in, else removed. Returns a note for each result put back.
+    foreign_entries, results_file: the writer's rule for what is not its own, and the file it
+    writes last (video.py's by default; segment.py --video passes its own)."""
     notes = []
     for aside in sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*")):
         if not aside.is_dir() or not _run_ended(aside) or foreign_entries(aside):
@@ -404,18 +484,19 @@ def tidy_interrupted_runs(out: Path) -> list[str]:
             continue
         if (partial / PARTIAL_MARKER).is_file() or not any(partial.iterdir()):  # empty: killed before marking it
             shutil.rmtree(partial)
-    if (out / RESULTS_FILE).is_file():
+    if (out / results_file).is_file():
         (out / PARTIAL_MARKER).unlink(missing_ok=True)  # killed right after moving its finished result in
     return notes
 
 
 @contextlib.contextmanager
-def replace_atomically(out: Path):
+def replace_atomically(out: Path, foreign_entries: Callable[[Path], list[Path]] = foreign_entries,
+                       writer: str = "video.py"):
     """Yield a new folder beside `out` (.<out>.partial-<pid>, marked as ours) to write the results
     into. When the block ends, it takes the place of `out`: the earlier result is renamed aside, the
     new one renamed in, the earlier one deleted; a reader never sees a mix of two runs. When the
     block fails or is interrupted, the new folder is removed and `out` is as it was; a kill leaves
-    what `tidy_interrupted_runs` cleans up."""
+    what `tidy_interrupted_runs` cleans up. foreign_entries, writer: as check_output_folder."""
     partial, aside = _beside(out, "partial"), _beside(out, "replaced")
     try:
         partial.mkdir(parents=True)
@@ -424,7 +505,7 @@ def replace_atomically(out: Path):
         raise cli.write_error(partial, error) from error
     try:
         yield partial
-        check_output_folder(out)  # a file added to `out` during the run is not ours to delete
+        check_output_folder(out, foreign_entries, writer)  # a file added to `out` during the run is not ours to delete
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -453,8 +534,9 @@ def check_first_frames(source) -> list[str]:
     return empty
 
 
-def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False, image_size: int,
-                    cache: EmbeddingCache | None = None, seed: int = 0, desc: str = "video") -> dict:
+def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate: bool = False,
+                    memory: str | None = None, image_size: int, cache: EmbeddingCache | None = None, seed: int = 0,
+                    desc: str = "video") -> dict:
     """Segment every sequence of `source`, write its palette PNGs under out/<sequence>/<frame>.png
     and score it; returns the toolkit's global table (fractions), per-object rows, timing, notes.
 
@@ -467,7 +549,7 @@ def evaluate_videos(model, source, *, out: Path, label: str = "mask", propagate:
     for sequence in tqdm(source.sequences, desc=desc, leave=False, dynamic_ncols=True):
         start = time.perf_counter()
         truth, prediction, missing = segment_sequence(model, source, sequence, label=label, propagate=propagate,
-                                                      image_size=image_size, cache=cache, seed=seed)
+                                                      memory=memory, image_size=image_size, cache=cache, seed=seed)
         seconds += time.perf_counter() - start
         target_frames += len(truth) - 1
         if count_objects(truth[0]) == 0:
@@ -508,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--propagate", action="store_true",
                        help="not in the paper: also use the previous frame and its prediction as a second reference")
+    group.add_argument("--memory", choices=MEMORY_MODES, default=None,
+                       help="SAM 2 runs, not in the paper: later frames read SAM 2's memory of the earlier ones, "
+                            "seeded in frame 0 by VRP's prediction (first), plus VRP's prompts on every frame (every), "
+                            "or by the true first-frame mask (gt, SAM 2 alone: the upper bound)")
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", type=Path, default=Path("data"), help="davis2017: the folder holding DAVIS/")
     group.add_argument("--split", default="val", help="davis2017: the ImageSets/2017 list (Table 16: val)")
@@ -590,10 +676,11 @@ def run(args: argparse.Namespace) -> dict:
     other_sam = args.sam is not None and args.sam != state["config"]["sam"]
     if other_sam and (problem := sam_switch_problem(state["config"]["sam"], args.sam, source=str(args.checkpoint))):
         raise ValueError(problem)
+    check_memory_args(args, args.sam or state["config"]["sam"])
     source = build_source(args, run_args)  # checks the data before the model is built
     check_first_frames(source)
     tag = (f"video-{args.dataset}-{args.label}{'-propagate' if args.propagate else ''}"
-           + (f"-sam-{args.sam}" if other_sam else ""))
+           + (f"-sam-{args.sam}" if other_sam else "") + (f"-memory-{args.memory}" if args.memory else ""))
     out = args.out or args.checkpoint.parent / tag
     if out.is_symlink():
         out = out.resolve()  # replaced as a folder: the link's target, never the link
@@ -608,12 +695,11 @@ def run(args: argparse.Namespace) -> dict:
 
     with replace_atomically(out) as partial:  # an earlier result in `out` stays whole until this one is
         result = evaluate_videos(model, source, out=partial, label=args.label, propagate=args.propagate,
-                                 image_size=image_size, cache=cache, seed=args.seed,
+                                 memory=args.memory, image_size=image_size, cache=cache, seed=args.seed,
                                  desc=f"{args.dataset} {args.label}")
         result.update(dataset=args.dataset, split=args.split if args.dataset == "davis2017" else None,
-                      label=args.label, propagate=args.propagate, checkpoint=str(args.checkpoint), seed=args.seed,
-                      sam=model.config.sam,
-                      image_size=image_size, device=str(device))
+                      label=args.label, propagate=args.propagate, memory=args.memory, checkpoint=str(args.checkpoint),
+                      seed=args.seed, sam=model.config.sam, image_size=image_size, device=str(device))
         cli.write_json(partial / RESULTS_FILE, result)
     for note in result["notes"]:
         print(note)
@@ -621,11 +707,38 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+MEMORY_NOTES = {"first": ", which VRP segments in frame 0; then SAM 2's memory (--memory first)",
+                "every": ", which VRP segments in frame 0; then SAM 2's memory + VRP's prompts (--memory every)",
+                "gt": "; SAM 2's memory seeded with it (--memory gt, no VRP: the upper bound)"}
+
+
+def is_sam2(sam: str) -> bool:
+    """Whether the SAM type `sam` (a key of model.SAM_SPECS) is a SAM 2 / 2.1, whose memory --memory reads."""
+    return SAM_SPECS[sam].family == "sam2"
+
+
+def check_memory_args(args: argparse.Namespace, sam: str) -> None:
+    """--memory's flags, against the run's SAM type `sam`: one line naming the flag, before anything is built."""
+    if args.memory is None:
+        return
+    if args.propagate:
+        raise ValueError(f"--memory {args.memory} and --propagate both carry earlier frames forward; choose one: "
+                         "--propagate adds the previous frame as a second VRP reference, --memory follows each "
+                         "object with SAM 2's memory of the earlier frames")
+    if args.memory == "gt" and args.label != "mask":
+        raise ValueError(f"--memory gt seeds SAM 2 with the true first-frame mask, so --label {args.label} would not "
+                         f"be used: leave --label out, or use --memory first / every (VRP reads the {args.label})")
+    if not is_sam2(sam):
+        raise ValueError(f"--memory {args.memory}: {args.checkpoint} was trained on --sam {sam}, which has no memory "
+                         "(SAM 1 / MobileSAM); use a run on a SAM 2: python train.py --dataset synthetic --sam "
+                         "sam2_tiny, or --sam sam2.1_hiera_t (and the others) on real data")
+
+
 def format_table(result: dict, out: Path) -> str:
     name = f"{result['dataset']} {result['split']}" if result["split"] else result["dataset"]
     reference = f"{result['label']} of the first frame" + (
         " + previous frame's prediction (--propagate)" if result["propagate"] else ""
-    )
+    ) + MEMORY_NOTES.get(result.get("memory"), "")
     lines = [f"VRP-SAM video object segmentation on {name} (Table 16's protocol), reference: {reference}",
              "".join(f"{m:>10}" for m in MEASURES),
              "".join(f"{100 * result['summary'][m]:10.1f}" for m in MEASURES),
