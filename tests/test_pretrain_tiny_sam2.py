@@ -95,6 +95,9 @@ def test_stage_2_lowers_the_loss_and_leaves_every_stage_1_tensor_bit_identical(t
 def test_memory_steps_lower_the_tracking_loss_on_a_fixed_clip(shipped):
     torch.manual_seed(0)
     sam = pretrain.load_tiny_sam2(pretrain.DEFAULT_CHECKPOINT).train()
+    fresh = build_sam2_model(*TINY_SAM2, seed=0).state_dict()  # where stage 2 starts: stage 1's untrained memory
+    sam.load_state_dict({name: fresh[name] if pretrain.memory_parameter(name) else value
+                         for name, value in sam.state_dict().items()})
     optimizer = torch.optim.AdamW(
         [p.requires_grad_(True) for name, p in sam.named_parameters() if pretrain.memory_parameter(name)], lr=1e-3)
     clip = pretrain.sample_videos(np.random.default_rng(5), 2, 3)
