@@ -15,7 +15,7 @@ image encoder learns: AdamW on the MSE between its embedding and the teacher's, 
 run trained on `--sam tiny` may then be scored with `--sam tiny_distilled` (one decoder group in
 model.SAM_SPECS), which measures what the cheaper encoder costs VRP-SAM.
 
-    python distill_tiny_sam.py                        # 600 steps of 32 scenes, ~10 min at one thread
+    python distill_tiny_sam.py                        # 600 steps of 32 scenes, ~9 min at one thread
     python distill_tiny_sam.py --steps 50 --out /tmp/sam_tiny_distilled.pth
 
 The script prints both image encoders' parameter counts, the student's held-out embedding error

@@ -90,3 +90,9 @@ def test_bad_flags_and_outputs_are_one_line(tmp_path, capsys):
         assert err.count("\n") == 1 and err.startswith("distill_tiny_sam.py: error: ")
         assert re.search(words, err), err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_a_missing_file_names_the_script_that_makes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"sam_tiny_distilled\.pth not found: make it with `python "
+                                                r"distill_tiny_sam\.py`"):
+        build_sam("tiny_distilled", tmp_path / "sam_tiny_distilled.pth")
