@@ -98,6 +98,7 @@ def relative_embedding_error(student: nn.Module, teacher: nn.Module, *, num_scen
 
 
 def encoder_parameters(sam: nn.Module) -> int:
+    """The number of parameters of a SAM's image encoder (the part distillation replaces)."""
     return sum(p.numel() for p in sam.image_encoder.parameters())
 
 
