@@ -53,6 +53,7 @@ SEED_STREAMS = {
     "tiny-sam-train": 7_000_001, "tiny-sam-held-out": 7_000_002,  # pretrain_tiny_sam.py
     "tiny-sam2-train": 7_000_011, "tiny-sam2-video-train": 7_000_012,  # pretrain_tiny_sam2.py
     "tiny-sam2-video-held-out": 7_000_013,  # (its held-out scenes are pretrain_tiny_sam.py's)
+    "tiny-sam-distill-train": 7_000_021,  # distill_tiny_sam.py (its held-out scenes are pretrain_tiny_sam.py's)
     "demo": 7_100_001,  # segment.py --demo
     "tiny-backbone-train": 8_000_001, "tiny-backbone-held-out": 8_000_002,  # pretrain_tiny_backbone.py
     "gp-sam": 9_000_001, "wrong-reference": 9_000_002,  # baselines.py
