@@ -39,6 +39,9 @@ def timed(fn: Callable[[], object], steps: int, device: torch.device, warmup: in
     return (time.perf_counter() - start) / steps * 1000
 
 
+SYNTHETIC_SAMS = ("tiny", "tiny_distilled", "sam2_tiny")  # the synthetic benchmark's, at its 128² images
+
+
 def bench_row(backbone: str, sam_type: str, *, device: torch.device, image_size: int, batch_size: int,
               steps: int) -> dict:
     config = model.VRPConfig(backbone=backbone, sam=sam_type)
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configurations to time (default: tiny:tiny on the CPU, plus resnet50:vit_b and "
                              "resnet50:vit_h on CUDA when available)")
     parser.add_argument("--device", default=None, help="device for the non-tiny rows (default: cuda when available)")
-    parser.add_argument("--image-size", type=int, default=None, help="S (default: 128 for the tiny SAM, 512 otherwise)")
+    parser.add_argument("--image-size", type=int, default=None, help="S (default: 128 for the tiny SAMs, the synthetic benchmark's size; 512 otherwise)")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch (paper: 8)")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per measurement")
     parser.add_argument(
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device(
             "cpu" if spec == "tiny:tiny" and args.device is None else args.device or ("cuda" if cuda else "cpu")
         )
-        image_size = args.image_size or (128 if sam_type == "tiny" else 512)
+        image_size = args.image_size or (128 if sam_type in SYNTHETIC_SAMS else 512)
         results.append(bench_row(backbone, sam_type, device=device, image_size=image_size,
                                  batch_size=args.batch_size, steps=args.steps))
     print_table(results)
