@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scenes per step, half point- and half box-prompted")
     parser.add_argument("--lr", type=cli.positive_float, default=3e-4,
                         help="peak learning rate (cosine decay after 30 warm-up steps)")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the scenes and prompts (the initialisation is build_sam's fixed one)")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                        help="seeds the scenes and prompts (the initialisation is build_sam's fixed one)")
     parser.add_argument("--corrections", type=cli.nonnegative_int, default=0,
                         help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
     parser.add_argument("--eval-scenes", type=cli.positive_int, default=256,
