@@ -69,7 +69,8 @@ def build_student(teacher: nn.Module, *, seed: int = 0) -> nn.Module:
     return student.train()
 
 
-def distill_step(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor) -> float:
+def distill_step(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
+                 images: torch.Tensor) -> float:
     """One AdamW step of the student's image encoder on the MSE to the frozen teacher's embedding
     (B, 256, 16, 16) of `images`; returns the loss."""
     with torch.no_grad():

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configurations to time (default: tiny:tiny on the CPU, plus resnet50:vit_b and "
                              "resnet50:vit_h on CUDA when available)")
     parser.add_argument("--device", default=None, help="device for the non-tiny rows (default: cuda when available)")
-    parser.add_argument("--image-size", type=int, default=None, help="S (default: 128 for the tiny SAMs, the synthetic benchmark's size; 512 otherwise)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="S (default: 128 for the tiny SAMs, the synthetic benchmark's size; 512 otherwise)")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch (paper: 8)")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per measurement")
     parser.add_argument(
