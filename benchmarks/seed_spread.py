@@ -38,7 +38,8 @@ def spread(values: list[float]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prefixes", nargs="+", type=Path, help="run folders of seed 0; PREFIX-seedN or PREFIX-sN are found beside them")
+    parser.add_argument("prefixes", nargs="+", type=Path,
+                        help="run folders of seed 0; PREFIX-seedN or PREFIX-sN are found beside them")
     parser.add_argument("--result", default="mask-1shot-1000ep-seed0",
                         help="which eval-<result>.json to read (evaluate.result_name)")
     return parser
@@ -51,7 +52,7 @@ def main(argv=None) -> dict:
     for prefix in args.prefixes:
         runs = runs_of(prefix)
         if not runs:
-            parser.error(f"{prefix}: no such run folder (nor {prefix.name}-sN beside it)")
+            parser.error(f"{prefix}: no such run folder (nor {prefix.name}-seedN or -sN beside it)")
         row = {"seeds": [], "miou": [], "fbiou": [], "base": []}
         for seed, folder in runs.items():
             path = folder / f"eval-{args.result}.json"
@@ -67,11 +68,12 @@ def main(argv=None) -> dict:
                 row["base"].append(json.loads(base.read_text())["miou"])
         if row["seeds"]:
             table[str(prefix)] = row
-    print(f"{'experiment':<32} {'seeds':<8} {'mIoU per seed':<22} {'mIoU':<12} {'FB-IoU':<12} base mIoU")
+    width = max([len("experiment"), *map(len, table)])
+    print(f"{'experiment':<{width}} {'seeds':<8} {'mIoU per seed':<22} {'mIoU':<12} {'FB-IoU':<12} base mIoU")
     for name, row in table.items():
         per_seed = ", ".join(f"{v:.1f}" for v in row["miou"])
         base = spread(row["base"]) if row["base"] else "-"
-        print(f"{name:<32} {','.join(map(str, row['seeds'])):<8} {per_seed:<22} {spread(row['miou']):<12} "
+        print(f"{name:<{width}} {','.join(map(str, row['seeds'])):<8} {per_seed:<22} {spread(row['miou']):<12} "
               f"{spread(row['fbiou']):<12} {base}")
     if missing:
         print(f"not evaluated yet (skipped): {', '.join(missing)}")
