@@ -1,7 +1,7 @@
 """docs/video_memory_strip.png: segment.py --video on a synthetic video, from a reference that is
 another image, shown as a strip: the reference with its annotation, then every k-th frame with its mask.
 
-    python benchmarks/video_strip.py --checkpoint runs/synthetic-fold0-mask-tiny-sam2_tiny/best.pt --memory first
+    python benchmarks/video_strip.py --checkpoint runs/synthetic-fold0-mask-tiny-sam-sam2_tiny/best.pt --memory first
     python benchmarks/video_strip.py                         # the main job's checkpoint, VRP on each frame
 
 The video (seed --seed) holds two objects of one class among others, so the strip shows whether the
