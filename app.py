@@ -643,12 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help=f"best.pt of a train.py run (default: the main job's, {cli.MAIN_JOB_CHECKPOINT})")
-    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
-                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
-                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
-    group.add_argument("--sam-checkpoint", type=Path, default=None,
-                       help="SAM weights, if not where the run had them (another --sam: default checkpoints/<its "
-                            "official file name>)")
+    cli.add_run_sam_args(group, SAM_TYPES, backbone_weights=False)
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)  # --device, --cache-dir, as segment.py
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1",

@@ -415,6 +415,22 @@ def add_runtime_args(group, *, workers: bool = True, cache: Path | None = Path("
         group.add_argument("--no-cache", action="store_true", help="recompute SAM image embeddings every time")
 
 
+def add_run_sam_args(group, sam_types: Sequence[str], *, backbone_weights: bool = True) -> None:
+    """--sam, --sam-checkpoint and (backbone_weights) --backbone-weights of a script that runs a
+    trained run (segment.py, app.py, video.py), with the same help everywhere; sam_types:
+    model.SAM_TYPES (cli.py imports no model code)."""
+    group.add_argument("--sam", choices=sam_types, default=None, metavar="SAM",
+                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
+                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="SAM weights, if not where the run had them (another --sam: default checkpoints/<its "
+                            "official file name>)")
+    if backbone_weights:
+        group.add_argument("--backbone-weights", default=None,
+                           help="backbone weights: a state_dict file, if not where the run had them (default: the "
+                                "run's)")
+
+
 USER_ERRORS = (OSError, ImportError, ValueError)  # missing, unreadable or unwritable files; bad input
 
 

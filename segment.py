@@ -810,14 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--checkpoint", type=Path, default=None, help="best.pt of a train.py run (--demo: the main job's)"
     )
-    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
-                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
-                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
-    group.add_argument("--sam-checkpoint", type=Path, default=None,
-                       help="SAM weights, if not where the run had them (another --sam: default checkpoints/<its "
-                            "official file name>)")
-    group.add_argument("--backbone-weights", default=None,
-                       help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
+    cli.add_run_sam_args(group, SAM_TYPES)
     cli.add_runtime_args(group, workers=False, cache=None, no_cache=False)
     group = parser.add_argument_group("references (each --reference followed by one annotation, in order)")
     group.add_argument(

@@ -616,13 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=cli.nonnegative_int, default=0, help="the simulated labels (and the synthetic videos)"
     )
     group = parser.add_argument_group("model")
-    group.add_argument("--sam", choices=SAM_TYPES, default=None, metavar="SAM",
-                       help="prompt this SAM instead of the run's: one with the same prompt encoder and mask decoder "
-                            "(vit_t, MobileSAM, for a vit_h run; choices as train.py --sam) (default: the run's)")
-    group.add_argument("--sam-checkpoint", type=Path, default=None,
-                       help="SAM weights (default: the run's; another --sam: checkpoints/<its official file name>)")
-    group.add_argument("--backbone-weights", default=None,
-                       help="backbone weights: a state_dict file, if not where the run had them (default: the run's)")
+    cli.add_run_sam_args(group, SAM_TYPES)
     group.add_argument(
         "--image-size", type=cli.positive_int, default=None, help="network input size S (default: the run's)"
     )
