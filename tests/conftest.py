@@ -9,6 +9,17 @@ import app
 import train
 
 
+def error_line(main, argv) -> str:
+    """The one line a script's main(argv) ends with on bad input: "<script>.py: error: ..." as the
+    exit status (1), never a traceback or a usage block."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = exit_info.value.code
+    prog = f"{main.__module__}.py"
+    assert isinstance(message, str) and message.startswith(f"{prog}: error: ") and "\n" not in message, message
+    return message
+
+
 @contextlib.contextmanager
 def app_server(*argv: str):
     """The server as `python app.py *argv` builds it, on 127.0.0.1 and a free port, in a thread;

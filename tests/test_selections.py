@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import cli
+import conftest
 import data
 import evaluate
 import model
@@ -37,11 +38,7 @@ def runs(tmp_path):
 
 
 def error_line(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(argv)
-    message = exit_info.value.code
-    assert isinstance(message, str) and message.startswith("evaluate.py: error: ") and "\n" not in message  # status 1
-    return message
+    return conftest.error_line(evaluate.main, argv)
 
 
 THERE_ARE = "there are synthetic any-trained tiny (fold 1); synthetic mask-trained tiny (fold 0, 1)"

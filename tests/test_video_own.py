@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+import conftest
 import model
 import segment
 from synthetic import SyntheticVideos, synthetic_scene
@@ -70,12 +71,8 @@ def tree(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def error_line(args) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        segment.main(args)
-    message = str(exit_info.value)
-    assert message.startswith("segment.py: error: ") and "\n" not in message
-    return message
+def error_line(argv) -> str:
+    return conftest.error_line(segment.main, argv)
 
 
 @pytest.mark.parametrize("video, names", [("frames", [f"f{t:03d}" for t in range(FRAMES)]),

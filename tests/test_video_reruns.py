@@ -18,6 +18,7 @@ import torch
 import pytest
 from PIL import Image
 
+import conftest
 import video
 from test_video import FRAME_H, FRAME_W, _checkpoint, _two_objects, _write_davis
 
@@ -41,11 +42,7 @@ def davis(tmp_path):
 
 
 def error_line(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        video.main(argv)
-    message = str(exit_info.value)
-    assert message.startswith("video.py: error: ") and "\n" not in message
-    return message
+    return conftest.error_line(video.main, argv)
 
 
 # --- sequences without an object to follow -----------------------------------------------------------
