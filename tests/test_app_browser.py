@@ -129,16 +129,8 @@ def _decode(data_url: str) -> np.ndarray:
 def test_a_mouse_drawn_scribble_segments_the_demo_scenes_and_the_zip_holds_the_apis_masks(server, browser, tmp_path):
     driver = browser
     wait = WebDriverWait(driver, 60, poll_frequency=0.02)
-    driver.get(server.url)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
-
     # The demo scenes, with one button: a reference to annotate and 4 targets.
-    driver.find_element(By.ID, "demo").click()
-    wait.until(lambda d: d.execute_script("return vrp.state.references.length === 1 && "
-                                          "vrp.state.references[0].imageId !== null && vrp.state.targets.length === 4"))
-    class_id = int(driver.find_element(By.ID, "demo-class").get_attribute("value"))
-    size = int(server.app.run.get("image_size", 128))
-    reference, demo_targets = segment.demo_scenes(class_id, 0, size=size)
+    class_id, size, (reference, demo_targets) = _open_demo(driver, wait, server)
 
     # A scribble: one stroke in the corner, undone, then a stroke across the object.
     driver.find_element(By.CSS_SELECTOR, "input[name=tool][value=scribble]").find_element(By.XPATH, "..").click()
@@ -203,18 +195,25 @@ def test_a_mouse_drawn_scribble_segments_the_demo_scenes_and_the_zip_holds_the_a
           f"{', '.join(f'{ms:.0f}' for ms in page_latency)} ms per target); screenshot {screenshot}")
 
 
-def _open_demo_with_a_click(driver, wait, server, option: int) -> tuple[int, list[int]]:
-    """Load the page and the demo scenes of the demo list's `option`, click once on the object with
-    the Points tool, wait for the 4 targets: the class and the clicked pixel."""
+def _open_demo(driver, wait, server, option: int | None = None):
+    """Load the page and its demo scenes (of the demo list's `option`; None: the one it shows):
+    the class, the network size S and segment.demo_scenes' (reference, targets) the page holds."""
     driver.get(server.url)
     wait.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
-    Select(driver.find_element(By.ID, "demo-class")).select_by_index(option)
+    if option is not None:
+        Select(driver.find_element(By.ID, "demo-class")).select_by_index(option)
     driver.find_element(By.ID, "demo").click()
     wait.until(lambda d: d.execute_script("return vrp.state.references.length === 1 && "
                                           "vrp.state.references[0].imageId !== null && vrp.state.targets.length === 4"))
     class_id = int(driver.find_element(By.ID, "demo-class").get_attribute("value"))
     size = int(server.app.run.get("image_size", 128))
-    reference, _ = segment.demo_scenes(class_id, 0, size=size)
+    return class_id, size, segment.demo_scenes(class_id, 0, size=size)
+
+
+def _open_demo_with_a_click(driver, wait, server, option: int) -> tuple[int, list[int]]:
+    """The demo scenes of the demo list's `option` (_open_demo), clicked once on the object with the
+    Points tool, the 4 targets waited for: the class and the clicked pixel."""
+    class_id, size, (reference, _) = _open_demo(driver, wait, server, option)
     driver.find_element(By.CSS_SELECTOR, "input[name=tool][value=points]").find_element(By.XPATH, "..").click()
     click = _stroke(reference.label, class_id)[1]
     _drag(driver, driver.find_element(By.CSS_SELECTOR, ".reference .overlay"), [click], size)
