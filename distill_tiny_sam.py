@@ -40,7 +40,7 @@ from tqdm import tqdm
 import cli
 import pretrain_tiny_sam
 from model import SAM_SPECS, build_sam, sam_image_embeddings, sam_type_of_state_dict
-from pretrain_tiny_sam import check_out, held_out_point_iou, normalise, sample_scene, save_fp16, warmup_cosine
+from pretrain_tiny_sam import held_out_point_iou, normalise, output_file, sample_scene, save_fp16, warmup_cosine
 from prompts import SEED_STREAMS
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "sam_tiny_distilled.pth"
@@ -134,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="held-out scenes for the final embedding error and point-prompt IoU")
     parser.add_argument("--teacher", type=teacher_file, default=str(pretrain_tiny_sam.DEFAULT_CHECKPOINT),
                         help="the tiny SAM checkpoint to distil (its prompt encoder and mask decoder are copied)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
+    parser.add_argument("--out", type=output_file, default=str(DEFAULT_CHECKPOINT),
+                        help="where to write the fp16 checkpoint")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_out(parser, args.out)
     if args.out.resolve() == Path(args.teacher).resolve():
         parser.error(f"argument --out: {args.out} is the teacher (--teacher); pass another file")
     return args

@@ -210,21 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most interactive correction points per step (SAM's rounds; 0: first prompt only)")
     parser.add_argument("--eval-scenes", type=cli.positive_int, default=256,
                         help="held-out scenes for the final point-prompt IoU")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the fp16 checkpoint")
+    parser.add_argument("--out", type=output_file, default=str(DEFAULT_CHECKPOINT),
+                        help="where to write the fp16 checkpoint")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_out(parser, args.out)
-    return args
+    return build_parser().parse_args(argv)
 
 
-def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
-    """At parse time: --out must be a file that can be written (a parser error names it otherwise)."""
+def output_file(text: str) -> Path:
+    """argparse type of the pre-training scripts' --out: a file that can be written (checked when
+    parsed, the default included, so a run never ends unable to save)."""
+    out = Path(text)
     if out.is_dir() or not os.access(out.parent if out.parent.exists() else Path.cwd(), os.W_OK):
-        parser.error(f"argument --out: cannot write {out}; pass a file path in a writable folder")
+        raise argparse.ArgumentTypeError(f"cannot write {out}; pass a file path in a writable folder")
+    return out
 
 
 def main(argv=None) -> float:

@@ -51,7 +51,7 @@ import pretrain_tiny_sam
 import synthetic
 from model import build_sam, upsample_logits, vrp_loss
 from pretrain_tiny_sam import (
-    check_out, held_out_point_iou, normalise, object_prompts, sample_scene, save_fp16, warmup_cosine,
+    held_out_point_iou, normalise, object_prompts, output_file, sample_scene, save_fp16, warmup_cosine,
 )
 from prompts import SEED_STREAMS
 from sam2_backend import TINY_SAM2, build_sam2_model, decode_masks, image_features, unpack_levels
@@ -378,14 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-videos", type=cli.positive_int, default=16, help="held-out videos for stage 2's J")
     parser.add_argument("--eval-frames", type=cli.int_range(2), default=HELD_OUT_VIDEO_FRAMES,
                         help="frames of each held-out video (longer than a clip: the memory window has to slide)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="the fp16 checkpoint to write")
+    parser.add_argument("--out", type=output_file, default=str(DEFAULT_CHECKPOINT), help="the fp16 checkpoint to write")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_out(parser, args.out)
     if args.stage == "memory" and not args.out.is_file():
         parser.error(f"argument --out: --stage memory reads stage 1's checkpoint {args.out}, which does not exist; "
                      "run --stage image (or both) first")
