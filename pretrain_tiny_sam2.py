@@ -349,8 +349,8 @@ def init_source(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every value is checked here, at parse time (cli.py's types), before anything is built or written."""
-    parser = argparse.ArgumentParser(prog="pretrain_tiny_sam2.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.ArgumentParser(prog="pretrain_tiny_sam2.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=cli.HelpFormatter)
     parser.add_argument("--stage", choices=("image", "memory", "both"), default="both",
                         help="image: stage 1 from a random SAM 2, writes --out; memory: stage 2, reads --out "
                              "(stage 1's file) and rewrites it; both: one after the other")

@@ -121,3 +121,15 @@ def test_missing_or_corrupt_checkpoint_says_how_to_remake_it(tmp_path):
         pretrain.load_tiny_sam2(corrupt)
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--stage", "memory", "--out", str(tmp_path / "none.pth")])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+    (["--stage", "memory", "--out", "{tmp}/none.pth"], "--stage memory reads stage 1's checkpoint"),
+    (["--out", "{tmp}"], "argument --out: cannot write"),
+])
+def test_bad_flags_are_one_line(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pretrain.parse_args([arg.format(tmp=tmp_path) for arg in argv])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pretrain_tiny_sam2.py: error: ") and words in err, err
